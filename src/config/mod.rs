@@ -1,0 +1,382 @@
+//! Configuration: what users write in `config/config.yaml` (DESIGN §4).
+//!
+//! Loading is three steps, each with errors that name the key path:
+//! 1. `.env` beside the working directory is loaded into the environment (never overriding
+//!    variables already set);
+//! 2. `${VAR}` / `${VAR:-default}` are interpolated in the raw text;
+//! 3. the YAML is parsed into plain structs that deny unknown keys, then [`Config::validate`]
+//!    checks values.
+//!
+//! Secrets (passwords, keys) are wrapped in [`Secret`], whose `Debug` and `Display` print `***`.
+
+mod interpolate;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use interpolate::interpolate;
+pub use secret::{is_secret_key, Secret};
+
+/// A configuration problem: always a bad input, never a runtime failure (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass --config PATH or create it from config/config.yaml")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}` {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Interpolate { path: PathBuf, message: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Pipeline name: offsets file, checkpoint key, default replication slot.
+    pub name: String,
+    /// Debezium connector properties, passed through verbatim (values are stringified).
+    pub source: Props,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub journal: JournalConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub target: Option<TargetConfig>,
+    #[serde(default = "default_jobs_dir")]
+    pub jobs_dir: PathBuf,
+    /// The file this was loaded from, for error messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// A map of string properties (`source:`, `audit.options`). `Debug` redacts secret-bearing keys.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Props(pub BTreeMap<String, SourceValue>);
+
+impl Props {
+    pub fn get(&self, key: &str) -> Option<&SourceValue> {
+        self.0.get(key)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &SourceValue)> {
+        self.0.iter()
+    }
+
+    /// Every property as a string, secret-bearing ones as `***`.
+    pub fn redacted(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_key(k) {
+                    "***".to_string()
+                } else {
+                    v.as_string()
+                };
+                (k.clone(), shown)
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Props {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.redacted()).finish()
+    }
+}
+
+/// A scalar YAML value under `source:`; Debezium takes every property as a string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SourceValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl SourceValue {
+    pub fn as_string(&self) -> String {
+        match self {
+            SourceValue::Bool(b) => b.to_string(),
+            SourceValue::Int(i) => i.to_string(),
+            SourceValue::Float(f) => f.to_string(),
+            SourceValue::Str(s) => s.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Directory holding the Debezium jars and `db-sync-bridge.jar`.
+    #[serde(default = "default_lib_dir")]
+    pub lib_dir: PathBuf,
+    #[serde(default = "default_jvm_options")]
+    pub jvm_options: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lib_dir: default_lib_dir(),
+            jvm_options: default_jvm_options(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    #[serde(default = "default_journal_dir")]
+    pub dir: PathBuf,
+    #[serde(default = "default_segment_max_bytes")]
+    pub segment_max_bytes: u64,
+    /// Hours a sealed, audited segment is kept when nothing applies it (used by compaction).
+    #[serde(default = "default_retain_hours")]
+    pub retain_hours: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            dir: default_journal_dir(),
+            segment_max_bytes: default_segment_max_bytes(),
+            retain_hours: default_retain_hours(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default = "default_audit_url")]
+    pub url: String,
+    /// object_store options (endpoint, region, access keys, allow_http). Secret-bearing keys
+    /// are redacted wherever options are shown.
+    #[serde(default)]
+    pub options: Props,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            url: default_audit_url(),
+            options: Props::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub url: Secret,
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    #[serde(default = "default_true")]
+    pub create_tables: bool,
+}
+
+fn default_lib_dir() -> PathBuf {
+    PathBuf::from("debezium/lib")
+}
+fn default_jvm_options() -> Vec<String> {
+    vec!["-Xmx1g".to_string()]
+}
+fn default_journal_dir() -> PathBuf {
+    PathBuf::from("data/journal")
+}
+fn default_segment_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_retain_hours() -> u64 {
+    24
+}
+fn default_audit_url() -> String {
+    "file://data/audit".to_string()
+}
+fn default_batch_rows() -> usize {
+    5000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_jobs_dir() -> PathBuf {
+    PathBuf::from("jobs")
+}
+
+impl Config {
+    /// Loads `.env`, reads and interpolates `path`, parses and validates it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        // A missing .env is the normal case; a malformed one is worth saying.
+        if let Err(e) = dotenvy::dotenv() {
+            if !e.not_found() {
+                return Err(ConfigError::Parse {
+                    path: PathBuf::from(".env"),
+                    message: format!("{e}; fix or remove .env"),
+                });
+            }
+        }
+        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &raw, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text; `env` resolves `${VAR}` (tests pass their own).
+    pub fn parse(
+        path: &Path,
+        raw: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = interpolate(raw, env).map_err(|message| ConfigError::Interpolate {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let mut config: Config = deserialize_tracked(&text).map_err(|(key, message)| {
+            if key.is_empty() || key == "." {
+                ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                }
+            } else {
+                ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key,
+                    message,
+                }
+            }
+        })?;
+        config.path = path.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks values that parse but cannot work, naming the key path of each.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(self.invalid(
+                "name",
+                "must be non-empty and use only letters, digits, '_' and '-' (it names the replication slot and offsets file)",
+            ));
+        }
+        if !self.source.contains_key("connector.class") {
+            return Err(self.invalid(
+                "source.connector.class",
+                "is required, e.g. io.debezium.connector.postgresql.PostgresConnector",
+            ));
+        }
+        for (key, value) in self.source.iter() {
+            if let SourceValue::Str(s) = value {
+                if s.contains('\n') {
+                    return Err(self.invalid(
+                        &format!("source.{key}"),
+                        "must be a single line; Debezium properties are scalars",
+                    ));
+                }
+            }
+        }
+        if self.journal.segment_max_bytes < 4096 {
+            return Err(self.invalid(
+                "journal.segment_max_bytes",
+                format!(
+                    "is {}; use at least 4096 (default 67108864)",
+                    self.journal.segment_max_bytes
+                ),
+            ));
+        }
+        if !(self.audit.url.starts_with("file://") || self.audit.url.starts_with("s3://")) {
+            return Err(self.invalid(
+                "audit.url",
+                format!(
+                    "is {:?}; use file://PATH or s3://BUCKET/PREFIX",
+                    self.audit.url
+                ),
+            ));
+        }
+        if let Some(target) = &self.target {
+            if !target.url.expose().starts_with("mysql://") {
+                return Err(
+                    self.invalid("target.url", "must be mysql://USER:PASSWORD@HOST:PORT/DB")
+                );
+            }
+            if target.batch_rows == 0 {
+                return Err(self.invalid("target.batch_rows", "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Debezium connector class, e.g. `io.debezium.connector.postgresql.PostgresConnector`.
+    pub fn connector_class(&self) -> String {
+        self.source
+            .get("connector.class")
+            .map(SourceValue::as_string)
+            .unwrap_or_default()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.connector_class().contains("postgresql")
+    }
+
+    /// A `source:` property as a string, if set.
+    pub fn source_prop(&self, key: &str) -> Option<String> {
+        self.source.get(key).map(SourceValue::as_string)
+    }
+
+    /// `source:` for display: secret-bearing properties print `***`.
+    pub fn redacted_source(&self) -> BTreeMap<String, String> {
+        self.source.redacted()
+    }
+}
+
+/// Deserializes, returning the dotted path of the offending key and the message on failure.
+fn deserialize_tracked(text: &str) -> Result<Config, (String, String)> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        // serde_yaml appends "at line L column C"; the key path already says where.
+        let message = e.inner().to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        (key, message)
+    })
+}
+
+#[cfg(test)]
+mod tests;
