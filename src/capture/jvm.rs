@@ -1,0 +1,173 @@
+//! The JVM inside the db-sync process: found, started once, bridge natives registered.
+//!
+//! DESIGN §9: one JVM per process (`JNI_CreateJavaVM` cannot run twice), started with `-Xrs`
+//! so Rust owns SIGINT/SIGTERM, `libjvm.so` found at run time, natives registered with
+//! RegisterNatives rather than looked up as symbols in the executable.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use jni::{InitArgsBuilder, JNIVersion, JavaVM, NativeMethod};
+
+use super::CaptureError;
+
+pub const BRIDGE_CLASS: &str = "io/dbsync/bridge/Bridge";
+pub const BRIDGE_JAR: &str = "db-sync-bridge.jar";
+/// A jar the engine cannot start without; its absence means set-up never ran.
+const ENGINE_JAR_PREFIX: &str = "debezium-embedded-";
+
+static JVM: OnceLock<Result<JavaVM, String>> = OnceLock::new();
+
+/// The jars of `lib_dir`, sorted, or a one-line error saying how to get them.
+pub fn classpath(lib_dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
+    let entries = std::fs::read_dir(lib_dir).map_err(|e| {
+        CaptureError::Setup(format!(
+            "engine.lib_dir {} cannot be read ({e}); run scripts/setup.sh to download the Debezium jars and build the bridge",
+            lib_dir.display()
+        ))
+    })?;
+    let mut jars: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jar"))
+        .collect();
+    jars.sort();
+    let has = |pred: &dyn Fn(&str) -> bool| {
+        jars.iter()
+            .any(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(pred))
+    };
+    if !has(&|n| n == BRIDGE_JAR) {
+        return Err(CaptureError::Setup(format!(
+            "{} is missing from engine.lib_dir {}; run scripts/setup.sh to build the bridge",
+            BRIDGE_JAR,
+            lib_dir.display()
+        )));
+    }
+    if !has(&|n| n.starts_with(ENGINE_JAR_PREFIX)) {
+        return Err(CaptureError::Setup(format!(
+            "no {ENGINE_JAR_PREFIX}*.jar in engine.lib_dir {}; run scripts/setup.sh to extract the Debezium jars",
+            lib_dir.display()
+        )));
+    }
+    Ok(jars)
+}
+
+/// Where `libjvm.so` may be, in the order tried: `$JAVA_HOME`, then the `java` on PATH.
+pub fn libjvm_candidates() -> Vec<PathBuf> {
+    let mut homes: Vec<PathBuf> = Vec::new();
+    if let Some(home) = std::env::var_os("JAVA_HOME").filter(|h| !h.is_empty()) {
+        homes.push(PathBuf::from(home));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let java = dir.join("java");
+            if let Ok(real) = std::fs::canonicalize(&java) {
+                // <home>/bin/java
+                if let Some(home) = real.parent().and_then(Path::parent) {
+                    homes.push(home.to_path_buf());
+                }
+                break;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for home in homes {
+        for rel in [
+            "lib/server/libjvm.so",
+            "jre/lib/server/libjvm.so",
+            "lib/libjvm.so",
+        ] {
+            out.push(home.join(rel));
+        }
+    }
+    out
+}
+
+pub fn find_libjvm() -> Result<PathBuf, CaptureError> {
+    let candidates = libjvm_candidates();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        CaptureError::Setup(format!(
+            "cannot find libjvm.so (tried: {}); install a JDK 17 with scripts/setup.sh or set JAVA_HOME",
+            if tried.is_empty() { "JAVA_HOME unset, no java on PATH".to_string() } else { tried.join(", ") }
+        ))
+    })
+}
+
+/// Starts the process's JVM (once) with the jars of `lib_dir` and `options`, loads the bridge
+/// class and registers its natives. Later calls return the same JVM and ignore their arguments.
+pub fn start(
+    lib_dir: &Path,
+    options: &[String],
+    natives: fn() -> Vec<NativeMethod>,
+) -> Result<&'static JavaVM, CaptureError> {
+    let started =
+        JVM.get_or_init(|| start_once(lib_dir, options, natives).map_err(|e| e.to_string()));
+    started
+        .as_ref()
+        .map_err(|message| CaptureError::Setup(message.clone()))
+}
+
+fn start_once(
+    lib_dir: &Path,
+    options: &[String],
+    natives: fn() -> Vec<NativeMethod>,
+) -> Result<JavaVM, CaptureError> {
+    let jars = classpath(lib_dir)?;
+    let libjvm = find_libjvm()?;
+    let cp = std::env::join_paths(&jars)
+        .map_err(|e| CaptureError::Setup(format!("bad jar path in engine.lib_dir: {e}")))?;
+    let log_level = if tracing::enabled!(tracing::Level::DEBUG) {
+        "INFO"
+    } else {
+        "WARN"
+    };
+    let mut builder = InitArgsBuilder::new()
+        .version(JNIVersion::V8)
+        // Rust owns SIGINT/SIGTERM: without -Xrs the JVM's handlers run shutdown hooks and
+        // end the process under us.
+        .option("-Xrs")
+        .option(format!("-Djava.class.path={}", cp.to_string_lossy()))
+        .option(format!("-Ddbsync.log.level={log_level}"));
+    for opt in options {
+        builder = builder.option(opt.as_str());
+    }
+    let args = builder
+        .build()
+        .map_err(|e| CaptureError::Setup(format!("bad engine.jvm_options: {e}")))?;
+    let vm = JavaVM::with_libjvm(args, || Ok(libjvm.clone())).map_err(|e| {
+        CaptureError::Setup(format!(
+            "cannot start the JVM from {}: {e}; check engine.jvm_options",
+            libjvm.display()
+        ))
+    })?;
+    {
+        let mut env = vm
+            .attach_current_thread()
+            .map_err(|e| CaptureError::Setup(format!("cannot attach to the JVM: {e}")))?;
+        let class = env.find_class(BRIDGE_CLASS).map_err(|_| {
+            let _ = env.exception_clear();
+            CaptureError::Setup(format!(
+                "class {} not found in {}; rebuild the bridge with scripts/setup.sh",
+                BRIDGE_CLASS.replace('/', "."),
+                lib_dir.join(BRIDGE_JAR).display()
+            ))
+        })?;
+        env.register_native_methods(&class, &natives()).map_err(|e| {
+            let _ = env.exception_clear();
+            CaptureError::Setup(format!(
+                "cannot register the bridge's native methods ({e}); the bridge jar does not match this db-sync, rebuild it with scripts/setup.sh"
+            ))
+        })?;
+    }
+    Ok(vm)
+}
+
+/// A native method entry for `register_native_methods`.
+pub fn native(name: &str, sig: &str, f: *mut c_void) -> NativeMethod {
+    NativeMethod {
+        name: name.into(),
+        sig: sig.into(),
+        fn_ptr: f,
+    }
+}

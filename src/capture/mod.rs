@@ -1,0 +1,413 @@
+//! Capture: Debezium's embedded engine, in this process, feeding the journal.
+//!
+//! [`run`] starts the JVM (once per process), builds the engine from `source:` over the
+//! defaults of [`engine_properties`], and runs it on a thread of its own. The Java bridge hands
+//! each engine batch to [`append_batch`] in one JNI call; that call appends the batch to the
+//! journal with one fsync and only then returns, after which the bridge acknowledges the
+//! records. So:
+//!
+//! - **Durable:** every event Debezium may commit an offset for is fsynced in the journal.
+//! - **Crash:** a crash anywhere loses nothing acknowledged; Debezium re-delivers the rest from
+//!   its last committed offset and the journal drops what it already holds (by position).
+//! - **Stop:** on shutdown the engine is closed after the batch in hand; `run` returns `Ok`.
+//! - **Failure:** an engine failure (credentials, `wal_level`, privileges) or a journal error
+//!   ends `run` with one line naming the cause.
+
+pub mod jvm;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_void;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use jni::objects::{JByteArray, JClass, JObject, JString, JValue};
+use jni::sys::{jint, jlong, jstring};
+use jni::{JNIEnv, NativeMethod};
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::journal::{Journal, JournalError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Set-up or configuration: jars, JVM, options. Fixed by the user before a retry helps.
+    #[error("{0}")]
+    Setup(String),
+    /// The engine stopped with an error (connection, credentials, source settings).
+    #[error("capture failed: {0}")]
+    Engine(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// What a capture run did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    pub batches: u64,
+    pub events: u64,
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Stop once the initial snapshot's last record is journaled (benchmarks, one-off loads).
+    pub exit_after_snapshot: bool,
+}
+
+const DEFAULT_HEARTBEAT_MS: &str = "10000";
+const DEFAULT_OFFSET_FLUSH_MS: &str = "1000";
+
+/// The Debezium properties for `config`: safe defaults, overridden by anything in `source:`.
+///
+/// Defaults: offsets and schema history in files under `data/`; a short offset flush so little
+/// is re-delivered after a crash; a heartbeat; for PostgreSQL, `pgoutput`, a slot and a
+/// publication named after the pipeline with the publication limited to the included tables,
+/// and a heartbeat action that emits a logical message, so the slot advances even when only
+/// tables outside the pipeline change (DESIGN §9).
+pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
+    let name = &config.name;
+    let ident: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut p: BTreeMap<String, String> = BTreeMap::new();
+    let mut set = |k: &str, v: &str| {
+        p.insert(k.to_string(), v.to_string());
+    };
+    set("name", name);
+    set("topic.prefix", name);
+    set(
+        "offset.storage",
+        "org.apache.kafka.connect.storage.FileOffsetBackingStore",
+    );
+    set(
+        "offset.storage.file.filename",
+        &format!("data/offsets/{name}.dat"),
+    );
+    set("offset.flush.interval.ms", DEFAULT_OFFSET_FLUSH_MS);
+    set(
+        "schema.history.internal",
+        "io.debezium.storage.file.history.FileSchemaHistory",
+    );
+    set(
+        "schema.history.internal.file.filename",
+        &format!("data/history/{name}.dat"),
+    );
+    set("tombstones.on.delete", "false");
+    set("heartbeat.interval.ms", DEFAULT_HEARTBEAT_MS);
+    if config.is_postgres() {
+        set("plugin.name", "pgoutput");
+        set("slot.name", &format!("dbsync_{ident}"));
+        set("publication.name", &format!("dbsync_{ident}"));
+        set("publication.autocreate.mode", "filtered");
+        set(
+            "heartbeat.action.query",
+            "SELECT pg_logical_emit_message(false, 'db-sync-heartbeat', now()::text)",
+        );
+    }
+    for (k, v) in config.source.iter() {
+        p.insert(k.clone(), v.as_string());
+    }
+    p
+}
+
+/// The files named by the engine properties whose directories must exist.
+fn engine_files(props: &BTreeMap<String, String>) -> Vec<PathBuf> {
+    [
+        "offset.storage.file.filename",
+        "schema.history.internal.file.filename",
+    ]
+    .iter()
+    .filter_map(|k| props.get(*k).map(PathBuf::from))
+    .collect()
+}
+
+/// Per-run state the native callback reaches through the handle.
+struct Sink {
+    state: Mutex<SinkState>,
+    batches: AtomicU64,
+    events: AtomicU64,
+    duplicates: AtomicU64,
+    snapshot_completed: AtomicBool,
+    wake: Notify,
+}
+
+struct SinkState {
+    journal: Journal,
+    /// JVM schema id → journal schema id.
+    schema_ids: HashMap<u32, u32>,
+    scratch: Vec<u8>,
+}
+
+impl Sink {
+    /// Journals one bridge batch: maps the JVM's schema ids to the journal's, then one append.
+    fn append(&self, state: &mut SinkState, batch: &[u8]) -> Result<(), String> {
+        let entries = wire::entries(batch)?;
+        let mut events: Vec<(u32, &[u8])> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match entry {
+                wire::Entry::Schema { jvm_id, json } => {
+                    let id = state.journal.schema_id(json).map_err(|e| e.to_string())?;
+                    state.schema_ids.insert(jvm_id, id);
+                }
+                wire::Entry::Event { jvm_id, body } => {
+                    let id = *state.schema_ids.get(&jvm_id).ok_or_else(|| {
+                        format!("bridge sent an event of unknown schema {jvm_id}")
+                    })?;
+                    events.push((id, body));
+                }
+            }
+        }
+        let out = state.journal.append(events).map_err(|e| e.to_string())?;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(out.events as u64, Ordering::Relaxed);
+        self.duplicates
+            .fetch_add(out.duplicates as u64, Ordering::Relaxed);
+        if out.duplicates > 0 {
+            tracing::info!(
+                duplicates = out.duplicates,
+                "dropped re-delivered events the journal already holds"
+            );
+        }
+        if out.snapshot_completed {
+            self.snapshot_completed.store(true, Ordering::SeqCst);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// `Bridge.appendBatch(long handle, byte[] batch, int length) -> String`: called by the bridge
+/// once per engine batch on the engine's thread. Returns null when the batch is durable.
+extern "system" fn append_batch<'local>(
+    env: JNIEnv<'local>,
+    _class: JClass<'local>,
+    handle: jlong,
+    batch: JByteArray<'local>,
+    length: jint,
+) -> jstring {
+    // SAFETY: `handle` is the address of the `Sink` that `run` keeps alive (in an Arc) until
+    // `Bridge.run` has returned, and the bridge only calls this from inside `Bridge.run`.
+    let sink = unsafe { &*(handle as *const Sink) };
+    let result = (|| -> Result<(), String> {
+        let len = usize::try_from(length).map_err(|_| "negative batch length".to_string())?;
+        let mut state = sink
+            .state
+            .lock()
+            .map_err(|_| "journal lock poisoned".to_string())?;
+        let mut scratch = std::mem::take(&mut state.scratch);
+        scratch.resize(len, 0);
+        // SAFETY: i8 and u8 have the same size and alignment, and the slice covers `scratch`.
+        let as_i8 =
+            unsafe { std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<i8>(), len) };
+        // One copy out of the Java heap, so no JVM critical section is held across the fsync.
+        env.get_byte_array_region(&batch, 0, as_i8)
+            .map_err(|e| format!("cannot read the batch from the JVM: {e}"))?;
+        let outcome = sink.append(&mut state, &scratch);
+        state.scratch = scratch;
+        outcome
+    })();
+    match result {
+        Ok(()) => std::ptr::null_mut(),
+        Err(message) => env
+            .new_string(message)
+            .map(JString::into_raw)
+            .unwrap_or(std::ptr::null_mut()),
+    }
+}
+
+fn natives() -> Vec<NativeMethod> {
+    vec![jvm::native(
+        "appendBatch",
+        "(J[BI)Ljava/lang/String;",
+        append_batch as *mut c_void,
+    )]
+}
+
+/// Validates the engine set-up (jars, JVM, bridge) without connecting: for `check`.
+pub fn check_engine(config: &Config) -> Result<(), CaptureError> {
+    jvm::start(&config.engine.lib_dir, &config.engine.jvm_options, natives).map(|_| ())
+}
+
+/// Captures changes into the journal until `shutdown` turns true or the engine stops.
+///
+/// Returns `Ok` after a clean stop (shutdown requested, or the snapshot completed when
+/// [`Options::exit_after_snapshot`]); `Err` when the engine or the journal failed.
+pub async fn run(
+    config: &Config,
+    options: Options,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Summary, CaptureError> {
+    let journal = Journal::open(&config.journal.dir, config.journal.segment_max_bytes)?;
+    let props = engine_properties(config);
+    for file in engine_files(&props) {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                CaptureError::Setup(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+    }
+    let vm = jvm::start(&config.engine.lib_dir, &config.engine.jvm_options, natives)?;
+    tracing::info!(
+        journal = %config.journal.dir.display(),
+        next_seq = journal.next_seq(),
+        "capture starting"
+    );
+    let sink = Arc::new(Sink {
+        state: Mutex::new(SinkState {
+            journal,
+            schema_ids: HashMap::new(),
+            scratch: Vec::new(),
+        }),
+        batches: AtomicU64::new(0),
+        events: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+        snapshot_completed: AtomicBool::new(false),
+        wake: Notify::new(),
+    });
+
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let engine_sink = Arc::clone(&sink);
+    std::thread::Builder::new()
+        .name("debezium-engine".into())
+        .spawn(move || {
+            let outcome = run_engine(vm, &engine_sink, &props);
+            drop(engine_sink);
+            let _ = done_tx.send(outcome);
+        })
+        .map_err(|e| CaptureError::Setup(format!("cannot start the engine thread: {e}")))?;
+
+    let mut stopping = false;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut done_rx => break outcome.unwrap_or_else(|_| Err("engine thread ended without a result".into())),
+            changed = shutdown.changed(), if !stopping => {
+                if changed.is_err() || *shutdown.borrow() {
+                    tracing::info!("stopping capture after the batch in hand");
+                    stopping = true;
+                    request_stop(vm).await;
+                }
+            }
+            _ = sink.wake.notified(), if !stopping => {
+                if options.exit_after_snapshot && sink.snapshot_completed.load(Ordering::SeqCst) {
+                    tracing::info!("snapshot complete; stopping capture");
+                    stopping = true;
+                    request_stop(vm).await;
+                }
+            }
+        }
+    };
+    let summary = Summary {
+        batches: sink.batches.load(Ordering::Relaxed),
+        events: sink.events.load(Ordering::Relaxed),
+        duplicates: sink.duplicates.load(Ordering::Relaxed),
+    };
+    match outcome {
+        Ok(()) => Ok(summary),
+        // A failure reported while we were closing the engine is the close itself.
+        Err(e) if stopping && e.contains("interrupt") => Ok(summary),
+        Err(e) => Err(CaptureError::Engine(e)),
+    }
+}
+
+/// Calls `Bridge.stop()` from a blocking thread attached to the JVM.
+async fn request_stop(vm: &'static jni::JavaVM) {
+    let stopped = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let mut env = vm.attach_current_thread().map_err(|e| e.to_string())?;
+        env.call_static_method(jvm::BRIDGE_CLASS, "stop", "()V", &[])
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+    .await;
+    if let Ok(Err(e)) | Err(e) = stopped.map_err(|e| e.to_string()) {
+        tracing::warn!("could not ask the engine to stop: {e}");
+    }
+}
+
+/// Runs `Bridge.run(handle, props)` on the current thread; `Err` holds the engine's one line.
+fn run_engine(
+    vm: &'static jni::JavaVM,
+    sink: &Arc<Sink>,
+    props: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let mut env = vm
+        .attach_current_thread()
+        .map_err(|e| format!("cannot attach the engine thread to the JVM: {e}"))?;
+    let result = env.with_local_frame(
+        16 + 2 * props.len() as i32,
+        |env| -> Result<Option<String>, jni::errors::Error> {
+            let array = env.new_object_array(
+                (props.len() * 2) as i32,
+                "java/lang/String",
+                JObject::null(),
+            )?;
+            for (i, (k, v)) in props.iter().enumerate() {
+                let key = env.new_string(k)?;
+                let value = env.new_string(v)?;
+                env.set_object_array_element(&array, (2 * i) as i32, key)?;
+                env.set_object_array_element(&array, (2 * i + 1) as i32, value)?;
+            }
+            let handle = Arc::as_ptr(sink) as jlong;
+            let ret = env.call_static_method(
+                jvm::BRIDGE_CLASS,
+                "run",
+                "(J[Ljava/lang/String;)Ljava/lang/String;",
+                &[JValue::Long(handle), JValue::Object(&array)],
+            )?;
+            let obj = ret.l()?;
+            if obj.is_null() {
+                return Ok(None);
+            }
+            let message: String = env.get_string(&JString::from(obj))?.into();
+            Ok(Some(message))
+        },
+    );
+    match result {
+        Ok(None) => Ok(()),
+        Ok(Some(message)) => Err(message),
+        Err(e) => {
+            let _ = env.exception_describe();
+            let _ = env.exception_clear();
+            Err(format!("the bridge failed: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn source_overrides_defaults_and_postgres_gets_slot_publication_heartbeat() {
+        let text = "name: Shop-1\nsource:\n  connector.class: io.debezium.connector.postgresql.PostgresConnector\n  heartbeat.interval.ms: 500\n";
+        let config = Config::parse(Path::new("c.yaml"), text, &|_| None).unwrap();
+        let p = engine_properties(&config);
+        assert_eq!(p["heartbeat.interval.ms"], "500");
+        assert_eq!(p["slot.name"], "dbsync_shop_1");
+        assert_eq!(p["publication.autocreate.mode"], "filtered");
+        assert_eq!(p["offset.storage.file.filename"], "data/offsets/Shop-1.dat");
+        assert_eq!(p["offset.flush.interval.ms"], "1000");
+        assert!(p["heartbeat.action.query"].contains("pg_logical_emit_message"));
+    }
+
+    #[test]
+    fn other_connectors_get_no_postgres_defaults() {
+        let text =
+            "name: m\nsource:\n  connector.class: io.debezium.connector.mysql.MySqlConnector\n";
+        let config = Config::parse(Path::new("c.yaml"), text, &|_| None).unwrap();
+        let p = engine_properties(&config);
+        assert!(!p.contains_key("slot.name"));
+        assert!(!p.contains_key("heartbeat.action.query"));
+        assert_eq!(p["heartbeat.interval.ms"], DEFAULT_HEARTBEAT_MS);
+    }
+}

@@ -1,0 +1,190 @@
+//! `db-sync check`: one line per finding, so a person sees every problem in one run.
+//!
+//! Checks, in order: configuration (already loaded, or we would not be here), the jars in
+//! `engine.lib_dir`, the JVM and the bridge, and for PostgreSQL sources: reachable with the
+//! configured credentials, `wal_level=logical`, and the replication privilege. Exit 0 when all
+//! pass, 1 when any fails.
+
+use std::time::Duration;
+
+use crate::capture::{self, jvm};
+use crate::cli::Failure;
+use crate::config::Config;
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str, detail: impl std::fmt::Display) {
+        println!("ok    {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: impl std::fmt::Display) {
+        self.failures += 1;
+        println!("FAIL  {what}: {detail}");
+    }
+}
+
+pub fn run(config: &Config) -> Result<(), Failure> {
+    let mut r = Report { failures: 0 };
+    r.ok(
+        "config",
+        format!("{} (pipeline {})", config.path.display(), config.name),
+    );
+
+    match jvm::classpath(&config.engine.lib_dir) {
+        Ok(jars) => {
+            let missing = missing_listed_jars(config, &jars);
+            if missing.is_empty() {
+                r.ok(
+                    "jars",
+                    format!("{} jars in {}", jars.len(), config.engine.lib_dir.display()),
+                )
+            } else {
+                r.fail(
+                    "jars",
+                    format!(
+                        "missing from {}: {}; run scripts/setup.sh",
+                        config.engine.lib_dir.display(),
+                        missing.join(", ")
+                    ),
+                )
+            }
+        }
+        Err(e) => r.fail("jars", e),
+    }
+    match jvm::find_libjvm() {
+        Ok(path) => match capture::check_engine(config) {
+            Ok(()) => r.ok("jvm", format!("{} with the bridge loaded", path.display())),
+            Err(e) => r.fail("jvm", e),
+        },
+        Err(e) => r.fail("jvm", e),
+    }
+    if config.is_postgres() {
+        check_postgres(config, &mut r);
+    } else {
+        r.ok(
+            "source",
+            format!(
+                "{} (no prerequisite checks for this connector yet)",
+                config.connector_class()
+            ),
+        );
+    }
+    if r.failures > 0 {
+        return Err(Failure::runtime(format!("{} check(s) failed", r.failures)));
+    }
+    Ok(())
+}
+
+/// Jars named in `<lib_dir>/../jars.sha256` (the project's list) that `lib_dir` lacks.
+fn missing_listed_jars(config: &Config, jars: &[std::path::PathBuf]) -> Vec<String> {
+    let list = config.engine.lib_dir.join("..").join("jars.sha256");
+    let Ok(text) = std::fs::read_to_string(list) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|name| {
+            !jars
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| n == *name))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_postgres(config: &Config, r: &mut Report) {
+    let prop = |k: &str, d: &str| config.source_prop(k).unwrap_or_else(|| d.to_string());
+    let host = prop("database.hostname", "localhost");
+    let port = prop("database.port", "5432");
+    let user = prop("database.user", "postgres");
+    let dbname = prop("database.dbname", "postgres");
+    let password = config.source_prop("database.password").unwrap_or_default();
+    let Ok(port_num) = port.parse::<u16>() else {
+        r.fail(
+            "source",
+            format!("source.database.port {port:?} is not a port number"),
+        );
+        return;
+    };
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&host)
+        .port(port_num)
+        .user(&user)
+        .dbname(&dbname)
+        .password(password)
+        .connect_timeout(Duration::from_secs(5))
+        .application_name("db-sync check");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            r.fail("source", format!("cannot start the async runtime: {e}"));
+            return;
+        }
+    };
+    rt.block_on(async {
+        let client = match pg.connect(tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                r.ok("source", format!("connected to {host}:{port}/{dbname} as {user}"));
+                client
+            }
+            Err(e) => {
+                r.fail("source", format!("cannot connect to {host}:{port}/{dbname} as {user}: {}; check source.database.* and that the server runs", pg_error(&e)));
+                return;
+            }
+        };
+        match client.query_one("SHOW wal_level", &[]).await {
+            Ok(row) => {
+                let level: String = row.get(0);
+                if level == "logical" {
+                    r.ok("wal_level", "logical");
+                } else {
+                    r.fail("wal_level", format!("is {level}; set wal_level = logical in postgresql.conf and restart PostgreSQL"));
+                }
+            }
+            Err(e) => r.fail("wal_level", pg_error(&e)),
+        }
+        match client
+            .query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+            .await
+        {
+            Ok(row) if row.get::<_, bool>(0) => r.ok("replication privilege", format!("{user} may replicate")),
+            Ok(_) => r.fail("replication privilege", format!("{user} lacks REPLICATION; run ALTER ROLE \"{user}\" REPLICATION as a superuser")),
+            Err(e) => r.fail("replication privilege", pg_error(&e)),
+        }
+        if let Some(list) = config.source_prop("table.include.list") {
+            for table in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                // Entries are regular expressions; only check the plain schema.table ones.
+                if table.chars().any(|c| "*+?[](){}|\\^$".contains(c)) {
+                    continue;
+                }
+                match client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await {
+                    Ok(row) if row.get::<_, bool>(0) => r.ok("table", table),
+                    Ok(_) => r.fail("table", format!("{table} does not exist; fix source.table.include.list")),
+                    Err(e) => r.fail("table", format!("{table}: {}", pg_error(&e))),
+                }
+            }
+        }
+    });
+}
+
+/// The server's own message when there is one (tokio-postgres' Display says only "db error").
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s = format!("{s}: {inner}");
+                src = inner.source();
+            }
+            s
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The command line (DESIGN §3): parsing, dispatch, and the mapping of failures to exit codes
+//! (0 ok, 1 runtime failure, 2 bad usage or bad config).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::capture::{self, CaptureError};
+use crate::config::{Config, ConfigError};
+use crate::journal::{self, event, JournalError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "db-sync",
+    version,
+    about = "CDC batch sync: Debezium (in-process) -> journal -> Parquet audit files + MySQL"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = "config/config.yaml")]
+    config: PathBuf,
+    /// More log output (debug); RUST_LOG overrides.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Capture changes and run the jobs in jobs_dir; SIGINT/SIGTERM finish the batch in hand and exit 0.
+    Run,
+    /// Capture changes into the journal until stopped.
+    Capture {
+        /// Stop once the initial snapshot is journaled.
+        #[arg(long)]
+        exit_after_snapshot: bool,
+    },
+    /// Validate config, jars, JVM and the source's prerequisites; one line per finding.
+    Check,
+    /// Inspect the journal.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalCommand {
+    /// Print journal records as JSON lines, in sequence order.
+    Dump {
+        /// First sequence number to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Print at most N records.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+/// A failure on its way to the user: one line and an exit code.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+impl From<CaptureError> for Failure {
+    fn from(e: CaptureError) -> Self {
+        match e {
+            CaptureError::Setup(_) => Failure::usage(e.to_string()),
+            _ => Failure::runtime(e.to_string()),
+        }
+    }
+}
+
+impl From<JournalError> for Failure {
+    fn from(e: JournalError) -> Self {
+        Failure::runtime(e.to_string())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    crate::telemetry::init(cli.verbose);
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Run => {
+            if has_job_files(&config.jobs_dir) {
+                tracing::warn!(
+                    jobs_dir = %config.jobs_dir.display(),
+                    "the job scheduler is not built yet; `run` captures only"
+                );
+            }
+            capture_until_stopped(&config, capture::Options::default())
+        }
+        Command::Capture {
+            exit_after_snapshot,
+        } => capture_until_stopped(
+            &config,
+            capture::Options {
+                exit_after_snapshot,
+            },
+        ),
+        Command::Check => crate::check::run(&config),
+        Command::Journal {
+            command: JournalCommand::Dump { from, limit },
+        } => dump(&config.journal.dir, from, limit),
+    }
+}
+
+fn has_job_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml")
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+/// Runs capture with SIGINT/SIGTERM wired to a clean stop; a second signal exits at once.
+fn capture_until_stopped(config: &Config, options: capture::Options) -> Result<(), Failure> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            let mut signals = 0;
+            loop {
+                wait_for_signal().await;
+                signals += 1;
+                if signals > 1 {
+                    eprintln!("error: second signal; exiting without waiting for the engine");
+                    std::process::exit(130);
+                }
+                let _ = tx.send(true);
+            }
+        });
+        let summary = capture::run(config, options, rx).await?;
+        tracing::info!(
+            batches = summary.batches,
+            events = summary.events,
+            duplicates = summary.duplicates,
+            "capture stopped"
+        );
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+fn dump(dir: &Path, from: u64, limit: Option<u64>) -> Result<(), Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "journal.dir {} does not exist; run `db-sync capture` first or fix journal.dir",
+            dir.display()
+        )));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    let mut closed = false;
+    journal::read_events(dir, from, |e| {
+        if limit.is_some_and(|l| printed >= l) {
+            return Ok(false);
+        }
+        let line =
+            event::to_json(e.seq, e.schema, e.body).map_err(|err| JournalError::Undecodable {
+                seq: e.seq,
+                what: err.to_string(),
+            })?;
+        if writeln!(out, "{line}").is_err() {
+            closed = true; // reader went away (`| head`): not an error
+            return Ok(false);
+        }
+        printed += 1;
+        Ok(true)
+    })?;
+    if !closed {
+        let _ = out.flush();
+    }
+    Ok(())
+}
