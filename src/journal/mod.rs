@@ -39,7 +39,9 @@
 //! events carry PostgreSQL's (last commit LSN, change LSN) pair, which increases strictly in
 //! the order the source emits changes (change LSNs alone go backwards across interleaved
 //! transactions). The writer drops a streaming event whose pair is not above the last one it
-//! journaled. Snapshot reads share a position and are kept as they come: re-read rows are
+//! journaled. Events sharing one position (a key-changing update becomes a delete and a
+//! create at the same LSN) are told apart by their order within it, counted afresh in each
+//! delivery stream, i.e. each process start. Snapshot reads share a position and are kept as they come: re-read rows are
 //! idempotent upserts downstream. Events without a comparable position are always kept:
 //! a duplicate is recoverable, a dropped event is not.
 
@@ -59,6 +61,26 @@ use segment::{Frame, Frames, Header, HEADER_LEN};
 pub struct Position {
     pub commit_lsn: u64,
     pub change_lsn: u64,
+}
+
+/// Where the journal is in the source's stream: a position, and which of the events sharing
+/// it (an update that changes the key is a delete and a create from one WAL record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mark {
+    pub position: Position,
+    pub ordinal: u32,
+}
+
+impl Mark {
+    /// The mark of `position` when the previous streaming event of the same stream was at
+    /// `previous`: events sharing a position are numbered in arrival order.
+    pub fn next(previous: Option<Mark>, position: Position) -> Mark {
+        let ordinal = match previous {
+            Some(m) if m.position == position => m.ordinal + 1,
+            _ => 0,
+        };
+        Mark { position, ordinal }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +137,10 @@ pub struct Journal {
     active_size: u64,
     active_first_seq: u64,
     next_seq: u64,
-    last_position: Option<Position>,
+    /// The last streaming event journaled.
+    last_mark: Option<Mark>,
+    /// The last streaming event Debezium delivered to this process, journaled or not.
+    stream_mark: Option<Mark>,
     next_schema_id: u32,
     /// Schema JSON → journal id, for every schema seen since open.
     schema_ids: HashMap<Vec<u8>, u32>,
@@ -155,7 +180,7 @@ impl Journal {
         let Some((_, active_path)) = segments.last().cloned() else {
             let header = Header {
                 first_seq: 1,
-                last_position: None,
+                last_mark: None,
                 next_schema_id: 1,
             };
             let (file, path) = create_segment(dir, &header)?;
@@ -193,7 +218,7 @@ impl Journal {
                     if let Ok(h) = EventHeader::parse(body) {
                         if !h.is_snapshot() {
                             if let Some(p) = h.position {
-                                journal.last_position = Some(p);
+                                journal.last_mark = Some(Mark::next(journal.last_mark, p));
                             }
                         }
                     }
@@ -237,7 +262,8 @@ impl Journal {
             active_size: HEADER_LEN as u64,
             active_first_seq: header.first_seq,
             next_seq: header.first_seq,
-            last_position: header.last_position,
+            last_mark: header.last_mark,
+            stream_mark: None,
             next_schema_id: header.next_schema_id.max(1),
             schema_ids: HashMap::new(),
             schema_json: HashMap::new(),
@@ -270,8 +296,9 @@ impl Journal {
         self.next_seq
     }
 
-    pub fn last_position(&self) -> Option<Position> {
-        self.last_position
+    /// The last streaming event journaled.
+    pub fn last_mark(&self) -> Option<Mark> {
+        self.last_mark
     }
 
     pub fn dir(&self) -> &Path {
@@ -298,18 +325,21 @@ impl Journal {
         buf.clear();
         let mut out = Appended::default();
         let mut seq = self.next_seq;
-        let mut position = self.last_position;
+        let mut last_mark = self.last_mark;
+        let mut stream_mark = self.stream_mark;
         let mut new_in_segment: Vec<u32> = Vec::new();
         for (schema_id, body) in events {
             let h = EventHeader::parse(body).map_err(|e| JournalError::BadBatch(e.to_string()))?;
             out.snapshot_completed |= h.is_last_snapshot_record();
             if !h.is_snapshot() {
                 if let Some(p) = h.position {
-                    if position.is_some_and(|last| p <= last) {
+                    let mark = Mark::next(stream_mark, p);
+                    stream_mark = Some(mark);
+                    if last_mark.is_some_and(|last| mark <= last) {
                         out.duplicates += 1;
                         continue;
                     }
-                    position = Some(p);
+                    last_mark = Some(mark);
                 }
             }
             if !self.in_segment.contains(&schema_id) && !new_in_segment.contains(&schema_id) {
@@ -343,7 +373,8 @@ impl Journal {
             self.active_size += buf.len() as u64;
         }
         self.next_seq = seq;
-        self.last_position = position;
+        self.last_mark = last_mark;
+        self.stream_mark = stream_mark;
         self.in_segment.extend(new_in_segment);
         self.buf = buf;
         Ok(out)
@@ -356,7 +387,7 @@ impl Journal {
         }
         let header = Header {
             first_seq: self.next_seq,
-            last_position: self.last_position,
+            last_mark: self.last_mark,
             next_schema_id: self.next_schema_id,
         };
         let (file, path) = create_segment(&self.dir, &header)?;

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! header (HEADER_LEN bytes):
-//!   magic "DBSJRNL1" | u64 first_seq | u8 has_pos | u64 commit_lsn | u64 change_lsn
-//!   | u32 next_schema_id | u32 crc32c(previous header bytes)
+//!   magic "DBSJRNL1" | u64 first_seq | u8 has_mark | u64 commit_lsn | u64 change_lsn
+//!   | u32 ordinal | u32 next_schema_id | u32 crc32c(previous header bytes)
 //! frame:
 //!   u32 payload_len | u32 crc32c(payload) | payload
 //! payload:
@@ -18,10 +18,11 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{JournalError, Position};
+use super::{JournalError, Mark, Position};
 
 pub const MAGIC: &[u8; 8] = b"DBSJRNL1";
-pub const HEADER_LEN: usize = 8 + 8 + 1 + 8 + 8 + 4 + 4;
+pub const HEADER_LEN: usize = 8 + 8 + 1 + 8 + 8 + 4 + 4 + 4;
+const CRC_AT: usize = HEADER_LEN - 4;
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Frames larger than this are corruption, not data: a batch-sized sanity bound.
 pub const MAX_FRAME_LEN: u32 = 1 << 30;
@@ -33,7 +34,8 @@ pub const KIND_EVENT: u8 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub first_seq: u64,
-    pub last_position: Option<Position>,
+    /// The last streaming event journaled before this segment.
+    pub last_mark: Option<Mark>,
     pub next_schema_id: u32,
 }
 
@@ -42,14 +44,15 @@ impl Header {
         let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(MAGIC);
         b[8..16].copy_from_slice(&self.first_seq.to_le_bytes());
-        if let Some(p) = self.last_position {
+        if let Some(m) = self.last_mark {
             b[16] = 1;
-            b[17..25].copy_from_slice(&p.commit_lsn.to_le_bytes());
-            b[25..33].copy_from_slice(&p.change_lsn.to_le_bytes());
+            b[17..25].copy_from_slice(&m.position.commit_lsn.to_le_bytes());
+            b[25..33].copy_from_slice(&m.position.change_lsn.to_le_bytes());
+            b[33..37].copy_from_slice(&m.ordinal.to_le_bytes());
         }
-        b[33..37].copy_from_slice(&self.next_schema_id.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..37]);
-        b[37..41].copy_from_slice(&crc.to_le_bytes());
+        b[37..41].copy_from_slice(&self.next_schema_id.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..CRC_AT]);
+        b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -65,17 +68,20 @@ impl Header {
         if &b[..8] != MAGIC {
             return Err(corrupt("not a db-sync journal segment (bad magic)"));
         }
-        if crc32c::crc32c(&b[..37]) != u32_at(b, 37) {
+        if crc32c::crc32c(&b[..CRC_AT]) != u32_at(b, CRC_AT) {
             return Err(corrupt("header CRC mismatch"));
         }
-        let last_position = (b[16] == 1).then(|| Position {
-            commit_lsn: u64_at(b, 17),
-            change_lsn: u64_at(b, 25),
+        let last_mark = (b[16] == 1).then(|| Mark {
+            position: Position {
+                commit_lsn: u64_at(b, 17),
+                change_lsn: u64_at(b, 25),
+            },
+            ordinal: u32_at(b, 33),
         });
         Ok(Header {
             first_seq: u64_at(b, 8),
-            last_position,
-            next_schema_id: u32_at(b, 33),
+            last_mark,
+            next_schema_id: u32_at(b, 37),
         })
     }
 }

@@ -224,6 +224,44 @@ fn redelivered_streaming_events_are_dropped_by_position() {
 }
 
 #[test]
+fn events_sharing_a_position_are_kept_and_deduplicated_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A key-changing update: a delete and a create from one WAL record, one position.
+    let d = body_a(b'd', false, Some((40, 41)), 1, None);
+    let c = body_a(b'c', false, Some((40, 41)), 2, None);
+    let next = body_a(b'c', false, Some((50, 51)), 3, None);
+    {
+        let mut j = Journal::open(tmp.path(), 1 << 20).unwrap();
+        let a = j.schema_id(SCHEMA_A).unwrap();
+        // Crash after the delete was journaled but before the create was.
+        assert_eq!(j.append([(a, &d[..])]).unwrap().events, 1);
+    }
+    let mut j = Journal::open(tmp.path(), 1 << 20).unwrap();
+    let a = j.schema_id(SCHEMA_A).unwrap();
+    let out = j
+        .append([(a, &d[..]), (a, &c[..]), (a, &next[..])])
+        .unwrap();
+    assert_eq!(
+        (out.events, out.duplicates),
+        (2, 1),
+        "the create is new, the delete is not"
+    );
+    drop(j);
+    let mut j = Journal::open(tmp.path(), 1 << 20).unwrap();
+    let a = j.schema_id(SCHEMA_A).unwrap();
+    let out = j
+        .append([(a, &d[..]), (a, &c[..]), (a, &next[..])])
+        .unwrap();
+    assert_eq!((out.events, out.duplicates), (0, 3));
+    let ops: Vec<String> = dump(tmp.path(), 0)
+        .unwrap()
+        .iter()
+        .map(|v| v["op"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops, vec!["d", "c", "c"]);
+}
+
+#[test]
 fn dedup_state_survives_rolls_into_empty_segments() {
     let tmp = tempfile::tempdir().unwrap();
     let mut j = Journal::open(tmp.path(), 4096).unwrap();
@@ -402,7 +440,9 @@ proptest! {
         let mut j = Some(Journal::open(dir, 512).unwrap());
         // Model: the ids (key.id) of the events held, and the last streaming position.
         let mut held: Vec<i64> = Vec::new();
-        let mut last: Option<(u64, u64)> = None;
+        let mut last: Option<Mark> = None;
+        // The last streaming event delivered to the current "process".
+        let mut stream: Option<Mark> = None;
         // Length of the active segment's last event frame, while it is the file's tail.
         let mut last_frame_len: Option<u64> = None;
         let mut next_id = 0i64;
@@ -419,8 +459,14 @@ proptest! {
                         let snapshot = pos.is_none();
                         let p = pos.unwrap_or((0, 0));
                         bodies.push(body_a(b'c', snapshot, Some(p), next_id, Some("v")));
-                        if snapshot || last.is_none_or(|l| p > l) {
-                            if !snapshot { last = Some(p); }
+                        if snapshot {
+                            kept.push(next_id);
+                            continue;
+                        }
+                        let mark = Mark::next(stream, Position { commit_lsn: p.0, change_lsn: p.1 });
+                        stream = Some(mark);
+                        if last.is_none_or(|l| mark > l) {
+                            last = Some(mark);
                             kept.push(next_id);
                         }
                     }
@@ -447,6 +493,7 @@ proptest! {
                 Action::Reopen => {
                     drop(j.take()); // release the writer lock before reopening
                     j = Some(Journal::open(dir, 512).unwrap());
+                    stream = None;
                 }
                 Action::Tear(percent) => {
                     drop(j.take()); // release the writer lock before reopening
@@ -458,14 +505,12 @@ proptest! {
                         OpenOptions::new().write(true).open(&path).unwrap()
                             .set_len(len - cut).unwrap();
                         held.pop();
-                        last = last_position_of(dir);
+                        last = last_mark_of(dir);
                     }
                     j = Some(Journal::open(dir, 512).unwrap());
+                    stream = None;
                     let journal = j.as_ref().unwrap();
-                    prop_assert_eq!(
-                        journal.last_position().map(|p| (p.commit_lsn, p.change_lsn)),
-                        last
-                    );
+                    prop_assert_eq!(journal.last_mark(), last);
                     prop_assert_eq!(journal.next_seq(), held.len() as u64 + 1);
                 }
             }
@@ -478,14 +523,14 @@ proptest! {
     }
 }
 
-/// The last streaming position journaled, read independently of the writer.
-fn last_position_of(dir: &Path) -> Option<(u64, u64)> {
+/// The mark of the last streaming event journaled, read independently of the writer.
+fn last_mark_of(dir: &Path) -> Option<Mark> {
     let mut last = None;
     read_events(dir, 0, |e| {
         let h = EventHeader::parse(e.body).unwrap();
         if !h.is_snapshot() {
             if let Some(p) = h.position {
-                last = Some((p.commit_lsn, p.change_lsn));
+                last = Some(Mark::next(last, p));
             }
         }
         Ok(true)
