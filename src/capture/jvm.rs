@@ -117,10 +117,11 @@ fn start_once(
     let libjvm = find_libjvm()?;
     let cp = std::env::join_paths(&jars)
         .map_err(|e| CaptureError::Setup(format!("bad jar path in engine.lib_dir: {e}")))?;
-    let log_level = if tracing::enabled!(tracing::Level::DEBUG) {
-        "INFO"
+    let verbose = tracing::enabled!(tracing::Level::DEBUG);
+    let (log_level, engine_level) = if verbose {
+        ("INFO", "INFO")
     } else {
-        "WARN"
+        ("WARN", "FATAL")
     };
     let mut builder = InitArgsBuilder::new()
         .version(JNIVersion::V8)
@@ -128,7 +129,9 @@ fn start_once(
         // end the process under us.
         .option("-Xrs")
         .option(format!("-Djava.class.path={}", cp.to_string_lossy()))
-        .option(format!("-Ddbsync.log.level={log_level}"));
+        .option(format!("-Ddbsync.log.level={log_level}"))
+        .option(format!("-Ddbsync.log.engine={engine_level}"))
+        .option(format!("-Ddbsync.log.stacktraces={verbose}"));
     for opt in options {
         builder = builder.option(opt.as_str());
     }
