@@ -1,0 +1,9 @@
+//! Integration tests against the real services that `scripts/test.sh` starts: PostgreSQL with
+//! logical WAL, the JVM with the real Debezium jars, the `db-sync` binary.
+//!
+//! One test binary (delta-rs style): it links once, which matters when a build takes minutes.
+
+mod bad_input;
+mod capture;
+mod crash;
+mod support;
