@@ -428,7 +428,14 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Failing cases are kept beside this file (tests.regressions), not at the top level.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     /// The journal holds exactly what a model says: each appended event once, in order, with
     /// consecutive sequence numbers; re-delivered positions dropped; a torn tail loses only
