@@ -1,7 +1,7 @@
 //! `db-sync check`: one line per finding, so a person sees every problem in one run.
 //!
 //! Checks, in order: configuration (already loaded, or we would not be here), the jars in
-//! `engine.lib_dir`, the JVM and the bridge, and for PostgreSQL sources: reachable with the
+//! `engine.lib_dir`, the JVM and the bridge, the journal (every CRC), and for PostgreSQL sources: reachable with the
 //! configured credentials, `wal_level=logical`, and the replication privilege. Exit 0 when all
 //! pass, 1 when any fails.
 
@@ -60,6 +60,7 @@ pub fn run(config: &Config) -> Result<(), Failure> {
         },
         Err(e) => r.fail("jvm", e),
     }
+    check_journal(config, &mut r);
     if config.is_postgres() {
         check_postgres(config, &mut r);
     } else {
@@ -75,6 +76,37 @@ pub fn run(config: &Config) -> Result<(), Failure> {
         return Err(Failure::runtime(format!("{} check(s) failed", r.failures)));
     }
     Ok(())
+}
+
+/// Every frame of the journal reads back with a good CRC.
+fn check_journal(config: &Config, r: &mut Report) {
+    let dir = &config.journal.dir;
+    if !dir.exists() {
+        r.ok(
+            "journal",
+            format!("{} (empty; capture creates it)", dir.display()),
+        );
+        return;
+    }
+    match crate::journal::verify(dir) {
+        Ok(s) => {
+            let range = match (s.first_seq, s.last_seq) {
+                (Some(a), Some(b)) => format!("seq {a}..={b}"),
+                _ => "no events".to_string(),
+            };
+            r.ok(
+                "journal",
+                format!(
+                    "{}: {} segment(s), {} bytes, {} events, {range}",
+                    dir.display(),
+                    s.segments,
+                    s.bytes,
+                    s.events
+                ),
+            )
+        }
+        Err(e) => r.fail("journal", e),
+    }
 }
 
 /// Jars named in `<lib_dir>/../jars.sha256` (the project's list) that `lib_dir` lacks.

@@ -368,13 +368,24 @@ fn deserialize_tracked(text: &str) -> Result<Config, (String, String)> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         // serde_yaml appends "at line L column C"; the key path already says where.
-        let message = e.inner().to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
-        (key, message)
+        let full = e.inner().to_string();
+        let mut message = full.split(" at line ").next().unwrap_or(&full);
+        // serde_yaml prefixes its own path ("journal: unknown field"); ours is already named.
+        let mut prefix = key.as_str();
+        loop {
+            if let Some(rest) = message
+                .strip_prefix(prefix)
+                .and_then(|m| m.strip_prefix(": "))
+            {
+                message = rest;
+                break;
+            }
+            match prefix.rfind('.') {
+                Some(i) => prefix = &prefix[..i],
+                None => break,
+            }
+        }
+        (key, message.to_string())
     })
 }
 

@@ -55,8 +55,12 @@ fn defaults_fill_what_is_left_out() {
 fn unknown_keys_are_named_with_their_path() {
     let e = parse(&format!("{MINIMAL}journal:\n  segment_max_byte: 10\n")).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("journal.segment_max_byte"), "{msg}");
-    assert!(msg.contains("unknown field"), "{msg}");
+    assert!(
+        msg.contains(
+            "`journal.segment_max_byte` unknown field `segment_max_byte`, expected one of"
+        ),
+        "{msg}"
+    );
 
     let e = parse(&format!("{MINIMAL}colour: red\n")).unwrap_err();
     assert!(e.to_string().contains("colour"), "{e}");
@@ -65,7 +69,11 @@ fn unknown_keys_are_named_with_their_path() {
 #[test]
 fn bad_values_are_named_with_their_path() {
     let e = parse(&format!("{MINIMAL}journal:\n  segment_max_bytes: lots\n")).unwrap_err();
-    assert!(e.to_string().contains("journal.segment_max_bytes"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("`journal.segment_max_bytes` invalid type: string \"lots\", expected u64"),
+        "{e}"
+    );
 
     let e = parse(&format!("{MINIMAL}journal:\n  segment_max_bytes: 10\n")).unwrap_err();
     assert!(

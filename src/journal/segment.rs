@@ -230,6 +230,17 @@ fn end_frame(out: &mut [u8], start: usize) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Reads and checks a segment's header alone.
+pub fn read_header(path: &Path) -> Result<Header, JournalError> {
+    let mut f = File::open(path).map_err(|e| JournalError::io(path, e))?;
+    let mut b = Vec::with_capacity(HEADER_LEN);
+    f.by_ref()
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut b)
+        .map_err(|e| JournalError::io(path, e))?;
+    Header::decode(path, &b)
+}
+
 /// Reads a whole segment file.
 pub fn read_all(path: &Path) -> Result<Vec<u8>, JournalError> {
     let mut f = File::open(path).map_err(|e| JournalError::io(path, e))?;

@@ -233,4 +233,25 @@ fn a_corrupt_sealed_segment_is_named_with_its_offset() {
     let line = last_stderr_line(&out);
     assert!(line.contains(&sealed.display().to_string()), "{line}");
     assert!(line.contains("is corrupt at offset"), "{line}");
+
+    // `check` reads every frame too, and says the same.
+    let out = p.db_sync(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        report.contains("FAIL  journal:") && report.contains("is corrupt at offset"),
+        "{report}"
+    );
+
+    // A damaged header in a sealed segment stops capture before it appends anything.
+    let mut bytes = std::fs::read(sealed).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(sealed, &bytes).unwrap();
+    let out = p.db_sync(&["capture"]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_stderr_line(&out);
+    assert!(
+        line.contains("header CRC mismatch") && line.contains(&sealed.display().to_string()),
+        "{line}"
+    );
 }
