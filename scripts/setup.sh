@@ -156,7 +156,7 @@ ensure_build() {
   elif [[ ! -f $ROOT/Cargo.toml ]]; then
     log "no Cargo.toml yet; skipping cargo build"
   else
-    command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs and rerun scripts/setup.sh"
+    command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) and rerun scripts/setup.sh"
     log "cargo build --release (target dir $CARGO_TARGET_DIR)"
     (cd "$ROOT" && cargo build --release)
   fi

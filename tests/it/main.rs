@@ -6,4 +6,5 @@
 mod bad_input;
 mod capture;
 mod crash;
+mod setup;
 mod support;
