@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::root;
+use crate::support::{last_stderr_line, root};
 
 /// Copies what set-up reads (scripts/, debezium/ without lib/) into `dest`.
 fn copy_project(dest: &Path) {
@@ -27,15 +27,6 @@ fn setup(dir: &Path) -> Output {
         .env("SETUP_SKIP_CARGO", "1")
         .output()
         .expect("setup.sh")
-}
-
-fn last_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .to_string()
 }
 
 #[test]
@@ -73,7 +64,7 @@ fn a_bad_checksum_names_the_jar_and_the_fix() {
     std::fs::write(&list, text.replacen(&first[..64], &"0".repeat(64), 1)).unwrap();
     let out = setup(tmp.path());
     assert_eq!(out.status.code(), Some(1));
-    let line = last_line(&out);
+    let line = last_stderr_line(&out);
     assert!(line.starts_with("error: checksum mismatch"), "{line}");
     assert!(
         line.contains(&name) && line.contains("rerun scripts/setup.sh"),
@@ -91,7 +82,7 @@ fn a_jar_the_wheel_lacks_is_named() {
     std::fs::write(&list, text).unwrap();
     let out = setup(tmp.path());
     assert_eq!(out.status.code(), Some(1));
-    let line = last_line(&out);
+    let line = last_stderr_line(&out);
     assert!(
         line.contains("no-such-thing-1.0.jar") && line.contains("rerun scripts/setup.sh"),
         "{line}"
