@@ -6,10 +6,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_DIR=${DB_SYNC_CACHE:-$HOME/.cache/db-sync}
 # Keep the (large) build outside the repo so checkouts and CI caches can share it.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
+# Python tools (moto S3 server, duckdb for the benchmark reference); scripts/setup.sh.
+export VENV=$CACHE_DIR/venv
 
 # Local test services; tests and config/config.yaml read the same variables.
 PG_PORT=${PG_PORT:-15432}
 MYSQL_PORT=${MYSQL_PORT:-13306}
+S3_PORT=${S3_PORT:-19000} # moto S3 server (scripts/services.sh)
 SERVICES_DIR=${SERVICES_DIR:-$ROOT/data/services}
 PG_SUPERPASS=postgres # password of role postgres in the local test server
 

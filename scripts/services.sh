@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Local PostgreSQL (CDC source) and MariaDB (stand-in MySQL target) for tests and the
-# demo, on loopback ports and data dirs of their own. The system servers (5432, 3306,
-# /run/mysqld) are never touched.
+# Local PostgreSQL (CDC source), MariaDB (stand-in MySQL target) and an S3-compatible
+# server (audit files) for tests and the demo, on loopback ports and data dirs of their
+# own. The system servers (5432, 3306, /run/mysqld) are never touched.
 #
-# Usage: scripts/services.sh [options] start|stop|status|restart [pg|mariadb|all]
+# Usage: scripts/services.sh [options] start|stop|status|restart [pg|mariadb|s3|all]
 #   --pg-port=N    / PG_PORT       PostgreSQL port (15432); one instance per port
 #   --wal-level=L  / PG_WAL_LEVEL  logical (default), replica or minimal
 #   --mysql-port=N / MYSQL_PORT    MariaDB port (13306); one instance per port
+#   --s3-port=N    / S3_PORT       S3 server port (19000); one instance per port
 #   SERVICES_DIR                   where data dirs live ($ROOT/data/services)
 # e.g. a second, independent source for the wal_level error test:
 #   PG_PORT=15433 PG_WAL_LEVEL=replica scripts/services.sh start pg
@@ -15,6 +16,16 @@
 # replication; trust over the unix socket, which lives in the data dir); database shop.
 # MariaDB: database target (utf8mb4_bin, case-sensitive like PostgreSQL keys), user
 # sync/syncpw on target.*, root@127.0.0.1 and root over the socket without password.
+# S3: moto_server (from the venv that scripts/setup.sh makes), endpoint
+# http://127.0.0.1:$S3_PORT (path-style), region us-east-1, access key `test`, secret
+# `test`, bucket `audit` (e.g. audit.url s3://audit/PREFIX). moto keeps everything in
+# memory and accepts any credentials: a stop or restart empties the store, and every start
+# (re)creates the bucket. Pid file and log in $SERVICES_DIR/s3-$S3_PORT.
+# moto checks credentials only once INITIAL_NO_AUTH_ACTION_COUNT requests have been served
+# (default: never). A second server for "refused credentials" tests:
+#   INITIAL_NO_AUTH_ACTION_COUNT=1 S3_PORT=19001 scripts/services.sh start s3
+# creates the bucket with its one free request; after that every request, whatever its
+# keys, gets 403 InvalidAccessKeyId (a second `start` fails the same way: use restart).
 #
 # Data-dir rule (PostgreSQL refuses to run as root): as root, PostgreSQL runs as the OS
 # user `postgres` (or a system user `dbsyncpg`, created on first start). Its data dir is
@@ -30,12 +41,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 umask 022 # the PostgreSQL user must be able to traverse directories we create
 
 PG_WAL_LEVEL=${PG_WAL_LEVEL:-logical}
-usage="usage: scripts/services.sh [--pg-port=N] [--mysql-port=N] [--wal-level=L] start|stop|status|restart [pg|mariadb|all]"
+usage="usage: scripts/services.sh [--pg-port=N] [--mysql-port=N] [--s3-port=N] [--wal-level=L] start|stop|status|restart [pg|mariadb|s3|all]"
 args=()
 for arg in "$@"; do
   case $arg in
     --pg-port=*) PG_PORT=${arg#*=} ;;
     --mysql-port=*) MYSQL_PORT=${arg#*=} ;;
+    --s3-port=*) S3_PORT=${arg#*=} ;;
     --wal-level=*) PG_WAL_LEVEL=${arg#*=} ;;
     -h | --help)
       sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
@@ -49,9 +61,10 @@ done
 CMD=${args[0]}
 WHAT=${args[1]:-all}
 case $CMD in start | stop | status | restart) ;; *) die "unknown command '$CMD'; $usage" ;; esac
-case $WHAT in pg | mariadb | all) ;; *) die "unknown service '$WHAT'; $usage" ;; esac
+case $WHAT in pg | mariadb | s3 | all) ;; *) die "unknown service '$WHAT'; $usage" ;; esac
 [[ $PG_PORT =~ ^[0-9]+$ ]] || die "PG_PORT must be a port number, got '$PG_PORT'"
 [[ $MYSQL_PORT =~ ^[0-9]+$ ]] || die "MYSQL_PORT must be a port number, got '$MYSQL_PORT'"
+[[ $S3_PORT =~ ^[0-9]+$ ]] || die "S3_PORT must be a port number, got '$S3_PORT'"
 case $PG_WAL_LEVEL in minimal | replica | logical) ;; *)
   die "PG_WAL_LEVEL must be minimal, replica or logical, got '$PG_WAL_LEVEL'"
   ;;
@@ -335,26 +348,141 @@ my_status() {
   fi
 }
 
+# ------------------------------------------------------------------------ S3
+
+S3_BUCKET=audit
+S3_KEY="test" # access key and secret; moto accepts any, clients must send some
+
+s3_init_vars() {
+  S3_MOTO=$VENV/bin/moto_server
+  [[ -x $S3_MOTO && -x $VENV/bin/python ]] ||
+    die "$S3_MOTO not found: run scripts/setup.sh (installs moto[server] into $VENV)"
+  S3_DIR=$SERVICES_DIR/s3-$S3_PORT
+  S3_PID=$S3_DIR/moto.pid
+  S3_LOG=$S3_DIR/server.log
+  S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+}
+
+s3_running() { pid_alive "$S3_PID" moto_server; }
+
+# s3_http_ok — something on S3_PORT answers an HTTP request with a status line. The path
+# is moto's own config endpoint: no side effects, and not an S3 action, so it does not use
+# up an INITIAL_NO_AUTH_ACTION_COUNT allowance.
+s3_http_ok() {
+  # shellcheck disable=SC2016
+  timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$1 &&
+    printf "GET /moto-api/config HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 && head -c 12 <&3' s3_http_ok "$S3_PORT" \
+    2>/dev/null | grep -q '^HTTP/1\.[01] '
+}
+
+# s3_bucket — create bucket $S3_BUCKET unless it exists (boto3 comes with moto).
+s3_bucket() {
+  AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_KEY AWS_DEFAULT_REGION=us-east-1 \
+    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+    "$VENV/bin/python" - "$S3_ENDPOINT" "$S3_BUCKET" <<'PY' ||
+import sys
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+endpoint, bucket = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+try:
+    s3.create_bucket(Bucket=bucket)
+except ClientError as e:
+    if e.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+        sys.exit(f"error: create bucket {bucket} at {endpoint}: {e}")
+except BotoCoreError as e:
+    sys.exit(f"error: create bucket {bucket} at {endpoint}: {e}")
+PY
+    die "could not create bucket $S3_BUCKET on the S3 server at $S3_ENDPOINT (log: $S3_LOG); run 'S3_PORT=$S3_PORT scripts/services.sh restart s3'"
+}
+
+s3_start() {
+  local i
+  s3_init_vars
+  if s3_running; then
+    log "S3 server already running on $S3_PORT"
+  else
+    port_open "$S3_PORT" && die "port $S3_PORT is in use by another process; choose another with S3_PORT=N"
+    mkdir -p "$S3_DIR"
+    log "starting S3 server (moto) on $S3_ENDPOINT"
+    # setsid: outlives this script and a Ctrl-C in its terminal. The inner shell writes
+    # its own pid, then execs moto_server, so the pid file names the server itself.
+    # shellcheck disable=SC2016
+    setsid bash -c 'echo $$ >"$1" && shift && exec "$@"' s3 "$S3_PID" \
+      "$S3_MOTO" -H 127.0.0.1 -p "$S3_PORT" </dev/null >>"$S3_LOG" 2>&1 &
+    for ((i = 0; i < 120; i++)); do
+      s3_http_ok && break
+      if ((i > 4)) && ! s3_running; then
+        tail -n 20 "$S3_LOG" >&2 2>/dev/null || true
+        die "S3 server on port $S3_PORT exited during start-up (log: $S3_LOG)"
+      fi
+      sleep 0.25
+    done
+    s3_http_ok || die "S3 server on port $S3_PORT did not answer HTTP within 30 s (log: $S3_LOG)"
+    s3_running || die "port $S3_PORT answers, but not the S3 server this script started (log: $S3_LOG); choose another with S3_PORT=N"
+  fi
+  # Every start: moto keeps buckets in memory, and a test may have deleted it.
+  s3_bucket
+}
+
+s3_stop() {
+  local pid i
+  s3_init_vars
+  if ! s3_running; then
+    log "S3 server on $S3_PORT is not running"
+    rm -f "$S3_PID"
+    return 0
+  fi
+  log "stopping S3 server on $S3_PORT"
+  read -r pid <"$S3_PID"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 40; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$S3_PID"
+      return 0
+    fi
+    sleep 0.25
+  done
+  die "S3 server (pid $pid) on $S3_PORT did not stop within 10 s; kill it with 'kill -9 $pid'"
+}
+
+s3_status() {
+  s3_init_vars
+  if s3_running; then
+    printf 's3       running  port=%s  endpoint=%s  bucket=%s  dir=%s\n' "$S3_PORT" "$S3_ENDPOINT" "$S3_BUCKET" "$S3_DIR"
+  else
+    printf 's3       stopped  port=%s  dir=%s\n' "$S3_PORT" "$S3_DIR"
+    return 3
+  fi
+}
+
 # ---------------------------------------------------------------------- main
+
+# wants SERVICE — SERVICE was asked for (by name or through `all`).
+wants() { [[ $WHAT == all || $WHAT == "$1" ]]; }
 
 mkdir -p "$SERVICES_DIR"
 case $CMD in
   start)
-    [[ $WHAT == mariadb ]] || pg_start
-    [[ $WHAT == pg ]] || my_start
+    if wants pg; then pg_start; fi
+    if wants mariadb; then my_start; fi
+    if wants s3; then s3_start; fi
     ;;
   stop)
-    [[ $WHAT == pg ]] || my_stop
-    [[ $WHAT == mariadb ]] || pg_stop
+    if wants s3; then s3_stop; fi
+    if wants mariadb; then my_stop; fi
+    if wants pg; then pg_stop; fi
     ;;
   restart)
-    [[ $WHAT == pg ]] || { my_stop && my_start; }
-    [[ $WHAT == mariadb ]] || { pg_stop && pg_start; }
+    if wants mariadb; then my_stop && my_start; fi
+    if wants pg; then pg_stop && pg_start; fi
+    if wants s3; then s3_stop && s3_start; fi
     ;;
   status)
     rc=0
-    if [[ $WHAT != mariadb ]]; then pg_status || rc=3; fi
-    if [[ $WHAT != pg ]]; then my_status || rc=3; fi
+    if wants pg; then pg_status || rc=3; fi
+    if wants mariadb; then my_status || rc=3; fi
+    if wants s3; then s3_status || rc=3; fi
     exit "$rc"
     ;;
 esac

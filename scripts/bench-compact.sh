@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# Compaction benchmark: one journal of N snapshot events of a 7-column PostgreSQL table
+# (bigint, int, text, numeric(12,2), timestamptz, boolean, text) turned into zstd Parquet
+# two ways, each a whole process timed from launch to exit:
+#   (ours)    `db-sync compact --once`: journal -> <schema>.<table>/date=YYYY-MM-DD/<first>-<last>.parquet
+#             under a file:// audit URL; the output is counted with DuckDB and must hold N rows
+#   (duckdb)  DuckDB (Python package, SET threads = 2) converting the same events, dumped
+#             by `db-sync journal dump` as JSON lines (not timed), into one Parquet file with
+#             the same columns and types (row columns + _cdc_op/seq/ts/position/tx/snapshot)
+# Prints events, seconds, events/s, peak RSS (/usr/bin/time -v) and output bytes per run,
+# the ratio ours/duckdb in events/s, the JSON-lines and journal sizes, and the command lines.
+#
+# Usage: scripts/bench-compact.sh
+#   BENCH_EVENTS (1000000)  events in the journal: the snapshot of bench.public.bench_rows
+#                           (N = 1000000, shared with scripts/bench-capture.sh) or of
+#                           bench.public.bench_rows_<N>; the table is (re)filled when its
+#                           count differs
+#   BENCH_RUNS ("ours duckdb")  which runs to time (e.g. "duckdb" before `compact` exists)
+#   BENCH_KEEP=1            keep the run dir (journal copy, JSON lines, outputs, logs)
+# The journal is captured once (`db-sync capture --exit-after-snapshot`) and cached in
+# ~/.cache/db-sync/bench/compact-journal-<N>/; delete that dir to capture again. Each run
+# compacts a fresh copy of it, so the audit manifest starts empty.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+n=${BENCH_EVENTS:-1000000}
+[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_EVENTS must be a positive whole number, got '$n'"
+runs=${BENCH_RUNS:-ours duckdb}
+for r in $runs; do
+  case $r in ours | duckdb) ;; *) die "BENCH_RUNS may name ours and duckdb, got '$r'" ;; esac
+done
+[[ -n ${runs// /} ]] || die "BENCH_RUNS is empty; set it to 'ours duckdb', 'ours' or 'duckdb'"
+run_ours=0 run_duckdb=0
+[[ " $runs " == *" ours "* ]] && run_ours=1
+[[ " $runs " == *" duckdb "* ]] && run_duckdb=1
+keep=${BENCH_KEEP:-0}
+invocation="BENCH_EVENTS=$n scripts/bench-compact.sh"
+[[ $runs == "ours duckdb" ]] || invocation="BENCH_RUNS=\"$runs\" $invocation"
+table=bench_rows
+((n == 1000000)) || table=bench_rows_$n
+
+"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/services.sh" start pg
+use_java || die "no JDK >= 17 found; run scripts/setup.sh"
+[[ -x /usr/bin/time ]] || need_apt time
+bin=$CARGO_TARGET_DIR/release/db-sync
+[[ -x $bin ]] || die "$bin is missing: run scripts/setup.sh without SETUP_SKIP_CARGO=1"
+py=$VENV/bin/python
+"$py" -c 'import duckdb' 2>/dev/null || die "$VENV has no duckdb: run scripts/setup.sh"
+if ((run_ours)) && ! "$bin" compact --help >/dev/null 2>&1; then
+  die "$bin has no compact command yet: build it with 'cargo build --release', or time only the reference with BENCH_RUNS=duckdb"
+fi
+
+# psql_db DB ARGS... — psql into DB as postgres over TCP.
+psql_db() {
+  local db=$1
+  shift
+  PGPASSWORD=$PG_SUPERPASS psql -X -q -v ON_ERROR_STOP=1 \
+    -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "$@"
+}
+
+# duck SQL — run SQL in DuckDB (in memory, the venv's package); prints the rows as CSV.
+duck() {
+  "$py" -c 'import csv, duckdb, sys
+csv.writer(sys.stdout, lineterminator="\n").writerows(duckdb.connect().execute(sys.argv[1]).fetchall())' "$1"
+}
+
+cd "$ROOT"
+mkdir -p "$CACHE_DIR/bench"
+run_dir=$(mktemp -d "$CACHE_DIR/bench/compact-run.XXXXXX") # local disk
+run_id="$(date +%s)_$$"
+slot=""   # replication slot and publication of a capture, dropped on exit
+build=""  # a journal being captured, removed on exit
+
+cleanup() {
+  if [[ -n $slot ]]; then
+    # A slot is still active for a moment after its walsender's client exits.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      psql_db bench -Atc "select pg_drop_replication_slot(slot_name) from pg_replication_slots
+                          where slot_name = '$slot' and not active" >/dev/null 2>&1 || true
+      [[ -z $(psql_db bench -Atc "select 1 from pg_replication_slots where slot_name = '$slot'" 2>/dev/null) ]] &&
+        break
+      sleep 1
+    done
+    [[ -z $(psql_db bench -Atc "select 1 from pg_replication_slots where slot_name = '$slot'" 2>/dev/null) ]] ||
+      log "warning: could not drop replication slot $slot; drop it with: select pg_drop_replication_slot('$slot')"
+    psql_db bench -c "drop publication if exists $slot" >/dev/null 2>&1 ||
+      log "warning: could not drop publication $slot in database bench"
+  fi
+  [[ -z $build ]] || rm -rf "$build"
+  if [[ $keep == 1 ]]; then
+    log "kept $run_dir"
+  else
+    rm -rf "$run_dir"
+  fi
+}
+trap cleanup EXIT
+
+declare -A label events secs rss bytes cmdline
+
+# timed KEY CMD... — run CMD as one whole process under /usr/bin/time -v; wall time from
+# launch to exit, peak RSS. stdout/stderr go to $run_dir/KEY.out/.err.
+timed() {
+  local k=$1 t0 t1 rc=0
+  shift
+  cmdline[$k]=$(printf '%q ' "$@")
+  log "run ($k) ${label[$k]}"
+  t0=$(date +%s%N)
+  /usr/bin/time -v -o "$run_dir/$k.time" "$@" >"$run_dir/$k.out" 2>"$run_dir/$k.err" || rc=$?
+  t1=$(date +%s%N)
+  if ((rc != 0)); then
+    echo "--- stdout of ($k):" >&2
+    tail -n 20 "$run_dir/$k.out" >&2
+    echo "--- stderr of ($k):" >&2
+    tail -n 40 "$run_dir/$k.err" >&2
+    keep=1
+    die "run ($k) ${label[$k]} exited with status $rc (logs kept in $run_dir)"
+  fi
+  secs[$k]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  rss[$k]=$(awk -F': *' '/Maximum resident set size/ { print $2 }' "$run_dir/$k.time")
+}
+
+# engine_config JOURNAL_DIR [AUDIT_URL] — a db-sync config: the engine properties of
+# scripts/bench-capture.sh for public.$table, offsets and history in the run dir.
+engine_config() {
+  cat <<EOF
+name: bench
+source:
+  connector.class: io.debezium.connector.postgresql.PostgresConnector
+  database.hostname: "127.0.0.1"
+  database.port: "$PG_PORT"
+  database.user: postgres
+  database.password: "$PG_SUPERPASS"
+  database.dbname: bench
+  topic.prefix: bench
+  plugin.name: pgoutput
+  table.include.list: public.$table
+  snapshot.mode: initial
+  slot.name: bench_compact_$run_id
+  publication.name: bench_compact_$run_id
+  publication.autocreate.mode: filtered
+  offset.storage: org.apache.kafka.connect.storage.FileOffsetBackingStore
+  offset.storage.file.filename: $run_dir/capture/offsets.dat
+  offset.flush.interval.ms: "1000"
+  schema.history.internal: io.debezium.storage.file.history.FileSchemaHistory
+  schema.history.internal.file.filename: $run_dir/capture/history.dat
+  tombstones.on.delete: "false"
+engine:
+  lib_dir: $ROOT/debezium/lib
+  jvm_options: [-Xmx1g]
+journal:
+  dir: $1
+EOF
+  if [[ -n ${2:-} ]]; then
+    echo "audit:"
+    echo "  url: $2"
+  fi
+}
+
+# --- 1. the journal: cached, or captured from bench.public.$table --------------------------
+cache=$CACHE_DIR/bench/compact-journal-$n # journal/ and events (the verified count)
+captured=0
+if [[ -d $cache/journal && -f $cache/events && $(<"$cache/events") == "$n" ]]; then
+  log "reusing the journal of $n events in $cache"
+else
+  if [[ -z $(psql_db postgres -Atc "select 1 from pg_database where datname = 'bench'") ]]; then
+    log "creating database bench"
+    psql_db postgres -c "create database bench"
+  fi
+  have=none
+  if [[ -n $(psql_db bench -Atc "select to_regclass('public.$table')") ]]; then
+    have=$(psql_db bench -Atc "select count(*) from public.$table")
+  fi
+  if [[ $have != "$n" ]]; then
+    log "filling public.$table with $n rows (had $have)"
+    psql_db bench -1 -v tbl="$table" -v rows="$n" -f "$ROOT/scripts/sql/bench_rows.sql" ||
+      die "could not fill public.$table (psql error above)"
+    [[ $(psql_db bench -Atc "select count(*) from public.$table") == "$n" ]] ||
+      die "public.$table does not hold $n rows after filling it (see above)"
+    log "vacuum analyze public.$table"
+    psql_db bench -c "vacuum analyze public.$table"
+  fi
+  build=$(mktemp -d "$cache.build.XXXXXX")
+  mkdir -p "$run_dir/capture"
+  engine_config "$build/journal" >"$run_dir/capture.yaml"
+  slot=bench_compact_$run_id
+  label[capture]="db-sync capture --exit-after-snapshot (builds the journal)"
+  timed capture "$bin" --config "$run_dir/capture.yaml" capture --exit-after-snapshot
+  log "captured in ${secs[capture]} s"
+  # The count file is written only once step 2 has verified the journal.
+  rm -rf "$cache"
+  mkdir -p "$cache"
+  mv "$build/journal" "$cache/journal"
+  rm -rf "$build"
+  build=""
+  captured=1
+fi
+journal_bytes=$(find "$cache/journal" -name 'segment-*.log' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+
+# --- 2. a fresh copy of it, and its JSON lines (not timed) ----------------------------------
+journal=$run_dir/journal
+log "copying the journal ($journal_bytes bytes) to $journal"
+cp -R "$cache/journal" "$journal"
+rm -f "$journal/audit-manifest.json"
+audit=$run_dir/audit
+engine_config "$journal" "file://$audit" >"$run_dir/compact.yaml"
+jsonl=$run_dir/events.jsonl
+log "db-sync journal dump > $jsonl"
+"$bin" --config "$run_dir/compact.yaml" journal dump >"$jsonl" ||
+  { keep=1; die "db-sync journal dump failed (config $run_dir/compact.yaml)"; }
+dumped=$(wc -l <"$jsonl")
+if [[ $dumped != "$n" ]]; then
+  keep=1
+  if ((captured)); then
+    die "capture journaled $dumped events, expected $n (run dir kept: $run_dir; capture stderr: $run_dir/capture.err)"
+  fi
+  die "the cached journal in $cache holds $dumped events, not $n; delete $cache and rerun"
+fi
+printf '%s\n' "$n" >"$cache/events"
+jsonl_bytes=$(stat -c %s "$jsonl")
+
+# --- 3. (ours) db-sync compact --once -------------------------------------------------------
+if ((run_ours)); then
+  label[ours]="db-sync compact"
+  timed ours "$bin" --config "$run_dir/compact.yaml" compact --once
+  [[ -d $audit ]] || { keep=1; die "db-sync compact wrote nothing under $audit (logs kept in $run_dir)"; }
+  mapfile -t files < <(cd "$audit" && find . -type f -name '*.parquet' -printf '%P\n' | sort)
+  ((${#files[@]} > 0)) || { keep=1; die "db-sync compact wrote no .parquet file under $audit (logs kept in $run_dir)"; }
+  for f in "${files[@]}"; do
+    [[ $f =~ ^public\.$table/date=[0-9]{4}-[0-9]{2}-[0-9]{2}/[0-9]+-[0-9]+\.parquet$ ]] ||
+      log "warning: $f does not follow <schema>.<table>/date=YYYY-MM-DD/<first>-<last>.parquet"
+  done
+  bytes[ours]=$(find "$audit" -type f -name '*.parquet' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  counts=$(duck "select count(*), count(distinct _cdc_seq) from read_parquet('$audit/**/*.parquet', hive_partitioning = false)") ||
+    { keep=1; die "DuckDB could not read the Parquet files under $audit (run dir kept: $run_dir)"; }
+  events[ours]=${counts%%,*}
+  if [[ $counts != "$n,$n" ]]; then
+    keep=1
+    die "db-sync compact wrote ${events[ours]} rows with ${counts#*,} distinct _cdc_seq in ${#files[@]} file(s), expected $n of each (run dir kept: $run_dir)"
+  fi
+fi
+
+# --- 4. (duckdb) the reference: JSON lines -> one zstd Parquet file -------------------------
+if ((run_duckdb)); then
+  label[duckdb]="duckdb json->parquet"
+  ref=$run_dir/duckdb.parquet
+  # Explicit columns (no sampling) with the audit files' types; keys not listed are ignored.
+  cat >"$run_dir/duckdb.sql" <<EOF
+SET threads = 2;
+SET temp_directory = '$run_dir/duckdb.tmp';
+COPY (
+  SELECT "after".id AS id, "after".qty AS qty, "after".name AS name, "after".price AS price,
+         "after".created_at AS created_at, "after".active AS active, "after".note AS note,
+         op AS _cdc_op, seq AS _cdc_seq, ts AS _cdc_ts, "position" AS _cdc_position,
+         tx AS _cdc_tx, snapshot AS _cdc_snapshot
+  FROM read_json('$jsonl', format = 'newline_delimited', columns = {
+    seq: 'BIGINT', op: 'VARCHAR', "position": 'VARCHAR', ts: 'TIMESTAMPTZ', tx: 'VARCHAR',
+    snapshot: 'BOOLEAN',
+    "after": 'STRUCT(id BIGINT, qty INTEGER, name VARCHAR, price DECIMAL(12,2),
+                     created_at TIMESTAMPTZ, active BOOLEAN, note VARCHAR)'})
+) TO '$ref' (FORMAT parquet, COMPRESSION zstd);
+EOF
+  timed duckdb "$py" -c 'import duckdb, sys; duckdb.connect().execute(open(sys.argv[1]).read())' "$run_dir/duckdb.sql"
+  bytes[duckdb]=$(stat -c %s "$ref")
+  events[duckdb]=$(duck "select count(*) from read_parquet('$ref')")
+  [[ ${events[duckdb]} == "$n" ]] ||
+    { keep=1; die "DuckDB wrote ${events[duckdb]} rows, expected $n (run dir kept: $run_dir)"; }
+fi
+
+# --- 5. report ------------------------------------------------------------------------------
+keys=()
+((run_ours)) && keys+=(ours)
+((run_duckdb)) && keys+=(duckdb)
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
+echo
+echo "compaction benchmark: $n snapshot events of bench.public.$table (7 columns) -> zstd Parquet"
+echo "host: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); DuckDB $("$py" -c 'import duckdb; print(duckdb.__version__)') (Python); whole-process wall time (start to exit)"
+echo
+printf '%-26s %10s %9s %11s %13s %14s\n' name events seconds events/s "peak RSS MB" "output bytes"
+for k in "${keys[@]}"; do
+  printf '%-26s %10s %9s %11s %13.0f %14s\n' "($k) ${label[$k]}" "${events[$k]}" "${secs[$k]}" \
+    "$(rate "${events[$k]}" "${secs[$k]}")" "$(awk -v kb="${rss[$k]}" 'BEGIN { print kb / 1024 }')" "${bytes[$k]}"
+done
+echo
+if ((run_ours && run_duckdb)); then
+  awk -v a="${secs[ours]}" -v b="${secs[duckdb]}" 'BEGIN { printf "events/s ratio ours/duckdb = %.2f\n", b / a }'
+fi
+awk -v j="$journal_bytes" -v s="$jsonl_bytes" -v n="$n" 'BEGIN {
+  printf "input: journal %d bytes (%.1f bytes/event); JSON lines %d bytes (%.1f bytes/event)\n", j, j / n, s, s / n
+}'
+((run_ours)) && echo "ours wrote ${#files[@]} file(s), e.g. ${files[0]}"
+echo
+echo "command: $invocation"
+for k in "${keys[@]}"; do
+  echo "($k) ${cmdline[$k]}"
+done
+if ((run_duckdb)); then
+  echo "SQL of (duckdb), duckdb.sql:"
+  sed 's/^/  /' "$run_dir/duckdb.sql"
+fi
