@@ -39,6 +39,17 @@ enum Command {
         #[arg(long)]
         exit_after_snapshot: bool,
     },
+    /// One compaction cycle: seal the journal, write audit files for what is new; exit 0 when done.
+    Compact {
+        /// Run one cycle and exit (the only mode until the scheduler exists).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Journal, audit progress; --json for scripts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate config, jars, JVM and the source's prerequisites; one line per finding.
     Check,
     /// Inspect the journal.
@@ -143,10 +154,43 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 exit_after_snapshot,
             },
         ),
+        Command::Compact { once: _ } => compact(&config),
+        Command::Status { json } => crate::status::run(&config, json),
         Command::Check => crate::check::run(&config),
         Command::Journal {
             command: JournalCommand::Dump { from, limit },
         } => dump(&config.journal.dir, from, limit),
+    }
+}
+
+fn compact(config: &Config) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let started = std::time::Instant::now();
+    match rt.block_on(crate::compact::compact_once(config)) {
+        Ok(Some(s)) => {
+            println!(
+                "compacted seq {}..={}: {} events of {} table(s) into {} audit file(s) in {:.1}s; {} journal segment(s) deleted",
+                s.from,
+                s.to,
+                s.events,
+                s.tables,
+                s.files,
+                started.elapsed().as_secs_f64(),
+                s.segments_deleted
+            );
+            Ok(())
+        }
+        Ok(None) => {
+            println!("nothing new to compact");
+            Ok(())
+        }
+        Err(e) => match e {
+            crate::compact::CompactError::Audit(crate::audit::AuditError::Url { .. })
+            | crate::compact::CompactError::Audit(crate::audit::AuditError::Option { .. }) => {
+                Err(Failure::usage(e.to_string()))
+            }
+            _ => Err(Failure::runtime(e.to_string())),
+        },
     }
 }
 

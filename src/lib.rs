@@ -1,12 +1,17 @@
 //! db-sync: change-data-capture batch sync.
 //!
 //! Data flows one way, and the modules follow it (DESIGN §1):
-//! [`config`] → [`capture`] (JVM + Debezium bridge) → [`journal`] → compaction and apply
-//! (later issues). [`cli`] and `main.rs` sit on top; [`check`] and [`telemetry`] beside.
+//! [`config`] → [`capture`] (JVM + Debezium bridge) → [`journal`] → [`compact`] (decode →
+//! Arrow) → [`audit`] (Parquet in object storage); apply comes later. [`cli`] and `main.rs`
+//! sit on top; [`check`], [`status`], [`failpoint`] and [`telemetry`] beside.
 
+pub mod audit;
 pub mod capture;
 pub mod check;
 pub mod cli;
+pub mod compact;
 pub mod config;
+pub mod failpoint;
 pub mod journal;
+pub mod status;
 pub mod telemetry;

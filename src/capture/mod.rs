@@ -286,8 +286,15 @@ pub async fn run(
         .map_err(|e| CaptureError::Setup(format!("cannot start the engine thread: {e}")))?;
 
     let mut stopping = false;
+    let mut seal_check = tokio::time::interval(std::time::Duration::from_millis(250));
+    let journal_dir = config.journal.dir.clone();
     let outcome = loop {
         tokio::select! {
+            _ = seal_check.tick() => {
+                if crate::journal::seal_requested(&journal_dir) {
+                    seal_on_request(&sink, &journal_dir);
+                }
+            }
             outcome = &mut done_rx => break outcome.unwrap_or_else(|_| Err("engine thread ended without a result".into())),
             changed = shutdown.changed(), if !stopping => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -315,6 +322,21 @@ pub async fn run(
         // A failure reported while we were closing the engine is the close itself.
         Err(e) if stopping && e.contains("interrupt") => Ok(summary),
         Err(e) => Err(CaptureError::Engine(e)),
+    }
+}
+
+/// Rolls the active segment for a compaction that asked (see [`crate::journal::seal`]).
+/// Between batches: the journal lock is the batch boundary.
+fn seal_on_request(sink: &Sink, dir: &std::path::Path) {
+    let rolled = match sink.state.lock() {
+        Ok(mut state) => state.journal.roll(),
+        Err(_) => return,
+    };
+    match rolled {
+        Ok(()) => {
+            let _ = std::fs::remove_file(dir.join(crate::journal::SEAL_REQUEST));
+        }
+        Err(e) => tracing::warn!("cannot seal the journal for compaction: {e}"),
     }
 }
 

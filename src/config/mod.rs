@@ -174,6 +174,9 @@ pub struct AuditConfig {
     /// are redacted wherever options are shown.
     #[serde(default)]
     pub options: Props,
+    /// Rows per Parquet row group and per decoded batch: bounds compaction's memory.
+    #[serde(default = "default_audit_batch_rows")]
+    pub batch_rows: usize,
 }
 
 impl Default for AuditConfig {
@@ -181,6 +184,7 @@ impl Default for AuditConfig {
         AuditConfig {
             url: default_audit_url(),
             options: Props::default(),
+            batch_rows: default_audit_batch_rows(),
         }
     }
 }
@@ -212,6 +216,9 @@ fn default_retain_hours() -> u64 {
 }
 fn default_audit_url() -> String {
     "file://data/audit".to_string()
+}
+fn default_audit_batch_rows() -> usize {
+    65536
 }
 fn default_batch_rows() -> usize {
     5000
@@ -325,6 +332,9 @@ impl Config {
                     self.audit.url
                 ),
             ));
+        }
+        if self.audit.batch_rows == 0 {
+            return Err(self.invalid("audit.batch_rows", "must be at least 1 (default 65536)"));
         }
         if let Some(target) = &self.target {
             if !target.url.expose().starts_with("mysql://") {

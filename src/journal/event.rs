@@ -179,6 +179,8 @@ pub mod names {
     pub const MICRO_TIME: &str = "io.debezium.time.MicroTime";
     pub const NANO_TIME: &str = "io.debezium.time.NanoTime";
     pub const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
+    pub const MICRO_DURATION: &str = "io.debezium.time.MicroDuration";
+    pub const ZONED_TIMESTAMP: &str = "io.debezium.time.ZonedTimestamp";
 }
 
 /// An event decoded for display: `journal dump`'s line, DESIGN §3.
@@ -253,7 +255,7 @@ fn decode_struct(schema: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, De
     Ok(Value::Object(m))
 }
 
-fn decode_value(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, DecodeError> {
+pub fn decode_value(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, DecodeError> {
     Ok(match s.ty {
         ConnectType::Int8 => Value::from(c.u8()? as i8),
         ConnectType::Int16 | ConnectType::Int32 | ConnectType::Int64 => {
@@ -317,6 +319,72 @@ fn decode_value(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, DecodeEr
         }
         ConnectType::Struct => decode_struct(s, c)?,
     })
+}
+
+/// Consumes one struct of `schema` without building values (keys the audit does not need).
+pub fn skip_struct(schema: &ConnectSchema, c: &mut Cursor<'_>) -> Result<(), DecodeError> {
+    let n = schema.fields.len();
+    let bitmap = c.take(n.div_ceil(8))?;
+    for (i, f) in schema.fields.iter().enumerate() {
+        if bitmap[i / 8] & (1 << (i % 8)) == 0 {
+            skip_value(f, c)?;
+        }
+    }
+    Ok(())
+}
+
+fn skip_value(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<(), DecodeError> {
+    match s.ty {
+        ConnectType::Int8 | ConnectType::Boolean => {
+            c.u8()?;
+        }
+        ConnectType::Int16 | ConnectType::Int32 | ConnectType::Int64 => {
+            c.varint()?;
+        }
+        ConnectType::Float32 => {
+            c.u32()?;
+        }
+        ConnectType::Float64 => {
+            c.u64()?;
+        }
+        ConnectType::String => {
+            c.str()?;
+        }
+        ConnectType::Bytes => {
+            if s.logical() == names::DECIMAL {
+                c.varint()?;
+            }
+            let len = c.varint()? as usize;
+            c.take(len)?;
+        }
+        ConnectType::Array => {
+            let item = s
+                .items
+                .as_deref()
+                .ok_or_else(|| DecodeError("array schema without items".into()))?;
+            for _ in 0..c.varint()? {
+                if c.u8()? != 0 {
+                    skip_value(item, c)?;
+                }
+            }
+        }
+        ConnectType::Map => {
+            let (k, v) = match (s.keys.as_deref(), s.values.as_deref()) {
+                (Some(k), Some(v)) => (k, v),
+                _ => return err("map schema without keys or values"),
+            };
+            for _ in 0..c.varint()? {
+                if c.u8()? != 0 {
+                    skip_value(k, c)?;
+                }
+                if c.u8()? != 0 {
+                    skip_value(v, c)?;
+                }
+            }
+        }
+        ConnectType::Struct => skip_struct(s, c)?,
+    }
+    Ok(())
 }
 
 fn decode_optional(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, DecodeError> {
@@ -455,6 +523,7 @@ pub fn format_time_us(us: i64) -> String {
 }
 
 /// Reads the bridge's little-endian encoding.
+#[derive(Clone)]
 pub struct Cursor<'a> {
     b: &'a [u8],
 }

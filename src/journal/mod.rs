@@ -430,6 +430,107 @@ fn open_append(path: &Path) -> Result<File, JournalError> {
         .map_err(|e| JournalError::io(path, e))
 }
 
+/// The file a compaction writes to ask the capture that holds the journal to roll it.
+pub const SEAL_REQUEST: &str = "seal.request";
+
+/// Whether a seal was requested (checked by the writer's owner, once a second or so).
+pub fn seal_requested(dir: &Path) -> bool {
+    dir.join(SEAL_REQUEST).exists()
+}
+
+/// One segment file and the sequence range it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub path: PathBuf,
+    pub first_seq: u64,
+    pub bytes: u64,
+    /// Sealed segments only: the next segment's first sequence minus one.
+    pub last_seq: Option<u64>,
+}
+
+/// The segments, oldest first; the last one is the active segment.
+pub fn segments(dir: &Path) -> Result<Vec<SegmentInfo>, JournalError> {
+    let list = segment::list(dir)?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, (first_seq, path)) in list.iter().enumerate() {
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| JournalError::io(path, e))?
+            .len();
+        out.push(SegmentInfo {
+            path: path.clone(),
+            first_seq: *first_seq,
+            bytes,
+            last_seq: list.get(i + 1).map(|(next, _)| next - 1),
+        });
+    }
+    Ok(out)
+}
+
+/// The last sequence held by a sealed segment (0 when nothing is sealed).
+pub fn sealed_through(dir: &Path) -> Result<u64, JournalError> {
+    Ok(segments(dir)?
+        .iter()
+        .rev()
+        .find_map(|s| s.last_seq)
+        .unwrap_or(0))
+}
+
+/// Seals the active segment so that compaction can read everything journaled so far.
+///
+/// If no capture holds the journal, rolls it here. Otherwise asks the capture (through
+/// [`SEAL_REQUEST`]) and waits up to `wait` for it; on timeout, compaction proceeds with what
+/// is already sealed and says so.
+pub fn seal(
+    dir: &Path,
+    segment_max_bytes: u64,
+    wait: std::time::Duration,
+) -> Result<(), JournalError> {
+    match Journal::open(dir, segment_max_bytes) {
+        Ok(mut journal) => return journal.roll(),
+        Err(JournalError::Locked { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let request = dir.join(SEAL_REQUEST);
+    std::fs::write(&request, b"").map_err(|e| JournalError::io(&request, e))?;
+    let start = std::time::Instant::now();
+    while request.exists() {
+        if start.elapsed() > wait {
+            tracing::warn!(
+                journal = %dir.display(),
+                "the running capture did not seal the active segment within {wait:?}; compacting what is sealed"
+            );
+            let _ = std::fs::remove_file(&request);
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Deletes sealed segments whose every event is at or below `through` and that were last
+/// written before `cutoff`. Never the active segment. Returns the paths deleted.
+pub fn delete_segments_through(
+    dir: &Path,
+    through: u64,
+    cutoff: std::time::SystemTime,
+) -> Result<Vec<PathBuf>, JournalError> {
+    let mut deleted = Vec::new();
+    for s in segments(dir)? {
+        let Some(last) = s.last_seq else { continue };
+        if last > through {
+            break;
+        }
+        let modified = std::fs::metadata(&s.path)
+            .and_then(|m| m.modified())
+            .map_err(|e| JournalError::io(&s.path, e))?;
+        if modified <= cutoff {
+            std::fs::remove_file(&s.path).map_err(|e| JournalError::io(&s.path, e))?;
+            deleted.push(s.path);
+        }
+    }
+    Ok(deleted)
+}
+
 /// What [`verify`] found: a journal that reads back whole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -465,6 +566,10 @@ pub fn verify(dir: &Path) -> Result<Summary, JournalError> {
 pub struct StoredEvent<'a> {
     pub seq: u64,
     pub schema: &'a TableSchema,
+    /// The schema frame's JSON, and (segment index, schema id): a cheap identity for the
+    /// schema within one read.
+    pub schema_json: &'a [u8],
+    pub schema_key: (usize, u32),
     pub body: &'a [u8],
 }
 
@@ -487,7 +592,7 @@ pub fn read_events(
         let _ = first_seq;
         let bytes = segment::read_all(path)?;
         Header::decode(path, &bytes)?;
-        let mut schemas: HashMap<u32, TableSchema> = HashMap::new();
+        let mut schemas: HashMap<u32, (TableSchema, &[u8])> = HashMap::new();
         let mut frames = Frames::new(&bytes);
         loop {
             match frames.next() {
@@ -499,7 +604,7 @@ pub fn read_events(
                             offset: frames.offset(),
                             what: e.to_string(),
                         })?;
-                    schemas.insert(id, schema);
+                    schemas.insert(id, (schema, json));
                 }
                 Ok(Some(Frame::Event {
                     seq,
@@ -509,12 +614,19 @@ pub fn read_events(
                     if seq < from_seq {
                         continue;
                     }
-                    let schema = schemas.get(&schema_id).ok_or_else(|| JournalError::Corrupt {
+                    let (schema, json) = schemas.get(&schema_id).ok_or_else(|| JournalError::Corrupt {
                         segment: path.clone(),
                         offset: frames.offset(),
                         what: format!("event {seq} uses schema {schema_id}, which the segment does not hold"),
                     })?;
-                    if !f(StoredEvent { seq, schema, body })? {
+                    let event = StoredEvent {
+                        seq,
+                        schema,
+                        schema_json: json,
+                        schema_key: (i, schema_id),
+                        body,
+                    };
+                    if !f(event)? {
                         return Ok(());
                     }
                 }

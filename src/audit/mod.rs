@@ -1,0 +1,202 @@
+//! Audit storage: where Parquet audit files go (DESIGN §5), through `object_store`.
+//!
+//! `audit.url` is `file://PATH` (relative to the working directory, or absolute with
+//! `file:///`) or `s3://BUCKET[/PREFIX]` with `audit.options` passed to the S3 client
+//! (`endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, ...).
+//!
+//! A file becomes visible only when complete: writes go through a multipart upload (S3) or a
+//! staging file that is renamed into place (local), so readers never see a partial file, and
+//! writing the same name again replaces the file whole.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+
+use crate::config::AuditConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit.url {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("audit.options.{key}: {message}")]
+    Option { key: String, message: String },
+    #[error("cannot write audit file {location} at {url}: {message}; check audit.url, the bucket and its credentials (audit.options); the journal keeps every event for the next run")]
+    Write {
+        url: String,
+        location: String,
+        message: String,
+    },
+    #[error("cannot reach audit storage {url}: {message}; check audit.url, the bucket and its credentials (audit.options); the journal keeps every event for the next run")]
+    Unreachable { url: String, message: String },
+}
+
+/// The audit store and the prefix under which table folders live.
+#[derive(Clone)]
+pub struct AuditStore {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: ObjectPath,
+    /// `audit.url` as configured (no secrets: credentials live in options).
+    pub url: String,
+}
+
+impl std::fmt::Debug for AuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditStore")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl AuditStore {
+    /// Builds the store for `audit:`; creates a local directory when needed. Does not touch
+    /// the network: [`AuditStore::probe`] does.
+    pub fn open(config: &AuditConfig) -> Result<AuditStore, AuditError> {
+        let url = config.url.clone();
+        let bad = |message: &str| AuditError::Url {
+            url: url.clone(),
+            message: message.to_string(),
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            if config.options.iter().next().is_some() {
+                return Err(bad(
+                    "audit.options apply to s3:// only; remove them for file://",
+                ));
+            }
+            if path.is_empty() {
+                return Err(bad(
+                    "names no directory; write file://data/audit or file:///abs/path",
+                ));
+            }
+            std::fs::create_dir_all(path)
+                .map_err(|e| bad(&format!("cannot create {path}: {e}")))?;
+            let store = LocalFileSystem::new_with_prefix(path)
+                .map_err(|e| bad(&e.to_string()))?
+                .with_automatic_cleanup(true);
+            return Ok(AuditStore {
+                store: Arc::new(store),
+                prefix: ObjectPath::default(),
+                url,
+            });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("names no bucket; write s3://BUCKET/PREFIX"));
+            }
+            let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+            for (key, value) in config.options.iter() {
+                let k = AmazonS3ConfigKey::from_str(key).map_err(|_| AuditError::Option {
+                    key: key.clone(),
+                    message: "is not an S3 option; use endpoint, region, access_key_id, secret_access_key, session_token or allow_http".into(),
+                })?;
+                builder = builder.with_config(k, value.as_string());
+            }
+            let store = builder.build().map_err(|e| bad(&e.to_string()))?;
+            return Ok(AuditStore {
+                store: Arc::new(store),
+                prefix: ObjectPath::from(prefix.trim_matches('/')),
+                url,
+            });
+        }
+        Err(bad("use file://PATH or s3://BUCKET/PREFIX"))
+    }
+
+    /// The location of an audit file: `<prefix>/<table>/date=<date>/<first>-<last>.parquet`.
+    pub fn file_location(
+        &self,
+        table: &str,
+        date: &str,
+        first_seq: u64,
+        last_seq: u64,
+    ) -> ObjectPath {
+        let name = format!("{first_seq}-{last_seq}.parquet");
+        let parts = [table.to_string(), format!("date={date}"), name];
+        parts
+            .iter()
+            .fold(self.prefix.clone(), |path, part| path.join(part.as_str()))
+    }
+
+    /// Checks that the store answers and the bucket exists, before any work is done.
+    pub async fn probe(&self) -> Result<(), AuditError> {
+        use futures::StreamExt;
+        let mut listing = self.store.list(Some(&self.prefix));
+        match listing.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(AuditError::Unreachable {
+                url: self.url.clone(),
+                message: one_line(&e),
+            }),
+        }
+    }
+}
+
+/// An object_store error as one line, with its innermost cause.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s = format!("{s}: {m}");
+        }
+        src = inner.source();
+    }
+    s.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Props, SourceValue};
+
+    fn cfg(url: &str, options: &[(&str, &str)]) -> AuditConfig {
+        AuditConfig {
+            url: url.to_string(),
+            options: Props(
+                options
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), SourceValue::Str(v.to_string())))
+                    .collect(),
+            ),
+            ..AuditConfig::default()
+        }
+    }
+
+    #[test]
+    fn file_locations_follow_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            AuditStore::open(&cfg(&format!("file://{}", dir.path().display()), &[])).unwrap();
+        assert_eq!(
+            store
+                .file_location("public.orders", "2026-11-24", 7, 42)
+                .as_ref(),
+            "public.orders/date=2026-11-24/7-42.parquet"
+        );
+        let s3 = AuditStore::open(&cfg("s3://b/some/prefix/", &[("region", "us-east-1")])).unwrap();
+        assert_eq!(
+            s3.file_location("a.b", "2026-01-01", 1, 2).as_ref(),
+            "some/prefix/a.b/date=2026-01-01/1-2.parquet"
+        );
+    }
+
+    #[test]
+    fn bad_urls_and_options_are_named() {
+        let e = AuditStore::open(&cfg("ftp://x", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("audit.url") && e.contains("s3://BUCKET"), "{e}");
+        let e = AuditStore::open(&cfg("s3://", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names no bucket"), "{e}");
+        let e = AuditStore::open(&cfg("s3://b", &[("colour", "red")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("audit.options.colour"), "{e}");
+    }
+}

@@ -1,0 +1,206 @@
+//! Rows of one table schema version → an Arrow `RecordBatch` with the audit columns (§5).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+
+use super::columns::{arrow_type, Col};
+use crate::journal::event::format_lsn;
+use crate::journal::event::{self, Cursor, DecodeError, EventHeader, TableSchema};
+
+/// The Arrow schema of a table's audit file: its columns, then the `_cdc_` columns.
+pub fn audit_schema(table: &TableSchema) -> SchemaRef {
+    let mut fields: Vec<Field> = table
+        .row
+        .fields
+        .iter()
+        .map(|f| Field::new(f.field_name(), arrow_type(f).0, true))
+        .collect();
+    fields.extend([
+        Field::new("_cdc_op", DataType::Utf8, false),
+        Field::new("_cdc_seq", DataType::Int64, false),
+        Field::new(
+            "_cdc_ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("_cdc_position", DataType::Utf8, false),
+        Field::new("_cdc_tx", DataType::Utf8, true),
+        Field::new("_cdc_snapshot", DataType::Boolean, false),
+        Field::new(
+            "_cdc_unchanged",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// Columns whose type the mapping does not know (written as JSON text).
+pub fn unknown_columns(table: &TableSchema) -> Vec<String> {
+    table
+        .row
+        .fields
+        .iter()
+        .filter(|f| !arrow_type(f).1)
+        .map(|f| f.field_name().to_string())
+        .collect()
+}
+
+/// Builds one batch of audit rows for one table schema version.
+pub struct RowBatch {
+    table: Arc<TableSchema>,
+    schema: SchemaRef,
+    cols: Vec<Col>,
+    op: StringBuilder,
+    seq: Int64Builder,
+    ts: TimestampMicrosecondBuilder,
+    position: StringBuilder,
+    tx: StringBuilder,
+    snapshot: BooleanBuilder,
+    unchanged: ListBuilder<StringBuilder>,
+    rows: usize,
+    capacity: usize,
+}
+
+impl RowBatch {
+    pub fn new(table: Arc<TableSchema>, capacity: usize) -> RowBatch {
+        let schema = audit_schema(&table);
+        let cols = table
+            .row
+            .fields
+            .iter()
+            .map(|f| Col::new(f, capacity))
+            .collect();
+        RowBatch {
+            table,
+            schema,
+            cols,
+            op: StringBuilder::with_capacity(capacity, capacity),
+            seq: Int64Builder::with_capacity(capacity),
+            ts: TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+            position: StringBuilder::with_capacity(capacity, capacity * 12),
+            tx: StringBuilder::with_capacity(capacity, capacity * 8),
+            snapshot: BooleanBuilder::with_capacity(capacity),
+            unchanged: ListBuilder::new(StringBuilder::new()),
+            rows: 0,
+            capacity,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends the audit row of one event: the after-image for c/u/r, the before-image for d.
+    pub fn push(&mut self, seq: u64, body: &[u8], placeholder: &str) -> Result<(), DecodeError> {
+        let h = EventHeader::parse(body)?;
+        let mut c = Cursor::new(h.values);
+        if h.flags & event::KEY != 0 {
+            match &self.table.key {
+                Some(k) => event::skip_struct(k, &mut c)?,
+                None => return Err(DecodeError("key flagged but the schema has no key".into())),
+            }
+        }
+        let want_before = h.op == b'd';
+        let mut imaged = false;
+        let mut unchanged: Vec<usize> = Vec::new();
+        if h.flags & event::BEFORE != 0 {
+            if want_before {
+                self.push_image(&mut c, placeholder, &mut unchanged)?;
+                imaged = true;
+            } else {
+                event::skip_struct(&self.table.row, &mut c)?;
+            }
+        }
+        if h.flags & event::AFTER != 0 && !want_before {
+            self.push_image(&mut c, placeholder, &mut unchanged)?;
+            imaged = true;
+        }
+        if !imaged {
+            for col in &mut self.cols {
+                col.append_null();
+            }
+        }
+        self.op
+            .append_value(char::from(h.op).encode_utf8(&mut [0u8; 4]));
+        self.seq.append_value(seq as i64);
+        self.ts.append_value(h.ts_us);
+        match h.position {
+            Some(p) => self.position.append_value(format_lsn(p.change_lsn)),
+            None => self.position.append_value(h.position_text),
+        }
+        self.tx.append_option(h.tx);
+        self.snapshot.append_value(h.is_snapshot());
+        for i in unchanged {
+            self.unchanged
+                .values()
+                .append_value(self.table.row.fields[i].field_name());
+        }
+        self.unchanged.append(true);
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn push_image(
+        &mut self,
+        c: &mut Cursor<'_>,
+        placeholder: &str,
+        unchanged: &mut Vec<usize>,
+    ) -> Result<(), DecodeError> {
+        let fields = &self.table.row.fields;
+        let bitmap = c.take(fields.len().div_ceil(8))?;
+        for (i, (f, col)) in fields.iter().zip(self.cols.iter_mut()).enumerate() {
+            if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                col.append_null();
+            } else if col.append(f, c, placeholder)? {
+                unchanged.push(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows so far as a batch; the builder starts empty again.
+    pub fn finish(&mut self) -> RecordBatch {
+        let mut arrays: Vec<ArrayRef> = self.cols.iter_mut().map(Col::finish).collect();
+        arrays.push(Arc::new(self.op.finish()));
+        arrays.push(Arc::new(self.seq.finish()));
+        arrays.push(Arc::new(self.ts.finish().with_timezone("UTC")));
+        arrays.push(Arc::new(self.position.finish()));
+        arrays.push(Arc::new(self.tx.finish()));
+        arrays.push(Arc::new(self.snapshot.finish()));
+        arrays.push(Arc::new(self.unchanged.finish()));
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .expect("columns are built from the same schema")
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Warns once per table and column about types written as JSON text.
+#[derive(Default)]
+pub struct UnknownTypeWarnings {
+    seen: HashSet<(String, String)>,
+}
+
+impl UnknownTypeWarnings {
+    pub fn check(&mut self, table: &TableSchema) {
+        for column in unknown_columns(table) {
+            if self.seen.insert((table.table.clone(), column.clone())) {
+                tracing::warn!(
+                    table = %table.table,
+                    column = %column,
+                    "type not in the mapping; written as JSON text (Utf8)"
+                );
+            }
+        }
+    }
+}
