@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod capture;
+mod compact;
 mod crash;
 mod setup;
 mod support;

@@ -364,3 +364,80 @@ pub fn last_stderr_line(out: &Output) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+// Audit-file tests (compact.rs): a capture with extra config, db-sync with extra environment,
+// and the S3-compatible server of `scripts/services.sh`.
+
+impl Pipeline {
+    /// Like [`Pipeline::start_capture`], with `extra` YAML appended to the config (an `audit:`
+    /// section, say); later [`Pipeline::db_sync`] calls read the same config.
+    pub fn start_capture_with(&self, extra: &str) -> Capture {
+        self.write_config_with(&pg_password(), self.port, extra);
+        self.spawn_db_sync(&["capture"])
+    }
+
+    /// Starts a db-sync command in the background with the config as written; its stderr goes
+    /// to a log file.
+    pub fn spawn_db_sync(&self, args: &[&str]) -> Capture {
+        let log_path = self.dir.path().join(format!(
+            "db-sync-{}.log",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn db-sync");
+        Capture { child, log_path }
+    }
+
+    /// Runs a db-sync command to completion with extra environment variables.
+    pub fn db_sync_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run db-sync")
+    }
+}
+
+/// The S3-compatible server (moto) that `scripts/services.sh` starts: `S3_ENDPOINT`, by
+/// default http://127.0.0.1:19000, with bucket `audit`, key `test`, secret `test`.
+pub fn s3_endpoint() -> String {
+    std::env::var("S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:19000".into())
+}
+
+/// Whether something accepts TCP connections at [`s3_endpoint`].
+pub fn s3_reachable() -> bool {
+    use std::net::ToSocketAddrs;
+    let endpoint = s3_endpoint();
+    let authority = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(&endpoint)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let authority = if authority.contains(':') {
+        authority
+    } else if endpoint.starts_with("https://") {
+        format!("{authority}:443")
+    } else {
+        format!("{authority}:80")
+    };
+    authority
+        .to_socket_addrs()
+        .map(|mut addrs| {
+            addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+        })
+        .unwrap_or(false)
+}
