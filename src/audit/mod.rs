@@ -145,7 +145,23 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
         }
         src = inner.source();
     }
-    s.replace('\n', " ")
+    tidy_s3_body(&s.replace('\n', " "))
+}
+
+/// S3 errors carry the server's XML body; keep its code and message, drop request ids.
+fn tidy_s3_body(s: &str) -> String {
+    let between = |open: &str, close: &str| {
+        let start = s.find(open)? + open.len();
+        let end = s[start..].find(close)? + start;
+        Some(&s[start..end])
+    };
+    match (s.find("<?xml"), between("<Code>", "</Code>")) {
+        (Some(xml), Some(code)) => {
+            let message = between("<Message>", "</Message>").unwrap_or("");
+            format!("{}{code}: {message}", &s[..xml])
+        }
+        _ => s.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +198,16 @@ mod tests {
             s3.file_location("a.b", "2026-01-01", 1, 2).as_ref(),
             "some/prefix/a.b/date=2026-01-01/1-2.parquet"
         );
+    }
+
+    #[test]
+    fn s3_error_bodies_shrink_to_code_and_message() {
+        let raw = "Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?> <Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><RequestId>X1</RequestId></Error>";
+        assert_eq!(
+            tidy_s3_body(raw),
+            "Server returned non-2xx status code: 404 Not Found: NoSuchBucket: The specified bucket does not exist"
+        );
+        assert_eq!(tidy_s3_body("plain"), "plain");
     }
 
     #[test]
