@@ -261,12 +261,7 @@ fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan, CompactError> {
         if e.seq > to {
             return Ok(false);
         }
-        let schema = schemas.index(&e);
-        let h = EventHeader::parse(e.body).map_err(|err| JournalError::Undecodable {
-            seq: e.seq,
-            what: err.to_string(),
-        })?;
-        let day = commit_date(h.ts_us);
+        let (schema, day) = schemas.locate(&e)?;
         let i = *by_key.entry((schema, day)).or_insert_with(|| {
             plans.push(FilePlan {
                 table: schemas.schemas[schema].clone(),
@@ -305,6 +300,15 @@ impl SchemaIndex {
             by_json: self.by_json.clone(),
             schemas: self.schemas.clone(),
         }
+    }
+
+    /// The (schema version, commit day) an event belongs to: the key of its file.
+    fn locate(&mut self, e: &journal::StoredEvent<'_>) -> Result<(usize, i64), JournalError> {
+        let h = EventHeader::parse(e.body).map_err(|err| JournalError::Undecodable {
+            seq: e.seq,
+            what: err.to_string(),
+        })?;
+        Ok((self.index(e), commit_date(h.ts_us)))
     }
 
     fn index(&mut self, e: &journal::StoredEvent<'_>) -> usize {
@@ -444,17 +448,9 @@ fn decode(
         if e.seq > to {
             return Ok(false);
         }
-        let schema = schemas.index(&e);
-        let h = EventHeader::parse(e.body).map_err(|err| JournalError::Undecodable {
-            seq: e.seq,
-            what: err.to_string(),
+        let file = *plan.file_of.get(&schemas.locate(&e)?).ok_or_else(|| {
+            JournalError::BadBatch(format!("event {} was not in the plan", e.seq))
         })?;
-        let file = *plan
-            .file_of
-            .get(&(schema, commit_date(h.ts_us)))
-            .ok_or_else(|| {
-                JournalError::BadBatch(format!("event {} was not in the plan", e.seq))
-            })?;
         let fp = &plan.files[file];
         let rows = batches[file].get_or_insert_with(|| {
             RowBatch::new(fp.table.clone(), batch_rows.min(fp.rows as usize))

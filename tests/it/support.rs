@@ -178,22 +178,8 @@ impl Pipeline {
 
     /// Starts `db-sync capture` in the background; its stderr goes to a log file.
     pub fn start_capture(&self) -> Capture {
-        let config = self.write_config();
-        let log_path = self.dir.path().join(format!(
-            "capture-{}.log",
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("capture")
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn db-sync");
-        Capture { child, log_path }
+        self.write_config();
+        self.spawn_db_sync(&["capture"])
     }
 
     /// Runs a db-sync command to completion.
