@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the main job on the embedded defaults: local PostgreSQL + MariaDB,
 # `db-sync --config config/config.yaml run` in the background while a workload changes
-# public.customers/orders, then SIGTERM (db-sync finishes its batch and exits 0) and a
-# look at the journal.
+# public.customers/orders, then SIGTERM (db-sync finishes its batch and exits 0), a look at
+# the journal, and one compaction into Parquet audit files under data/audit.
 #
 # Usage: scripts/demo.sh
 #   DEMO_SECONDS (20)      how long the workload runs
@@ -63,3 +63,9 @@ trap 'rm -f "$dump"' EXIT
 echo "--- last 10 journal records"
 tail -n 10 "$dump"
 echo "--- journal records: $(wc -l <"$dump") (by op: $(grep -o '"op":"[a-z]"' "$dump" | sort | uniq -c | awk '{printf "%s%s=%s", sep, substr($2, 7, 1), $1; sep=" "}'))"
+
+# Compaction: the journal into Parquet audit files under data/audit (audit.url).
+echo "--- db-sync compact --once"
+"$bin" --config config/config.yaml compact --once || die "db-sync compact failed (output above)"
+echo "--- audit files"
+(cd "$ROOT/data/audit" 2>/dev/null && find . -name '*.parquet' | sort | sed 's#^\./#data/audit/#' | tail -n 10)
