@@ -99,27 +99,7 @@ trap cleanup EXIT
 
 declare -A label events secs rss bytes cmdline
 
-# timed KEY CMD... — run CMD as one whole process under /usr/bin/time -v; wall time from
-# launch to exit, peak RSS. stdout/stderr go to $run_dir/KEY.out/.err.
-timed() {
-  local k=$1 t0 t1 rc=0
-  shift
-  cmdline[$k]=$(printf '%q ' "$@")
-  log "run ($k) ${label[$k]}"
-  t0=$(date +%s%N)
-  /usr/bin/time -v -o "$run_dir/$k.time" "$@" >"$run_dir/$k.out" 2>"$run_dir/$k.err" || rc=$?
-  t1=$(date +%s%N)
-  if ((rc != 0)); then
-    echo "--- stdout of ($k):" >&2
-    tail -n 20 "$run_dir/$k.out" >&2
-    echo "--- stderr of ($k):" >&2
-    tail -n 40 "$run_dir/$k.err" >&2
-    keep=1
-    die "run ($k) ${label[$k]} exited with status $rc (logs kept in $run_dir)"
-  fi
-  secs[$k]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-  rss[$k]=$(awk -F': *' '/Maximum resident set size/ { print $2 }' "$run_dir/$k.time")
-}
+timed() { bench_timed "$@"; }
 
 # engine_config JOURNAL_DIR [AUDIT_URL] — a db-sync config: the engine properties of
 # scripts/bench-capture.sh for public.$table, offsets and history in the run dir.
