@@ -322,6 +322,21 @@ async fn writes_typed_files_per_table_and_day_exactly_once() {
         1,
         "only the active segment is left"
     );
+
+    // `status` reports the same progress.
+    let status = crate::status::collect(&config).unwrap();
+    assert_eq!(
+        (
+            status.last_journaled_seq,
+            status.audited_through,
+            status.audit_lag_events
+        ),
+        (5, 5, 0)
+    );
+    assert_eq!(
+        status.last_audit_window.map(|w| (w.events, w.files)),
+        Some((5, 2))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
