@@ -319,8 +319,6 @@ pub async fn run(
     };
     match outcome {
         Ok(()) => Ok(summary),
-        // A failure reported while we were closing the engine is the close itself.
-        Err(e) if stopping && e.contains("interrupt") => Ok(summary),
         Err(e) => Err(CaptureError::Engine(e)),
     }
 }
