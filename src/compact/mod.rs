@@ -204,26 +204,22 @@ fn remove_local_staging_files(url: &str) {
     }
 }
 
-/// Holds the compaction lock: two compactions never run on one journal at once.
+/// Holds the compaction lock: two compactions never run on one journal at once; a second
+/// one waits for the first.
 fn lock(dir: &Path) -> Result<std::fs::File, CompactError> {
     let path = dir.join(COMPACT_LOCK);
+    if let Some(file) = journal::try_lock_file(&path)? {
+        return Ok(file);
+    }
+    tracing::info!(
+        "another compaction holds {}; waiting for it",
+        path.display()
+    );
     let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
         .write(true)
         .open(&path)
         .map_err(|e| JournalError::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            tracing::info!(
-                "another compaction holds {}; waiting for it",
-                path.display()
-            );
-            file.lock().map_err(|e| JournalError::io(&path, e))?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(JournalError::io(&path, e).into()),
-    }
+    file.lock().map_err(|e| JournalError::io(&path, e))?;
     Ok(file)
 }
 

@@ -159,22 +159,10 @@ impl Journal {
     /// Fails if another process holds the journal.
     pub fn open(dir: &Path, segment_max_bytes: u64) -> Result<Journal, JournalError> {
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-        let lock_path = dir.join("writer.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| JournalError::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(JournalError::Locked {
-                    dir: dir.to_path_buf(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(JournalError::io(&lock_path, e)),
-        }
+        let lock =
+            try_lock_file(&dir.join("writer.lock"))?.ok_or_else(|| JournalError::Locked {
+                dir: dir.to_path_buf(),
+            })?;
 
         let segments = segment::list(dir)?;
         // Sealed segments are checked whole by readers; here only their headers, which is cheap
@@ -402,6 +390,23 @@ impl Journal {
         self.active_first_seq = header.first_seq;
         self.in_segment.clear();
         Ok(())
+    }
+}
+
+/// Opens (creating) `path` and takes an exclusive advisory lock on it, held while the file
+/// is open; `None` when another process holds it. The journal's writer and compaction each
+/// have one.
+pub fn try_lock_file(path: &Path) -> Result<Option<File>, JournalError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| JournalError::io(path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(JournalError::io(path, e)),
     }
 }
 
