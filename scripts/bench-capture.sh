@@ -28,13 +28,6 @@ use_java || die "no JDK >= 17 found; run scripts/setup.sh"
 bin=$CARGO_TARGET_DIR/release/db-sync
 [[ -x $bin ]] || die "$bin is missing: run scripts/setup.sh without SETUP_SKIP_CARGO=1"
 
-# psql_db DB ARGS... — psql into DB as postgres over TCP.
-psql_db() {
-  local db=$1
-  shift
-  PGPASSWORD=$PG_SUPERPASS psql -X -q -v ON_ERROR_STOP=1 \
-    -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "$@"
-}
 
 # --- 1. the bench database and table -------------------------------------------------------
 if [[ -z $(psql_db postgres -Atc "select 1 from pg_database where datname = 'bench'") ]]; then
@@ -64,18 +57,7 @@ slots=()
 cleanup() {
   local s
   for s in "${slots[@]}"; do
-    # A slot is still active for a moment after its walsender's client exits.
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-      psql_db bench -Atc "select pg_drop_replication_slot(slot_name) from pg_replication_slots
-                          where slot_name = '$s' and not active" >/dev/null 2>&1 || true
-      [[ -z $(psql_db bench -Atc "select 1 from pg_replication_slots where slot_name = '$s'" 2>/dev/null) ]] &&
-        break
-      sleep 1
-    done
-    [[ -z $(psql_db bench -Atc "select 1 from pg_replication_slots where slot_name = '$s'" 2>/dev/null) ]] ||
-      log "warning: could not drop replication slot $s; drop it with: select pg_drop_replication_slot('$s')"
-    psql_db bench -c "drop publication if exists $s" >/dev/null 2>&1 ||
-      log "warning: could not drop publication $s in database bench"
+    drop_slot_and_publication bench "$s"
   done
   if [[ $keep == 1 ]]; then
     log "kept $run_dir"

@@ -52,13 +52,6 @@ if ((run_ours)) && ! "$bin" compact --help >/dev/null 2>&1; then
   die "$bin has no compact command yet: build it with 'cargo build --release', or time only the reference with BENCH_RUNS=duckdb"
 fi
 
-# psql_db DB ARGS... — psql into DB as postgres over TCP.
-psql_db() {
-  local db=$1
-  shift
-  PGPASSWORD=$PG_SUPERPASS psql -X -q -v ON_ERROR_STOP=1 \
-    -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "$@"
-}
 
 # duck SQL — run SQL in DuckDB (in memory, the venv's package); prints the rows as CSV.
 duck() {
@@ -75,18 +68,7 @@ build=""  # a journal being captured, removed on exit
 
 cleanup() {
   if [[ -n $slot ]]; then
-    # A slot is still active for a moment after its walsender's client exits.
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-      psql_db bench -Atc "select pg_drop_replication_slot(slot_name) from pg_replication_slots
-                          where slot_name = '$slot' and not active" >/dev/null 2>&1 || true
-      [[ -z $(psql_db bench -Atc "select 1 from pg_replication_slots where slot_name = '$slot'" 2>/dev/null) ]] &&
-        break
-      sleep 1
-    done
-    [[ -z $(psql_db bench -Atc "select 1 from pg_replication_slots where slot_name = '$slot'" 2>/dev/null) ]] ||
-      log "warning: could not drop replication slot $slot; drop it with: select pg_drop_replication_slot('$slot')"
-    psql_db bench -c "drop publication if exists $slot" >/dev/null 2>&1 ||
-      log "warning: could not drop publication $slot in database bench"
+    drop_slot_and_publication bench "$slot"
   fi
   [[ -z $build ]] || rm -rf "$build"
   if [[ $keep == 1 ]]; then

@@ -112,13 +112,16 @@ port_open() {
   timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
 }
 
-# psql_shop ARGS... — psql into the local `shop` database as postgres over TCP.
-psql_shop() {
-  local psql
+# psql_db DB ARGS... — psql into DB of the local PostgreSQL as postgres over TCP.
+psql_db() {
+  local db=$1 psql
+  shift
   psql=$(command -v psql) || die "psql not found: run scripts/setup.sh"
   PGPASSWORD=$PG_SUPERPASS "$psql" -X -q -v ON_ERROR_STOP=1 \
-    -h 127.0.0.1 -p "$PG_PORT" -U postgres -d shop "$@"
+    -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "$@"
 }
+
+psql_shop() { psql_db shop "$@"; }
 
 # bench_timed KEY CMD... — run CMD as one whole process under /usr/bin/time -v; wall time from
 # launch to exit, peak RSS. stdout/stderr go to $run_dir/KEY.out/.err. Fills the caller's
@@ -142,4 +145,22 @@ bench_timed() {
   fi
   secs[$k]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
   rss[$k]=$(awk -F': *' '/Maximum resident set size/ { print $2 }' "$run_dir/$k.time")
+}
+
+# drop_slot_and_publication DB NAME — drop a benchmark's replication slot and publication
+# (both named NAME); warns with the manual fix when the slot stays.
+drop_slot_and_publication() {
+  local db=$1 s=$2
+  # A slot is still active for a moment after its walsender's client exits.
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    psql_db "$db" -Atc "select pg_drop_replication_slot(slot_name) from pg_replication_slots
+                        where slot_name = '$s' and not active" >/dev/null 2>&1 || true
+    [[ -z $(psql_db "$db" -Atc "select 1 from pg_replication_slots where slot_name = '$s'" 2>/dev/null) ]] &&
+      break
+    sleep 1
+  done
+  [[ -z $(psql_db "$db" -Atc "select 1 from pg_replication_slots where slot_name = '$s'" 2>/dev/null) ]] ||
+    log "warning: could not drop replication slot $s; drop it with: select pg_drop_replication_slot('$s')"
+  psql_db "$db" -c "drop publication if exists $s" >/dev/null 2>&1 ||
+    log "warning: could not drop publication $s in database $db"
 }
