@@ -30,22 +30,7 @@ bin=$CARGO_TARGET_DIR/release/db-sync
 
 
 # --- 1. the bench database and table -------------------------------------------------------
-if [[ -z $(psql_db postgres -Atc "select 1 from pg_database where datname = 'bench'") ]]; then
-  log "creating database bench"
-  psql_db postgres -c "create database bench"
-fi
-have=none
-if [[ -n $(psql_db bench -Atc "select to_regclass('public.bench_rows')") ]]; then
-  have=$(psql_db bench -Atc "select count(*) from public.bench_rows")
-fi
-if [[ $have != "$rows" ]]; then
-  log "filling public.bench_rows with $rows rows (had $have)"
-  psql_db bench -1 -v tbl=bench_rows -v rows="$rows" -f "$ROOT/scripts/sql/bench_rows.sql" ||
-    die "could not fill public.bench_rows (psql error above)"
-  [[ $(psql_db bench -Atc "select count(*) from public.bench_rows") == "$rows" ]] ||
-    die "public.bench_rows does not hold $rows rows after filling it (see above)"
-fi
-log "vacuum analyze public.bench_rows"
+bench_table bench_rows "$rows" || true # 1: already filled
 psql_db bench -c "vacuum analyze public.bench_rows"
 
 # --- 2. run dir, Java baselines, engine properties -----------------------------------------

@@ -126,20 +126,7 @@ captured=0
 if [[ -d $cache/journal && -f $cache/events && $(<"$cache/events") == "$n" ]]; then
   log "reusing the journal of $n events in $cache"
 else
-  if [[ -z $(psql_db postgres -Atc "select 1 from pg_database where datname = 'bench'") ]]; then
-    log "creating database bench"
-    psql_db postgres -c "create database bench"
-  fi
-  have=none
-  if [[ -n $(psql_db bench -Atc "select to_regclass('public.$table')") ]]; then
-    have=$(psql_db bench -Atc "select count(*) from public.$table")
-  fi
-  if [[ $have != "$n" ]]; then
-    log "filling public.$table with $n rows (had $have)"
-    psql_db bench -1 -v tbl="$table" -v rows="$n" -f "$ROOT/scripts/sql/bench_rows.sql" ||
-      die "could not fill public.$table (psql error above)"
-    [[ $(psql_db bench -Atc "select count(*) from public.$table") == "$n" ]] ||
-      die "public.$table does not hold $n rows after filling it (see above)"
+  if bench_table "$table" "$n"; then
     log "vacuum analyze public.$table"
     psql_db bench -c "vacuum analyze public.$table"
   fi

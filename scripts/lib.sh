@@ -164,3 +164,23 @@ drop_slot_and_publication() {
   psql_db "$db" -c "drop publication if exists $s" >/dev/null 2>&1 ||
     log "warning: could not drop publication $s in database $db"
 }
+
+# bench_table TABLE N — database bench with public.TABLE holding exactly N generated rows
+# (scripts/sql/bench_rows.sql); recreated only when the count differs. Returns 0 when it
+# (re)filled the table, 1 when the table was already right.
+bench_table() {
+  local table=$1 n=$2 have=none
+  if [[ -z $(psql_db postgres -Atc "select 1 from pg_database where datname = 'bench'") ]]; then
+    log "creating database bench"
+    psql_db postgres -c "create database bench"
+  fi
+  if [[ -n $(psql_db bench -Atc "select to_regclass('public.$table')") ]]; then
+    have=$(psql_db bench -Atc "select count(*) from public.$table")
+  fi
+  [[ $have != "$n" ]] || return 1
+  log "filling public.$table with $n rows (had $have)"
+  psql_db bench -1 -v tbl="$table" -v rows="$n" -f "$ROOT/scripts/sql/bench_rows.sql" ||
+    die "could not fill public.$table (psql error above)"
+  [[ $(psql_db bench -Atc "select count(*) from public.$table") == "$n" ]] ||
+    die "public.$table does not hold $n rows after filling it (see above)"
+}
