@@ -21,12 +21,7 @@ rows=${BENCH_ROWS:-1000000}
 keep=${BENCH_KEEP:-0}
 invocation="BENCH_ROWS=$rows scripts/bench-capture.sh"
 
-"$ROOT/scripts/setup.sh"
-"$ROOT/scripts/services.sh" start all
-use_java || die "no JDK >= 17 found; run scripts/setup.sh"
-[[ -x /usr/bin/time ]] || need_apt time
-bin=$CARGO_TARGET_DIR/release/db-sync
-[[ -x $bin ]] || die "$bin is missing: run scripts/setup.sh without SETUP_SKIP_CARGO=1"
+bench_setup all
 
 
 # --- 1. the bench database and table -------------------------------------------------------

@@ -40,12 +40,7 @@ invocation="BENCH_EVENTS=$n scripts/bench-compact.sh"
 table=bench_rows
 ((n == 1000000)) || table=bench_rows_$n
 
-"$ROOT/scripts/setup.sh"
-"$ROOT/scripts/services.sh" start pg
-use_java || die "no JDK >= 17 found; run scripts/setup.sh"
-[[ -x /usr/bin/time ]] || need_apt time
-bin=$CARGO_TARGET_DIR/release/db-sync
-[[ -x $bin ]] || die "$bin is missing: run scripts/setup.sh without SETUP_SKIP_CARGO=1"
+bench_setup pg
 py=$VENV/bin/python
 "$py" -c 'import duckdb' 2>/dev/null || die "$VENV has no duckdb: run scripts/setup.sh"
 if ((run_ours)) && ! "$bin" compact --help >/dev/null 2>&1; then

@@ -184,3 +184,14 @@ bench_table() {
   [[ $(psql_db bench -Atc "select count(*) from public.$table") == "$n" ]] ||
     die "public.$table does not hold $n rows after filling it (see above)"
 }
+
+# bench_setup SERVICE — set-up, the local SERVICE (pg, all, ...), a JDK, /usr/bin/time; sets
+# `bin` to the db-sync release binary.
+bench_setup() {
+  "$ROOT/scripts/setup.sh"
+  "$ROOT/scripts/services.sh" start "$1"
+  use_java || die "no JDK >= 17 found; run scripts/setup.sh"
+  [[ -x /usr/bin/time ]] || need_apt time
+  bin=$CARGO_TARGET_DIR/release/db-sync
+  [[ -x $bin ]] || die "$bin is missing: run scripts/setup.sh without SETUP_SKIP_CARGO=1"
+}
