@@ -166,31 +166,60 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
 fn compact(config: &Config) -> Result<(), Failure> {
     let rt = runtime()?;
     let started = std::time::Instant::now();
-    match rt.block_on(crate::compact::compact_once(config)) {
-        Ok(Some(s)) => {
-            println!(
-                "compacted seq {}..={}: {} events of {} table(s) into {} audit file(s) in {:.1}s; {} journal segment(s) deleted",
-                s.from,
-                s.to,
-                s.events,
-                s.tables,
-                s.files,
-                started.elapsed().as_secs_f64(),
-                s.segments_deleted
-            );
-            Ok(())
-        }
-        Ok(None) => {
+    match rt.block_on(crate::cycle::run_once(config)) {
+        Ok(s) if s.did_nothing() => {
             println!("nothing new to compact");
             Ok(())
         }
-        Err(e) => match e {
-            crate::compact::CompactError::Audit(crate::audit::AuditError::Url { .. })
-            | crate::compact::CompactError::Audit(crate::audit::AuditError::Option { .. }) => {
-                Err(Failure::usage(e.to_string()))
+        Ok(s) => {
+            let mut parts = Vec::new();
+            if let Some(a) = &s.audit {
+                parts.push(format!(
+                    "compacted seq {}..={}: {} events of {} table(s) into {} audit file(s)",
+                    a.from, a.to, a.events, a.tables, a.files
+                ));
             }
-            _ => Err(Failure::runtime(e.to_string())),
-        },
+            if let Some(a) = &s.apply {
+                parts.push(format!(
+                    "applied seq {}..={}: {} changes merged into {} row(s) of {} table(s) in {} chunk(s){} in {:.1}s ({:.0} rows/s{})",
+                    a.from,
+                    a.to,
+                    a.changes,
+                    a.rows,
+                    a.tables,
+                    a.chunks,
+                    if a.chunks_skipped > 0 {
+                        format!(", {} already committed", a.chunks_skipped)
+                    } else {
+                        String::new()
+                    },
+                    a.seconds,
+                    a.rows as f64 / a.seconds.max(1e-9),
+                    if a.load_data { ", LOAD DATA" } else { "" }
+                ));
+            }
+            parts.push(format!(
+                "{} journal segment(s) deleted; {:.1}s in all",
+                s.segments_deleted,
+                started.elapsed().as_secs_f64()
+            ));
+            println!("{}", parts.join("; "));
+            Ok(())
+        }
+        Err(e) => {
+            use crate::audit::AuditError;
+            use crate::compact::CompactError;
+            use crate::cycle::CycleError;
+            match &e {
+                CycleError::Compact(CompactError::Audit(
+                    AuditError::Url { .. } | AuditError::Option { .. },
+                )) => Err(Failure::usage(e.to_string())),
+                CycleError::Apply(a) if a.is_config() => {
+                    Err(Failure::usage(format!("{}: {e}", config.path.display())))
+                }
+                _ => Err(Failure::runtime(e.to_string())),
+            }
+        }
     }
 }
 

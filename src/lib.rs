@@ -2,15 +2,18 @@
 //!
 //! Data flows one way, and the modules follow it (DESIGN §1):
 //! [`config`] → [`capture`] (JVM + Debezium bridge) → [`journal`] → [`compact`] (decode →
-//! Arrow) → [`audit`] (Parquet in object storage); apply comes later. [`cli`] and `main.rs`
-//! sit on top; [`check`], [`status`], [`failpoint`] and [`telemetry`] beside.
+//! Arrow) → [`audit`] (Parquet in object storage) and [`apply`] (merge per key → MySQL);
+//! [`cycle`] runs audit, apply and journal GC under one lock. [`cli`] and `main.rs` sit on
+//! top; [`check`], [`status`], [`failpoint`] and [`telemetry`] beside.
 
+pub mod apply;
 pub mod audit;
 pub mod capture;
 pub mod check;
 pub mod cli;
 pub mod compact;
 pub mod config;
+pub mod cycle;
 pub mod failpoint;
 pub mod journal;
 pub mod status;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::cli::Failure;
-use crate::compact::manifest::{Manifest, Window};
+use crate::compact::manifest::{ApplyWindow, Manifest, Window};
 use crate::config::Config;
 use crate::journal;
 
@@ -21,6 +21,14 @@ pub struct Status {
     pub audit_lag_events: u64,
     pub audit_url: String,
     pub last_audit_window: Option<Window>,
+    /// Whether `target:` is configured; the apply fields below stay at zero without one.
+    pub target_configured: bool,
+    pub applied_through: u64,
+    pub apply_pending: Option<ApplyWindow>,
+    pub apply_lag_events: u64,
+    pub last_apply_window: Option<ApplyWindow>,
+    /// Tables apply skips: they have no primary key.
+    pub tables_skipped_by_apply: Vec<String>,
 }
 
 pub fn collect(config: &Config) -> Result<Status, Failure> {
@@ -58,6 +66,16 @@ pub fn collect(config: &Config) -> Result<Status, Failure> {
         audit_lag_events: last.saturating_sub(manifest.audited_through),
         audit_url: config.audit.url.clone(),
         last_audit_window: manifest.windows.last().cloned(),
+        target_configured: config.target.is_some(),
+        applied_through: manifest.applied_through,
+        apply_pending: manifest.apply_pending.clone(),
+        apply_lag_events: if config.target.is_some() {
+            last.saturating_sub(manifest.applied_through)
+        } else {
+            0
+        },
+        last_apply_window: manifest.last_apply.clone(),
+        tables_skipped_by_apply: manifest.skipped_tables.iter().cloned().collect(),
     })
 }
 
@@ -81,6 +99,24 @@ pub fn run(config: &Config, json: bool) -> Result<(), Failure> {
         "audited through  seq {} ({} events behind) at {}",
         s.audited_through, s.audit_lag_events, s.audit_url
     );
+    if s.target_configured {
+        println!(
+            "applied through  seq {} ({} events behind){}",
+            s.applied_through,
+            s.apply_lag_events,
+            if s.apply_pending.is_some() {
+                "; a window is being applied"
+            } else {
+                ""
+            }
+        );
+        if !s.tables_skipped_by_apply.is_empty() {
+            println!(
+                "skipped by apply {} (no primary key)",
+                s.tables_skipped_by_apply.join(", ")
+            );
+        }
+    }
     if let Some(p) = &s.audit_pending {
         println!(
             "audit pending    seq {}..={} (an interrupted compaction; the next run redoes it)",

@@ -103,6 +103,8 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
     );
     set("tombstones.on.delete", "false");
     set("heartbeat.interval.ms", DEFAULT_HEARTBEAT_MS);
+    // Source column types and lengths in the schema: apply creates VARCHAR(n), CHAR(n).
+    set("column.propagate.source.type", ".*");
     if config.is_postgres() {
         set("plugin.name", "pgoutput");
         set("slot.name", &format!("dbsync_{ident}"));

@@ -23,6 +23,35 @@ pub struct Manifest {
     /// The latest completed windows, oldest first.
     #[serde(default)]
     pub windows: Vec<Window>,
+    /// Every sequence up to this one is applied to the target (see `crate::apply`).
+    #[serde(default)]
+    pub applied_through: u64,
+    /// A window being applied: finish it (its committed chunks are skipped) before any other.
+    #[serde(default)]
+    pub apply_pending: Option<ApplyWindow>,
+    /// The last window applied, for `status`.
+    #[serde(default)]
+    pub last_apply: Option<ApplyWindow>,
+    /// Tables apply skips because they have no primary key (reported once each).
+    #[serde(default)]
+    pub skipped_tables: std::collections::BTreeSet<String>,
+}
+
+/// A window of the apply stage. Its chunks are numbered from its merged plan, which depends
+/// only on the journal and `batch_rows`: both are fixed once the window is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyWindow {
+    pub from: u64,
+    pub to: u64,
+    pub batch_rows: usize,
+    #[serde(default)]
+    pub changes: u64,
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default)]
+    pub chunks: u32,
+    #[serde(default)]
+    pub finished_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +115,23 @@ impl Manifest {
         std::fs::File::open(journal_dir)
             .and_then(|d| d.sync_all())
             .map_err(io)
+    }
+
+    /// The last sequence journal GC may delete: audited, and applied when there is a target.
+    pub fn collectable_through(&self, has_target: bool) -> u64 {
+        if has_target {
+            self.audited_through.min(self.applied_through)
+        } else {
+            self.audited_through
+        }
+    }
+
+    /// Marks the apply window `window` done.
+    pub fn complete_apply(&mut self, mut window: ApplyWindow) {
+        window.finished_at = Some(chrono::Utc::now().to_rfc3339());
+        self.applied_through = self.applied_through.max(window.to);
+        self.apply_pending = None;
+        self.last_apply = Some(window);
     }
 
     /// Marks `window` done.

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use object_store::buffered::BufWriter;
@@ -43,7 +43,6 @@ pub use batch::audit_schema;
 
 /// The placeholder Debezium sends for an unchanged TOASTed value unless configured otherwise.
 pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
-const COMPACT_LOCK: &str = "compact.lock";
 const SEAL_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +67,6 @@ pub struct Summary {
     pub events: u64,
     pub files: u64,
     pub tables: usize,
-    pub segments_deleted: usize,
 }
 
 /// One output file: a table, a commit date, a schema version.
@@ -81,15 +79,14 @@ struct FilePlan {
     rows: u64,
 }
 
-/// Seals the journal, audits every sealed event not yet audited, updates the manifest and
-/// deletes segments that are audited and past `journal.retain_hours`. `Ok(None)`: nothing new.
-pub async fn compact_once(config: &Config) -> Result<Option<Summary>, CompactError> {
+/// Seals the journal, audits every sealed event not yet audited and updates the manifest.
+/// `Ok(None)`: nothing new. The caller holds the compaction lock ([`crate::cycle`]).
+pub async fn audit_once(config: &Config) -> Result<Option<Summary>, CompactError> {
     let dir = config.journal.dir.clone();
     if !dir.is_dir() {
         tracing::info!(journal = %dir.display(), "no journal yet; nothing to compact");
         return Ok(None);
     }
-    let _lock = lock(&dir)?;
     let store = AuditStore::open(&config.audit)?;
     // A bad bucket or credentials fail here, before the journal is touched.
     store.probe().await?;
@@ -117,15 +114,6 @@ pub async fn compact_once(config: &Config) -> Result<Option<Summary>, CompactErr
             let from = manifest.audited_through + 1;
             let to = journal::sealed_through(&dir)?;
             if to < from {
-                let deleted = collect_garbage(config, &manifest)?;
-                if deleted > 0 {
-                    return Ok(Some(Summary {
-                        from,
-                        to: manifest.audited_through,
-                        segments_deleted: deleted,
-                        ..Summary::default()
-                    }));
-                }
                 return Ok(None);
             }
             Window {
@@ -166,14 +154,12 @@ pub async fn compact_once(config: &Config) -> Result<Option<Summary>, CompactErr
     done.files = files;
     manifest.complete(done);
     manifest.store(&dir)?;
-    let segments_deleted = collect_garbage(config, &manifest)?;
     Ok(Some(Summary {
         from: window.from,
         to: window.to,
         events,
         files,
         tables,
-        segments_deleted,
     }))
 }
 
@@ -202,37 +188,6 @@ fn remove_local_staging_files(url: &str) {
             }
         }
     }
-}
-
-/// Holds the compaction lock: two compactions never run on one journal at once; a second
-/// one waits for the first.
-fn lock(dir: &Path) -> Result<std::fs::File, CompactError> {
-    let path = dir.join(COMPACT_LOCK);
-    if let Some(file) = journal::try_lock_file(&path)? {
-        return Ok(file);
-    }
-    tracing::info!(
-        "another compaction holds {}; waiting for it",
-        path.display()
-    );
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| JournalError::io(&path, e))?;
-    file.lock().map_err(|e| JournalError::io(&path, e))?;
-    Ok(file)
-}
-
-/// Journal GC: sealed segments that are audited and older than `journal.retain_hours`.
-/// (Once apply exists, "applied" joins the condition.)
-fn collect_garbage(config: &Config, manifest: &Manifest) -> Result<usize, CompactError> {
-    let cutoff = SystemTime::now() - Duration::from_secs(config.journal.retain_hours * 3600);
-    let deleted =
-        journal::delete_segments_through(&config.journal.dir, manifest.audited_through, cutoff)?;
-    for path in &deleted {
-        tracing::info!(segment = %path.display(), "deleted audited journal segment");
-    }
-    Ok(deleted.len())
 }
 
 /// The day (UTC) of a commit time in µs, as `YYYY-MM-DD`.
@@ -477,10 +432,74 @@ fn decode(
         Ok(true)
     });
     progress.inc(since_tick);
-    result.map_err(|e| match e {
+    result.map_err(decode_error)
+}
+
+/// Decodes events `from..=to` into audit batches (the rows audit files hold) of at most
+/// `batch_rows` rows and hands each table's batches to `sink` in journal order; a batch ends
+/// where its table's schema version changes. Batches of different tables interleave. Used by
+/// apply, which merges per key and so needs each table's changes in order.
+pub fn decode_in_order<E: From<CompactError>>(
+    dir: &Path,
+    from: u64,
+    to: u64,
+    placeholder: &str,
+    batch_rows: usize,
+    mut sink: impl FnMut(&Arc<TableSchema>, RecordBatch) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut schemas = SchemaIndex::default();
+    // table → (schema version, rows so far)
+    let mut open: HashMap<String, (usize, RowBatch)> = HashMap::new();
+    let mut failed: Option<E> = None;
+    let result = journal::read_events(dir, from, |e| {
+        if e.seq > to {
+            return Ok(false);
+        }
+        let version = schemas.index(&e);
+        let table = schemas.schemas[version].clone();
+        if open.get(&table.table).is_some_and(|(v, _)| *v != version) {
+            let (old, mut rows) = open.remove(&table.table).expect("checked above");
+            if let Err(err) = sink(&schemas.schemas[old], rows.finish()) {
+                failed = Some(err);
+                return Ok(false);
+            }
+        }
+        let (_, rows) = open
+            .entry(table.table.clone())
+            .or_insert_with(|| (version, RowBatch::new(table.clone(), batch_rows)));
+        rows.push(e.seq, e.body, placeholder)
+            .map_err(|err| JournalError::Undecodable {
+                seq: e.seq,
+                what: format!("{} ({})", err, table.table),
+            })?;
+        if rows.rows() >= batch_rows {
+            let batch = rows.finish();
+            if let Err(err) = sink(&table, batch) {
+                failed = Some(err);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    });
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    result.map_err(|e| E::from(decode_error(e)))?;
+    let mut rest: Vec<(String, (usize, RowBatch))> = open.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, (version, mut rows)) in rest {
+        if rows.rows() > 0 {
+            sink(&schemas.schemas[version], rows.finish())?;
+        }
+    }
+    Ok(())
+}
+
+fn decode_error(e: JournalError) -> CompactError {
+    match e {
         JournalError::Undecodable { seq, what } => CompactError::Decode { seq, message: what },
         other => other.into(),
-    })
+    }
 }
 
 fn progress_bar(total: u64) -> indicatif::ProgressBar {

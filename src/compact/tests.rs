@@ -11,6 +11,11 @@ use super::*;
 use crate::journal::event;
 use crate::journal::Journal;
 
+/// One cycle (lock, audit, GC; these configs have no target) and what its audit did.
+async fn compact_once(config: &Config) -> Result<Option<Summary>, crate::cycle::CycleError> {
+    crate::cycle::run_once(config).await.map(|s| s.audit)
+}
+
 const SCHEMA: &str = r#"{"table":"public.t","topic":"x.public.t",
  "key":{"type":"struct","optional":false,"fields":[{"field":"id","type":"int64","optional":false}]},
  "row":{"type":"struct","optional":true,"fields":[

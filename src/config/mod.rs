@@ -197,6 +197,17 @@ pub struct TargetConfig {
     pub batch_rows: usize,
     #[serde(default = "default_true")]
     pub create_tables: bool,
+    /// The target table of a source table: `{schema}` and `{table}` are replaced.
+    #[serde(default = "default_table_name")]
+    pub table_name: String,
+    /// Write upserts with `LOAD DATA LOCAL INFILE` where that is safe (falls back to
+    /// multi-row INSERT, saying so once, when the server refuses it).
+    #[serde(default = "default_true")]
+    pub load_data: bool,
+}
+
+fn default_table_name() -> String {
+    "{table}".to_string()
 }
 
 fn default_lib_dir() -> PathBuf {
@@ -344,6 +355,16 @@ impl Config {
             }
             if target.batch_rows == 0 {
                 return Err(self.invalid("target.batch_rows", "must be at least 1"));
+            }
+            let rest = target
+                .table_name
+                .replace("{schema}", "")
+                .replace("{table}", "");
+            if !target.table_name.contains("{table}") || rest.contains('{') || rest.contains('}') {
+                return Err(self.invalid(
+                    "target.table_name",
+                    "must contain {table} and no placeholder but {schema} and {table} (default \"{table}\")",
+                ));
             }
         }
         Ok(())
