@@ -2,7 +2,8 @@
 # Set up and run the main job on the embedded defaults: local PostgreSQL + MariaDB,
 # `db-sync --config config/config.yaml run` in the background while a workload changes
 # public.customers/orders, then SIGTERM (db-sync finishes its batch and exits 0), a look at
-# the journal, and one compaction into Parquet audit files under data/audit.
+# the journal, and one compaction into Parquet audit files under data/audit and the MySQL
+# target (the local MariaDB, database `target`).
 #
 # Usage: scripts/demo.sh
 #   DEMO_SECONDS (20)      how long the workload runs
@@ -69,3 +70,13 @@ echo "--- db-sync compact --once"
 "$bin" --config config/config.yaml compact --once || die "db-sync compact failed (output above)"
 echo "--- audit files"
 (cd "$ROOT/data/audit" 2>/dev/null && find . -name '*.parquet' | sort | sed 's#^\./#data/audit/#' | tail -n 10)
+
+# Apply: the same compaction merged the changes into the MySQL target (MariaDB, database
+# `target`); its tables now match the source's.
+echo "--- source (PostgreSQL shop) and target (MariaDB target) after the apply"
+for t in customers orders; do
+  printf '%-10s source %s rows (sum of ids %s), target %s rows (sum of ids %s)\n' "$t" \
+    "$(psql_shop -Atc "select count(*) from $t")" "$(psql_shop -Atc "select coalesce(sum(id), 0) from $t")" \
+    "$(mariadb --no-defaults -h 127.0.0.1 -P "$MYSQL_PORT" -uroot -N -e "select count(*) from target.$t")" \
+    "$(mariadb --no-defaults -h 127.0.0.1 -P "$MYSQL_PORT" -uroot -N -e "select coalesce(sum(id), 0) from target.$t")"
+done

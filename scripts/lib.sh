@@ -165,11 +165,11 @@ drop_slot_and_publication() {
     log "warning: could not drop publication $s in database $db"
 }
 
-# bench_table TABLE N — database bench with public.TABLE holding exactly N generated rows
-# (scripts/sql/bench_rows.sql); recreated only when the count differs. Returns 0 when it
-# (re)filled the table, 1 when the table was already right.
+# bench_table TABLE N [SQL] — database bench with public.TABLE holding exactly N generated
+# rows (SQL, default scripts/sql/bench_rows.sql); recreated only when the count differs.
+# Returns 0 when it (re)filled the table, 1 when the table was already right.
 bench_table() {
-  local table=$1 n=$2 have=none
+  local table=$1 n=$2 sql=${3:-$ROOT/scripts/sql/bench_rows.sql} have=none
   if [[ -z $(psql_db postgres -Atc "select 1 from pg_database where datname = 'bench'") ]]; then
     log "creating database bench"
     psql_db postgres -c "create database bench"
@@ -179,7 +179,7 @@ bench_table() {
   fi
   [[ $have != "$n" ]] || return 1
   log "filling public.$table with $n rows (had $have)"
-  psql_db bench -1 -v tbl="$table" -v rows="$n" -f "$ROOT/scripts/sql/bench_rows.sql" ||
+  psql_db bench -1 -v tbl="$table" -v rows="$n" -f "$sql" ||
     die "could not fill public.$table (psql error above)"
   [[ $(psql_db bench -Atc "select count(*) from public.$table") == "$n" ]] ||
     die "public.$table does not hold $n rows after filling it (see above)"

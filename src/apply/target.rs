@@ -597,7 +597,14 @@ impl Target {
                         conn.query_drop("ROLLBACK").await.map_err(SqlError::from)?;
                         return Err(TxError::Refused(e.to_string()));
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) if e.transient || e.code.is_none() => return Err(e.into()),
+                    Err(e) => {
+                        // A value the server refused (strict mode): redo with INSERT, whose
+                        // error names the row, hence the key.
+                        tracing::debug!(chunk = chunk.no, "LOAD DATA failed ({e}); redoing the chunk with INSERT to find the value");
+                        conn.query_drop("ROLLBACK").await.map_err(SqlError::from)?;
+                        return Ok(TxResult::Redo);
+                    }
                 }
             }
             Work::Upsert { group, rows } => upsert(conn, chunk, group, rows).await?,

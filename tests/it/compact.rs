@@ -462,7 +462,7 @@ fn assert_audit_matches_journal(p: &Pipeline, conn: &Connection, dir: &Path) {
 
 /// How a PostgreSQL value and an audit value, both rendered as text, are compared.
 #[derive(Clone, Copy, Debug)]
-enum Cmp {
+pub enum Cmp {
     Exact,
     /// Both parse to the same f32 (NaN equals NaN; -0 is not 0).
     F32,
@@ -489,7 +489,7 @@ struct Col {
 const PG_OUT: &str = "{c}"; // the type's own output text (simple query protocol)
 const PG_TEXT: &str = "{c}::text";
 const DUCK_TEXT: &str = "{c}::VARCHAR";
-const PG_EPOCH_US: &str = "(extract(epoch FROM {c}) * 1000000)::bigint::text";
+pub const PG_EPOCH_US: &str = "(extract(epoch FROM {c}) * 1000000)::bigint::text";
 const DUCK_EPOCH_US: &str = "epoch_us({c})::VARCHAR";
 const PG_DAYS: &str = "({c} - date '1970-01-01')::text";
 const DUCK_DAYS: &str = "({c} - DATE '1970-01-01')::VARCHAR";
@@ -556,7 +556,7 @@ const COLS: &[Col] = &[
     col("c_texts",    PG_TEXT_LIST,  DUCK_TEXT_LIST,     Cmp::Exact,    &["VARCHAR[]"]),
 ];
 
-const TYPES_SCHEMA: &str = r#"
+pub const TYPES_SCHEMA: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy 😀');
 CREATE TABLE all_types (
   id int PRIMARY KEY,
@@ -623,7 +623,7 @@ fn subst(template: &str, column: &str) -> String {
     template.replace("{c}", column)
 }
 
-fn same_value(cmp: Cmp, pg: &str, audit: &str) -> bool {
+pub fn same_value(cmp: Cmp, pg: &str, audit: &str) -> bool {
     match cmp {
         Cmp::Exact | Cmp::Duration => pg == audit,
         Cmp::F32 => match (pg.parse::<f32>(), audit.parse::<f32>()) {
@@ -691,7 +691,7 @@ fn utc_time_of_day_us(s: &str) -> Option<i64> {
     Some((((h * 60 + m) * 60 + sec - offset_s) * 1_000_000 + micros).rem_euclid(DAY_US))
 }
 
-fn shown(v: &Option<String>) -> String {
+pub fn shown(v: &Option<String>) -> String {
     match v {
         None => "NULL".into(),
         Some(s) if s.chars().count() > 100 => format!(

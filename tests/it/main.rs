@@ -1,8 +1,10 @@
 //! Integration tests against the real services that `scripts/test.sh` starts: PostgreSQL with
-//! logical WAL, the JVM with the real Debezium jars, the `db-sync` binary.
+//! logical WAL, the JVM with the real Debezium jars, MariaDB as the MySQL target, the S3 server,
+//! the `db-sync` binary.
 //!
 //! One test binary (delta-rs style): it links once, which matters when a build takes minutes.
 
+mod apply;
 mod bad_input;
 mod capture;
 mod compact;

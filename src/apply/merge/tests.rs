@@ -233,7 +233,9 @@ fn journal_order_is_required() {
         t: None,
     };
     let mut merger = Merger::default();
-    merger.push(&table(), &batch(&[c.clone()], 5)).unwrap();
+    merger
+        .push(&table(), &batch(std::slice::from_ref(&c), 5))
+        .unwrap();
     let e = merger.push(&table(), &batch(&[c], 5)).unwrap_err();
     assert!(matches!(e, MergeError::Order { .. }), "{e}");
 }
