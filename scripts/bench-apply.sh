@@ -16,6 +16,7 @@
 #   BENCH_ROWS (1000000)        rows of bench.public.bench_wide (refilled when it differs)
 #   BENCH_PERROW_ROWS (50000)   rows the per-row run writes
 #   BENCH_BATCH_ROWS (5000)     target.batch_rows of (ours)
+#   BENCH_LOAD_DATA (true)      target.load_data of (ours); false times multi-row INSERT
 #   BENCH_KEEP=1                keep the run dir
 # The journal is captured once (`capture --exit-after-snapshot`) into
 # ~/.cache/db-sync/bench/apply-journal-<N>/; delete it to capture again.
@@ -26,6 +27,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 n=${BENCH_ROWS:-1000000}
 perrow_n=${BENCH_PERROW_ROWS:-50000}
 batch_rows=${BENCH_BATCH_ROWS:-5000}
+load_data=${BENCH_LOAD_DATA:-true}
+[[ $load_data == true || $load_data == false ]] || die "BENCH_LOAD_DATA must be true or false, got '$load_data'"
 for v in "$n" "$perrow_n" "$batch_rows"; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS, BENCH_PERROW_ROWS and BENCH_BATCH_ROWS must be positive whole numbers, got '$v'"
 done
@@ -81,7 +84,7 @@ audit:
   url: file://$run_dir/audit
 EOF
   if [[ -n ${2:-} ]]; then
-    printf 'target:\n  url: %s\n  batch_rows: %s\n' "$2" "$batch_rows"
+    printf 'target:\n  url: %s\n  batch_rows: %s\n  load_data: %s\n' "$2" "$batch_rows" "$load_data"
   fi
 }
 
@@ -166,5 +169,5 @@ awk -v o="$ours_rate" -v l="$(rate "${rows[load]}" "${secs[load]}")" -v p="$(rat
 echo "same rows: CHECKSUM TABLE $table = loaded = $ours_sum"
 echo "db-sync said: $summary"
 echo
-echo "command: BENCH_ROWS=$n BENCH_BATCH_ROWS=$batch_rows scripts/bench-apply.sh"
+echo "command: BENCH_ROWS=$n BENCH_BATCH_ROWS=$batch_rows BENCH_LOAD_DATA=$load_data scripts/bench-apply.sh"
 for k in ours load perrow; do echo "($k) ${cmdline[$k]}"; done
