@@ -106,17 +106,8 @@ pub fn mysql_type(f: &ConnectSchema, key: bool) -> String {
 }
 
 fn decimal_type(f: &ConnectSchema, length: Option<u32>) -> String {
-    let scale = f
-        .parameters
-        .get("scale")
-        .and_then(|s| s.parse::<i32>().ok())
-        .unwrap_or(0);
-    let precision = f
-        .parameters
-        .get("connect.decimal.precision")
-        .and_then(|p| p.parse::<u32>().ok())
-        .or(length)
-        .unwrap_or(65);
+    let scale = f.decimal_scale();
+    let precision = f.decimal_precision().or(length).unwrap_or(65);
     if (0..=30).contains(&scale) && precision <= 65 && precision as i32 >= scale {
         format!("DECIMAL({},{scale})", precision.max(1))
     } else {

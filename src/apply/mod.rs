@@ -311,28 +311,26 @@ async fn apply_window(
     // Number the chunks: table by table, deletes first, then each upsert group.
     let batch = window.batch_rows.max(1);
     let mut chunks: Vec<Chunk<'_>> = Vec::new();
-    for (p, target) in plans.iter().zip(&tables) {
-        for keys in p.deletes.chunks(batch) {
+    for (plan, target) in plans.iter().zip(&tables) {
+        let work =
+            plan.deletes
+                .chunks(batch)
+                .map(Work::Delete)
+                .chain(plan.upserts.iter().flat_map(|group| {
+                    group
+                        .rows
+                        .chunks(batch)
+                        .map(move |rows| Work::Upsert { group, rows })
+                }));
+        for work in work {
             chunks.push(Chunk {
                 no: chunks.len() as u32,
                 chunks: 0,
                 window: (window.from, window.to),
-                plan: p,
+                plan,
                 target,
-                work: Work::Delete(keys),
+                work,
             });
-        }
-        for group in &p.upserts {
-            for rows in group.rows.chunks(batch) {
-                chunks.push(Chunk {
-                    no: chunks.len() as u32,
-                    chunks: 0,
-                    window: (window.from, window.to),
-                    plan: p,
-                    target,
-                    work: Work::Upsert { group, rows },
-                });
-            }
         }
     }
     let total = chunks.len() as u32;

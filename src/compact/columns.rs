@@ -110,18 +110,14 @@ pub fn arrow_type(s: &ConnectSchema) -> (DataType, bool) {
     }
 }
 
-/// (precision, scale) of a Connect Decimal; precision is absent for e.g. `money`.
+/// (precision, scale) of a Connect Decimal: Decimal128's widest when no precision is declared
+/// (e.g. `money`); `None` when it cannot be a Decimal128 at all.
 fn decimal_params(s: &ConnectSchema) -> (Option<u8>, i8) {
-    let scale = s
-        .parameters
-        .get("scale")
-        .and_then(|v| v.parse::<i8>().ok())
-        .unwrap_or(0);
-    let precision = s
-        .parameters
-        .get("connect.decimal.precision")
-        .and_then(|v| v.parse::<u8>().ok())
-        .or(Some(MAX_DECIMAL128_PRECISION));
+    let scale = i8::try_from(s.decimal_scale()).unwrap_or(i8::MAX);
+    let precision = match s.decimal_precision() {
+        Some(p) => u8::try_from(p).ok(),
+        None => Some(MAX_DECIMAL128_PRECISION),
+    };
     (precision, scale)
 }
 

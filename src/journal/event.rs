@@ -163,6 +163,21 @@ impl ConnectSchema {
     pub fn field_name(&self) -> &str {
         self.field.as_deref().unwrap_or("")
     }
+
+    /// The scale of a Connect `Decimal` (its `scale` parameter; 0 when absent).
+    pub fn decimal_scale(&self) -> i32 {
+        self.parameters
+            .get("scale")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The declared precision of a Connect `Decimal`; absent for e.g. PostgreSQL's `money`.
+    pub fn decimal_precision(&self) -> Option<u32> {
+        self.parameters
+            .get("connect.decimal.precision")
+            .and_then(|v| v.parse().ok())
+    }
 }
 
 /// Connect logical type and Debezium semantic type names this module decodes.

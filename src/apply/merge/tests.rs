@@ -34,11 +34,13 @@ struct Change {
     t: Option<String>,
 }
 
-fn batch(changes: &[Change], first_seq: i64) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int64, true),
-        Field::new("a", DataType::Int64, true),
-        Field::new("t", DataType::Utf8, true),
+/// The audit schema of the test table with `columns` before the `_cdc_` columns.
+fn audit_schema(columns: &[(&str, DataType)]) -> Arc<Schema> {
+    let mut fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, ty)| Field::new(*name, ty.clone(), true))
+        .collect();
+    fields.extend([
         Field::new("_cdc_op", DataType::Utf8, false),
         Field::new("_cdc_seq", DataType::Int64, false),
         Field::new(
@@ -46,7 +48,16 @@ fn batch(changes: &[Change], first_seq: i64) -> RecordBatch {
             DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             false,
         ),
-    ]));
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+fn batch(changes: &[Change], first_seq: i64) -> RecordBatch {
+    let schema = audit_schema(&[
+        ("k", DataType::Int64),
+        ("a", DataType::Int64),
+        ("t", DataType::Utf8),
+    ]);
     let mut unchanged = ListBuilder::new(StringBuilder::new());
     for c in changes {
         if c.t.is_none() && c.op != "d" {
@@ -259,18 +270,11 @@ fn unchanged_columns_are_filled_across_schema_versions() {
             ),
         )
         .unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int64, true),
-        Field::new("n", DataType::Int64, true),
-        Field::new("t", DataType::Utf8, true),
-        Field::new("_cdc_op", DataType::Utf8, false),
-        Field::new("_cdc_seq", DataType::Int64, false),
-        Field::new(
-            "_cdc_unchanged",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            false,
-        ),
-    ]));
+    let schema = audit_schema(&[
+        ("k", DataType::Int64),
+        ("n", DataType::Int64),
+        ("t", DataType::Utf8),
+    ]);
     let mut unchanged = ListBuilder::new(StringBuilder::new());
     unchanged.values().append_value("t");
     unchanged.append(true);
