@@ -2,8 +2,9 @@
 //!
 //! Checks, in order: configuration (already loaded, or we would not be here), the jars in
 //! `engine.lib_dir`, the JVM and the bridge, the journal (every CRC), and for PostgreSQL sources: reachable with the
-//! configured credentials, `wal_level=logical`, and the replication privilege. Exit 0 when all
-//! pass, 1 when any fails.
+//! configured credentials, `wal_level=logical`, and the replication privilege; the MySQL target:
+//! reachable, the privileges apply needs, `local_infile`. Exit 0 when all pass, 1 when any
+//! fails.
 
 use std::time::Duration;
 
@@ -72,10 +73,71 @@ pub fn run(config: &Config) -> Result<(), Failure> {
             ),
         );
     }
+    check_target(config, &mut r);
     if r.failures > 0 {
         return Err(Failure::runtime(format!("{} check(s) failed", r.failures)));
     }
     Ok(())
+}
+/// The MySQL target: reachable, the privileges apply needs, `local_infile` when apply uses it.
+fn check_target(config: &Config, r: &mut Report) {
+    let Some(tc) = &config.target else {
+        r.ok("target", "none configured (audit only)");
+        return;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            r.fail("target", format!("cannot start the async runtime: {e}"));
+            return;
+        }
+    };
+    let probe = match rt.block_on(crate::apply::probe_target(config)) {
+        None => return,
+        Some(Err(e)) => {
+            r.fail(
+                "target",
+                format!("{e}; is MySQL running and `target.url` right?"),
+            );
+            return;
+        }
+        Some(Ok(found)) => found,
+    };
+    let (url, p) = probe;
+    r.ok(
+        "target",
+        format!(
+            "connected to {url} (server {}, database {})",
+            p.version, p.database
+        ),
+    );
+    if p.missing_privileges.is_empty() {
+        r.ok(
+            "target privileges",
+            "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER",
+        );
+    } else {
+        r.fail(
+            "target privileges",
+            format!(
+                "missing {} on {}; GRANT them to the user of `target.url`",
+                p.missing_privileges.join(", "),
+                p.database
+            ),
+        );
+    }
+    match (tc.load_data, p.local_infile) {
+        (false, _) => r.ok("target local_infile", "not used (target.load_data: false)"),
+        (true, true) => r.ok("target local_infile", "ON: upserts can use LOAD DATA LOCAL INFILE"),
+        // Not a failure: apply falls back to multi-row INSERT and says so.
+        (true, false) => r.ok(
+            "target local_infile",
+            "OFF: apply falls back to multi-row INSERT (slower); SET GLOBAL local_infile = 1, or set target.load_data: false",
+        ),
+    }
 }
 
 /// Every frame of the journal reads back with a good CRC.

@@ -34,7 +34,24 @@ use crate::journal::{self, JournalError};
 use merge::{MergeError, Merger, TablePlan};
 use target::{Chunk, ChunkOutcome, Target, TargetTable, Work};
 
-pub use target::CHECKPOINT_TABLE;
+pub use target::{Probe, CHECKPOINT_TABLE};
+
+/// Looks at the target once (no retries, no changes) for `db-sync check`: what it found and
+/// the redacted URL, or why it could not connect. `None`: no target configured.
+pub async fn probe_target(config: &Config) -> Option<Result<(String, Probe), String>> {
+    let tc = config.target.as_ref()?;
+    let url = redact_url(tc.url.expose());
+    let mut t = match Target::new(tc.url.expose(), url.clone(), &config.name, tc.load_data) {
+        Ok(t) => t,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    Some(
+        t.probe(tc.create_tables)
+            .await
+            .map(|p| (url.clone(), p))
+            .map_err(|e| format!("cannot connect to {url}: {e}")),
+    )
+}
 
 /// The most journal sequences one apply window spans: bounds the memory of a merge.
 pub const WINDOW_EVENTS: u64 = 262_144;

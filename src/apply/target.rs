@@ -172,6 +172,15 @@ pub struct TargetTable {
     pub replace_safe: bool,
 }
 
+/// What `db-sync check` learns about the target.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub version: String,
+    pub database: String,
+    pub local_infile: bool,
+    pub missing_privileges: Vec<String>,
+}
+
 /// A connection to the target, reopened as needed.
 pub struct Target {
     opts: Opts,
@@ -308,6 +317,42 @@ impl Target {
             what: what.to_string(),
             message: e.to_string(),
         }
+    }
+
+    /// One look at the target for `db-sync check`, without retries or changes: the server,
+    /// whether the user may do what apply does, and whether `LOAD DATA LOCAL` is on.
+    pub async fn probe(&mut self, create_tables: bool) -> Result<Probe, String> {
+        // information_schema shows a non-admin only their own grants, an admin everyone's.
+        const ME: &str = r#"CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"#;
+        let conn = self.conn().await.map_err(|e| e.to_string())?;
+        let row: Option<(String, Option<String>, u64)> = conn
+            .query_first("SELECT VERSION(), DATABASE(), @@GLOBAL.local_infile")
+            .await
+            .map_err(|e| SqlError::from(e).to_string())?;
+        let (version, database, local_infile) = row.unwrap_or_default();
+        let granted: Vec<String> = conn
+            .query(format!(
+                "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {ME} \
+                 UNION SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES \
+                 WHERE TABLE_SCHEMA = DATABASE() AND GRANTEE = {ME}"
+            ))
+            .await
+            .map_err(|e| SqlError::from(e).to_string())?;
+        let mut needed = vec!["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"];
+        if create_tables {
+            needed.push("ALTER");
+        }
+        let missing = needed
+            .into_iter()
+            .filter(|p| !granted.iter().any(|g| g.eq_ignore_ascii_case(p)))
+            .map(str::to_string)
+            .collect();
+        Ok(Probe {
+            version,
+            database: database.unwrap_or_default(),
+            local_infile: local_infile != 0,
+            missing_privileges: missing,
+        })
     }
 
     /// Connects (retrying) and creates the checkpoint table if it is missing.

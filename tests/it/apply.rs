@@ -772,3 +772,52 @@ fn a_missing_target_table_without_create_tables_is_named() {
     compact(&p);
     assert_eq!(my.value("SELECT COUNT(*) FROM q").as_deref(), Some("1"));
 }
+
+#[test]
+fn check_reports_the_target_and_names_missing_privileges() {
+    let p = Pipeline::new(
+        "apply_check",
+        "CREATE TABLE c (id int PRIMARY KEY);",
+        "public.c",
+    );
+    let my = My::fresh(&format!("apply_check_{}", std::process::id()));
+    let user = format!("ro_{}", std::process::id());
+    my.exec(&format!("DROP USER IF EXISTS '{user}'@'%'"));
+    my.exec(&format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY 'ro-secret'"
+    ));
+    my.exec(&format!("GRANT SELECT ON `{}`.* TO '{user}'@'%'", my.db));
+
+    p.write_config_with(&pg_password(), p.port, &my.target_yaml(""));
+    let out = p.db_sync(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout.contains("ok    target: connected to mysql://root"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok    target local_infile: ON"), "{stdout}");
+
+    let url = format!(
+        "mysql://{user}:ro-secret@127.0.0.1:{}/{}",
+        mysql_port(),
+        my.db
+    );
+    p.write_config_with(&pg_password(), p.port, &format!("target:\n  url: {url}\n"));
+    let out = p.db_sync(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout.contains(&format!(
+            "FAIL  target privileges: missing INSERT, UPDATE, DELETE, CREATE, ALTER on {}",
+            my.db
+        )),
+        "{stdout}"
+    );
+    assert!(
+        !text(&out).contains("ro-secret"),
+        "the password never shows: {}",
+        text(&out)
+    );
+    my.exec(&format!("DROP USER '{user}'@'%'"));
+}
