@@ -39,18 +39,18 @@ enum Command {
         #[arg(long)]
         exit_after_snapshot: bool,
     },
-    /// One compaction cycle: seal the journal, write audit files for what is new; exit 0 when done.
+    /// One cycle: seal the journal, write audit files for what is new, apply it to the target, GC; exit 0 when done.
     Compact {
         /// Run one cycle and exit (the only mode until the scheduler exists).
         #[arg(long)]
         once: bool,
     },
-    /// Journal, audit progress; --json for scripts.
+    /// Journal, audit and apply progress; --json for scripts.
     Status {
         #[arg(long)]
         json: bool,
     },
-    /// Validate config, jars, JVM and the source's prerequisites; one line per finding.
+    /// Validate config, jars, JVM, the source's prerequisites and the target; one line per finding.
     Check,
     /// Inspect the journal.
     Journal {

@@ -387,8 +387,10 @@ pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
         }
         _ => url.to_string(),
     }
@@ -414,5 +416,6 @@ mod tests {
             "mysql://sync:***@127.0.0.1:13306/target"
         );
         assert_eq!(redact_url("mysql://h/db"), "mysql://h/db");
+        assert_eq!(redact_url("mysql://root@h/db"), "mysql://root@h/db");
     }
 }

@@ -821,3 +821,65 @@ fn check_reports_the_target_and_names_missing_privileges() {
     );
     my.exec(&format!("DROP USER '{user}'@'%'"));
 }
+
+#[test]
+fn mariadb_stopped_mid_apply_and_restarted_loses_and_doubles_nothing() {
+    // A second, throwaway MariaDB, started and stopped by the project's script.
+    let port = 13307u16;
+    assert!(
+        mariadb_service("start", port),
+        "scripts/services.sh could not start MariaDB on {port}"
+    );
+    let _stop = StopMariadb(port);
+    let p = Pipeline::new("apply_restart", WORKLOAD_SCHEMA, WORKLOAD_TABLES);
+    let my = My::fresh_on(port, &format!("apply_restart_{}", std::process::id()));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml("  batch_rows: 50\n"));
+    let mut capture = p.start_capture_with(&extra);
+    p.wait_for_events(700, &mut capture, SNAPSHOT_WAIT);
+    let sql = p.sql();
+    sql.exec("INSERT INTO lines SELECT 9000 + i / 10, i % 10, i, 'bulk' FROM generate_series(0, 39999) i");
+    sql.exec("INSERT INTO docs VALUES (gen_random_uuid(), '{}', '\\x01', NULL)");
+    sql.exec("INSERT INTO marker VALUES (1)");
+    wait_for_marker(&p, &mut capture, "public.marker", STREAM_WAIT);
+    assert_eq!(capture.terminate(STOP_WAIT), 0);
+
+    let mut run = p.spawn_db_sync(&["compact", "--once"]);
+    let start = Instant::now();
+    while my.value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_db_sync_checkpoint'").as_deref() != Some("1")
+        || my.value("SELECT COUNT(*) FROM _db_sync_checkpoint").as_deref() == Some("0")
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "apply never started; log:\n{}", run.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        mariadb_service("stop", port),
+        "could not stop MariaDB on {port}"
+    );
+    assert!(
+        mariadb_service("start", port),
+        "could not start MariaDB on {port} again"
+    );
+    // Either the cycle rode out the restart, or it failed with one line and the next
+    // cycle completes (DESIGN §7).
+    let code = run.wait(Duration::from_secs(120));
+    eprintln!(
+        "compact during the restart exited {code}; log:\n{}",
+        run.log()
+    );
+    if code != 0 {
+        assert_eq!(code, 1, "log:\n{}", run.log());
+        let last = run
+            .log()
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string();
+        assert!(last.starts_with("error: "), "one error line: {last}");
+        compact(&p);
+    } else {
+        assert!(run.log().contains("retrying"), "log:\n{}", run.log());
+    }
+    my.reconnect();
+    assert_workload_equal(&sql, &my);
+}

@@ -443,23 +443,30 @@ pub struct My {
     rt: tokio::runtime::Runtime,
     conn: std::cell::RefCell<mysql_async::Conn>,
     pub db: String,
+    pub port: u16,
 }
 
 impl My {
     /// Creates database `db` (dropping an old one) and connects to it.
     pub fn fresh(db: &str) -> My {
+        My::fresh_on(mysql_port(), db)
+    }
+
+    /// [`My::fresh`] on the MariaDB at `port`.
+    pub fn fresh_on(port: u16, db: &str) -> My {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let url = format!("mysql://root@127.0.0.1:{}/mysql", mysql_port());
+        let url = format!("mysql://root@127.0.0.1:{port}/mysql");
         let conn = rt
             .block_on(mysql_async::Conn::from_url(url))
-            .unwrap_or_else(|e| panic!("cannot connect to MariaDB on 127.0.0.1:{} ({e}); start it with scripts/services.sh start all, or run scripts/test.sh", mysql_port()));
+            .unwrap_or_else(|e| panic!("cannot connect to MariaDB on 127.0.0.1:{port} ({e}); start it with scripts/services.sh start all, or run scripts/test.sh"));
         let my = My {
             rt,
             conn: std::cell::RefCell::new(conn),
             db: db.to_string(),
+            port,
         };
         my.exec(&format!("DROP DATABASE IF EXISTS `{db}`"));
         my.exec(&format!(
@@ -471,7 +478,7 @@ impl My {
 
     /// The `target:` section pointing at this database.
     pub fn target_yaml(&self, extra: &str) -> String {
-        self.target_yaml_on(mysql_port(), extra)
+        self.target_yaml_on(self.port, extra)
     }
 
     pub fn target_yaml_on(&self, port: u16, extra: &str) -> String {
@@ -479,6 +486,16 @@ impl My {
             "target:\n  url: mysql://root@127.0.0.1:{port}/{}\n{extra}",
             self.db
         )
+    }
+
+    /// A new session (after the server restarted).
+    pub fn reconnect(&self) {
+        let url = format!("mysql://root@127.0.0.1:{}/{}", self.port, self.db);
+        let conn = self
+            .rt
+            .block_on(mysql_async::Conn::from_url(url))
+            .unwrap_or_else(|e| panic!("cannot reconnect to MariaDB on {}: {e}", self.port));
+        *self.conn.borrow_mut() = conn;
     }
 
     pub fn exec(&self, sql: &str) {
@@ -527,6 +544,27 @@ impl Drop for My {
         let sql = format!("DROP DATABASE IF EXISTS `{}`", self.db);
         let mut conn = self.conn.borrow_mut();
         let _ = self.rt.block_on(conn.query_drop(sql));
+    }
+}
+
+/// `scripts/services.sh ACTION mariadb` for the MariaDB on `port` (a second, throwaway one).
+pub fn mariadb_service(action: &str, port: u16) -> bool {
+    Command::new("bash")
+        .arg(root().join("scripts/services.sh"))
+        .args([action, "mariadb"])
+        .env("MYSQL_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Stops the MariaDB on its port when dropped.
+pub struct StopMariadb(pub u16);
+
+impl Drop for StopMariadb {
+    fn drop(&mut self) {
+        mariadb_service("stop", self.0);
     }
 }
 
