@@ -637,6 +637,34 @@ fn schema_changes_hostile_names_and_tables_without_a_key() {
     assert!(audited > 0, "public.nokey has audit files");
 }
 
+/// Journals the workload tables' snapshot plus a bulk load of 40,000 `lines` (order ids from
+/// `base`) and a `docs` row; capture keeps running.
+fn journal_bulk_load(p: &Pipeline, extra: &str, base: u32) -> Capture {
+    let mut capture = p.start_capture_with(extra);
+    p.wait_for_events(700, &mut capture, SNAPSHOT_WAIT);
+    let sql = p.sql();
+    sql.exec(&format!(
+        "INSERT INTO lines SELECT {base} + i / 10, i % 10, i, 'bulk' FROM generate_series(0, 39999) i"
+    ));
+    sql.exec("INSERT INTO docs VALUES (gen_random_uuid(), '{}', '\\x00', NULL)");
+    sql.exec("INSERT INTO marker VALUES (1)");
+    wait_for_marker(p, &mut capture, "public.marker", STREAM_WAIT);
+    capture
+}
+
+/// Starts `compact --once` and returns once its first chunk has committed.
+fn compact_until_applying(p: &Pipeline, my: &My) -> Capture {
+    let run = p.spawn_db_sync(&["compact", "--once"]);
+    let start = Instant::now();
+    while my.value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_db_sync_checkpoint'").as_deref() != Some("1")
+        || my.value("SELECT COUNT(*) FROM _db_sync_checkpoint").as_deref() == Some("0")
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "apply never started; log:\n{}", run.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run
+}
+
 #[test]
 fn a_target_that_goes_away_mid_apply_is_retried_or_fails_cleanly() {
     let p = Pipeline::new("apply_outage", WORKLOAD_SCHEMA, WORKLOAD_TABLES);
@@ -647,23 +675,11 @@ fn a_target_that_goes_away_mid_apply_is_retried_or_fails_cleanly() {
         audit_yaml(&p),
         my.target_yaml_on(proxy.port, "  batch_rows: 50\n")
     );
-    let mut capture = p.start_capture_with(&extra);
-    p.wait_for_events(700, &mut capture, SNAPSHOT_WAIT);
+    let mut capture = journal_bulk_load(&p, &extra, 7000);
     let sql = p.sql();
-    sql.exec("INSERT INTO lines SELECT 7000 + i / 10, i % 10, i, 'bulk' FROM generate_series(0, 39999) i");
-    sql.exec("INSERT INTO docs VALUES (gen_random_uuid(), '{}', '\\x00', NULL)");
-    sql.exec("INSERT INTO marker VALUES (1)");
-    wait_for_marker(&p, &mut capture, "public.marker", STREAM_WAIT);
 
     // A short outage once chunks are committing: the cycle retries and completes.
-    let mut run = p.spawn_db_sync(&["compact", "--once"]);
-    let start = Instant::now();
-    while my.value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_db_sync_checkpoint'").as_deref() != Some("1")
-        || my.value("SELECT COUNT(*) FROM _db_sync_checkpoint").as_deref() == Some("0")
-    {
-        assert!(start.elapsed() < Duration::from_secs(60), "apply never started; log:\n{}", run.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run = compact_until_applying(&p, &my);
     proxy.down();
     std::thread::sleep(Duration::from_secs(2));
     proxy.up();
@@ -834,23 +850,11 @@ fn mariadb_stopped_mid_apply_and_restarted_loses_and_doubles_nothing() {
     let p = Pipeline::new("apply_restart", WORKLOAD_SCHEMA, WORKLOAD_TABLES);
     let my = My::fresh_on(port, &format!("apply_restart_{}", std::process::id()));
     let extra = format!("{}{}", audit_yaml(&p), my.target_yaml("  batch_rows: 50\n"));
-    let mut capture = p.start_capture_with(&extra);
-    p.wait_for_events(700, &mut capture, SNAPSHOT_WAIT);
+    let capture = journal_bulk_load(&p, &extra, 9000);
     let sql = p.sql();
-    sql.exec("INSERT INTO lines SELECT 9000 + i / 10, i % 10, i, 'bulk' FROM generate_series(0, 39999) i");
-    sql.exec("INSERT INTO docs VALUES (gen_random_uuid(), '{}', '\\x01', NULL)");
-    sql.exec("INSERT INTO marker VALUES (1)");
-    wait_for_marker(&p, &mut capture, "public.marker", STREAM_WAIT);
     assert_eq!(capture.terminate(STOP_WAIT), 0);
 
-    let mut run = p.spawn_db_sync(&["compact", "--once"]);
-    let start = Instant::now();
-    while my.value("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_db_sync_checkpoint'").as_deref() != Some("1")
-        || my.value("SELECT COUNT(*) FROM _db_sync_checkpoint").as_deref() == Some("0")
-    {
-        assert!(start.elapsed() < Duration::from_secs(60), "apply never started; log:\n{}", run.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run = compact_until_applying(&p, &my);
     assert!(
         mariadb_service("stop", port),
         "could not stop MariaDB on {port}"
