@@ -35,7 +35,7 @@ pub const CHECKPOINT_TABLE: &str = "_db_sync_checkpoint";
 /// MySQL's limit on placeholders in one prepared statement.
 const MAX_PARAMS: usize = 65_535;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Retries of a transient failure: 0.25 s doubling to 8 s, about 30 s in all.
+/// Retries of a transient failure: 0.25 s doubling to 8 s, 8 attempts over about 25 s.
 const MAX_ATTEMPTS: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
