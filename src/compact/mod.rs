@@ -41,6 +41,10 @@ use manifest::{Manifest, ManifestError, Window};
 
 pub use batch::audit_schema;
 
+/// Parquet key-value metadata key holding the table's Connect schema (the journal's schema
+/// JSON): enough to rebuild the target table with its exact types from an audit file alone.
+pub const TABLE_SCHEMA_METADATA: &str = "db_sync.table_schema";
+
 /// The placeholder Debezium sends for an unchanged TOASTed value unless configured otherwise.
 pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
 const SEAL_WAIT: Duration = Duration::from_secs(30);
@@ -73,6 +77,8 @@ pub struct Summary {
 #[derive(Debug, Clone)]
 struct FilePlan {
     table: Arc<TableSchema>,
+    /// The schema as the journal holds it (JSON), for the file's metadata.
+    schema_json: Arc<str>,
     date: String,
     first_seq: u64,
     last_seq: u64,
@@ -216,6 +222,7 @@ fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan, CompactError> {
         let i = *by_key.entry((schema, day)).or_insert_with(|| {
             plans.push(FilePlan {
                 table: schemas.schemas[schema].clone(),
+                schema_json: schemas.jsons[schema].clone(),
                 date: crate::journal::event::format_date(day),
                 first_seq: e.seq,
                 last_seq: e.seq,
@@ -240,6 +247,7 @@ struct SchemaIndex {
     by_key: HashMap<(usize, u32), usize>,
     by_json: HashMap<Vec<u8>, usize>,
     schemas: Vec<Arc<TableSchema>>,
+    jsons: Vec<Arc<str>>,
 }
 
 impl SchemaIndex {
@@ -250,6 +258,7 @@ impl SchemaIndex {
             by_key: HashMap::new(),
             by_json: self.by_json.clone(),
             schemas: self.schemas.clone(),
+            jsons: self.jsons.clone(),
         }
     }
 
@@ -270,6 +279,8 @@ impl SchemaIndex {
             Some(&i) => i,
             None => {
                 self.schemas.push(Arc::new(e.schema.clone()));
+                self.jsons
+                    .push(String::from_utf8_lossy(e.schema_json).into_owned().into());
                 let i = self.schemas.len() - 1;
                 self.by_json.insert(e.schema_json.to_vec(), i);
                 i
@@ -345,8 +356,12 @@ async fn write_files(
         };
         if let std::collections::hash_map::Entry::Vacant(slot) = writers.entry(file) {
             let object = BufWriter::new(store.store.clone(), location.clone());
-            let writer = AsyncArrowWriter::try_new(object, batch.schema(), Some(props.clone()))
+            let mut writer = AsyncArrowWriter::try_new(object, batch.schema(), Some(props.clone()))
                 .map_err(|e| write_err(&e))?;
+            writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                TABLE_SCHEMA_METADATA.to_string(),
+                fp.schema_json.to_string(),
+            ));
             slot.insert((writer, 0));
         }
         let (writer, rows) = writers.get_mut(&file).expect("inserted above");

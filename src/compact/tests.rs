@@ -156,6 +156,23 @@ fn full(id: i64) -> Row<'static> {
     }
 }
 
+/// The table schema an audit file carries in its metadata.
+fn schema_metadata(path: &Path) -> TableSchema {
+    let file = std::fs::File::open(path).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap();
+    let json = kv
+        .iter()
+        .find(|kv| kv.key == TABLE_SCHEMA_METADATA)
+        .and_then(|kv| kv.value.clone())
+        .expect("the file carries its table schema");
+    TableSchema::from_json(json.as_bytes()).unwrap()
+}
+
 fn read(path: &Path) -> RecordBatch {
     let file = std::fs::File::open(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -249,6 +266,28 @@ async fn writes_typed_files_per_table_and_day_exactly_once() {
             "public.t/date=2024-10-05/4-5.parquet"
         ]
     );
+    // Each file carries its table's Connect schema, key included.
+    for f in &files {
+        let schema = schema_metadata(f);
+        assert_eq!(schema.table, "public.t");
+        let key: Vec<&str> = schema
+            .key
+            .as_ref()
+            .unwrap()
+            .fields
+            .iter()
+            .map(|f| f.field_name())
+            .collect();
+        assert_eq!(key, ["id"]);
+        assert_eq!(
+            schema.row.fields.len(),
+            TableSchema::from_json(SCHEMA.as_bytes())
+                .unwrap()
+                .row
+                .fields
+                .len()
+        );
+    }
 
     let b = read(&files[0]);
     let schema = b.schema();
