@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Capture changes and run the jobs in jobs_dir; SIGINT/SIGTERM finish the batch in hand and exit 0.
+    /// Capture changes and run the jobs in jobs_dir on their cron; SIGINT/SIGTERM finish the batch (and a job's chunk) in hand and exit 0.
     Run,
     /// Capture changes into the journal until stopped.
     Capture {
@@ -41,7 +41,7 @@ enum Command {
     },
     /// One cycle: seal the journal, write audit files for what is new, apply it to the target, GC; exit 0 when done.
     Compact {
-        /// Run one cycle and exit (the only mode until the scheduler exists).
+        /// Run one cycle and exit (always so: `run` schedules cycles).
         #[arg(long)]
         once: bool,
     },
@@ -138,21 +138,21 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Run => {
-            if has_job_files(&config.jobs_dir) {
-                tracing::warn!(
-                    jobs_dir = %config.jobs_dir.display(),
-                    "the job scheduler is not built yet; `run` captures only"
-                );
+            let jobs = crate::schedule::load_jobs(&config.jobs_dir)
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            if jobs.is_empty() {
+                tracing::warn!(jobs_dir = %config.jobs_dir.display(), "no job files: `run` only captures (ship jobs/compact.yaml to compact on a schedule)");
             }
-            capture_until_stopped(&config, capture::Options::default())
+            run_until_stopped(&config, capture::Options::default(), jobs)
         }
         Command::Capture {
             exit_after_snapshot,
-        } => capture_until_stopped(
+        } => run_until_stopped(
             &config,
             capture::Options {
                 exit_after_snapshot,
             },
+            Vec::new(),
         ),
         Command::Compact { once: _ } => compact(&config),
         Command::Status { json } => crate::status::run(&config, json),
@@ -223,18 +223,6 @@ fn compact(config: &Config) -> Result<(), Failure> {
     }
 }
 
-fn has_job_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries.filter_map(Result::ok).any(|e| {
-                e.path()
-                    .extension()
-                    .is_some_and(|x| x == "yaml" || x == "yml")
-            })
-        })
-        .unwrap_or(false)
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -243,11 +231,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
 }
 
-/// Runs capture with SIGINT/SIGTERM wired to a clean stop; a second signal exits at once.
-fn capture_until_stopped(config: &Config, options: capture::Options) -> Result<(), Failure> {
+/// Runs capture and `jobs` with SIGINT/SIGTERM wired to a clean stop (capture finishes its
+/// batch, a running job its chunk); a second signal exits at once.
+fn run_until_stopped(
+    config: &Config,
+    options: capture::Options,
+    jobs: Vec<crate::schedule::JobSpec>,
+) -> Result<(), Failure> {
     let rt = runtime()?;
     rt.block_on(async {
         let (tx, rx) = watch::channel(false);
+        let signals_tx = tx.clone();
         tokio::spawn(async move {
             let mut signals = 0;
             loop {
@@ -257,10 +251,22 @@ fn capture_until_stopped(config: &Config, options: capture::Options) -> Result<(
                     eprintln!("error: second signal; exiting without waiting for the engine");
                     std::process::exit(130);
                 }
-                let _ = tx.send(true);
+                let _ = signals_tx.send(true);
             }
         });
-        let summary = capture::run(config, options, rx).await?;
+        let scheduler = tokio::spawn(crate::schedule::run_jobs(
+            std::sync::Arc::new(config.clone()),
+            jobs,
+            rx.clone(),
+        ));
+        let captured = capture::run(config, options, rx).await;
+        // Capture ended (a signal, the snapshot, or a failure): stop the jobs too.
+        let _ = tx.send(true);
+        let jobs = scheduler
+            .await
+            .map_err(|e| Failure::runtime(format!("the job scheduler stopped: {e}")))?;
+        let summary = captured?;
+        jobs.map_err(|e| Failure::runtime(e.to_string()))?;
         tracing::info!(
             batches = summary.batches,
             events = summary.events,

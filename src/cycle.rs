@@ -44,6 +44,15 @@ impl Summary {
 
 /// Runs one cycle: audit what is sealed, apply what is audited, collect garbage.
 pub async fn run_once(config: &Config) -> Result<Summary, CycleError> {
+    run_until(config, None).await
+}
+
+/// [`run_once`] that stops applying at the next chunk boundary once `stop` turns true (the
+/// window stays pending; the next cycle finishes it).
+pub async fn run_until(
+    config: &Config,
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
+) -> Result<Summary, CycleError> {
     let dir = &config.journal.dir;
     if !dir.is_dir() {
         tracing::info!(journal = %dir.display(), "no journal yet; nothing to compact");
@@ -51,7 +60,7 @@ pub async fn run_once(config: &Config) -> Result<Summary, CycleError> {
     }
     let _lock = lock(dir)?;
     let audit = compact::audit_once(config).await?;
-    let apply = apply::apply_audited(config).await?;
+    let apply = apply::apply_audited(config, stop).await?;
     let segments_deleted = collect_garbage(config)?;
     Ok(Summary {
         audit,

@@ -3,7 +3,8 @@
 //! Data flows one way, and the modules follow it (DESIGN §1):
 //! [`config`] → [`capture`] (JVM + Debezium bridge) → [`journal`] → [`compact`] (decode →
 //! Arrow) → [`audit`] (Parquet in object storage) and [`apply`] (merge per key → MySQL);
-//! [`cycle`] runs audit, apply and journal GC under one lock. [`cli`] and `main.rs` sit on
+//! [`cycle`] runs audit, apply and journal GC under one lock, and [`schedule`] runs cycles on
+//! cron beside capture (`run`). [`cli`] and `main.rs` sit on
 //! top; [`check`], [`status`], [`failpoint`] and [`telemetry`] beside.
 
 pub mod apply;
@@ -16,5 +17,6 @@ pub mod config;
 pub mod cycle;
 pub mod failpoint;
 pub mod journal;
+pub mod schedule;
 pub mod status;
 pub mod telemetry;

@@ -116,7 +116,13 @@ pub struct Summary {
 
 /// Applies every audited, not yet applied journal event to the target. The caller holds the
 /// compaction lock. `Ok(None)`: nothing to apply, or no target configured.
-pub async fn apply_audited(config: &Config) -> Result<Option<Summary>, ApplyError> {
+///
+/// With `stop`, it returns at the next chunk boundary once `stop` turns true, leaving the
+/// window pending for the next run.
+pub async fn apply_audited(
+    config: &Config,
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
+) -> Result<Option<Summary>, ApplyError> {
     let Some(tc) = config.target.as_ref() else {
         return Ok(None);
     };
@@ -184,7 +190,15 @@ pub async fn apply_audited(config: &Config) -> Result<Option<Summary>, ApplyErro
             }
         };
         let applying = Instant::now();
-        let done = apply_window(t, tc, &window, &merged.plans).await?;
+        let done = apply_window(t, tc, &window, &merged.plans, stop).await?;
+        if done.stopped {
+            tracing::info!(
+                from = window.from,
+                to = window.to,
+                "stopping between chunks; the window stays pending for the next run"
+            );
+            break;
+        }
         let mut finished = window.clone();
         finished.changes = merged.changes;
         finished.rows = merged.plans.iter().map(|p| p.rows() as u64).sum();
@@ -289,6 +303,8 @@ fn spawn_merge(dir: &Path, window: &ApplyWindow, placeholder: &str) -> MergeTask
 struct WindowDone {
     chunks: u32,
     skipped: u32,
+    /// Stopped on request before the last chunk.
+    stopped: bool,
 }
 
 /// The target table name for source table `schema.table` (`target.table_name`).
@@ -304,6 +320,7 @@ async fn apply_window(
     tc: &TargetConfig,
     window: &ApplyWindow,
     plans: &[TablePlan],
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
 ) -> Result<WindowDone, ApplyError> {
     // Names first: two source tables must not land in one target table.
     let mut names: BTreeMap<String, &str> = BTreeMap::new();
@@ -361,6 +378,13 @@ async fn apply_window(
     };
     let mut skipped = 0;
     for chunk in &chunks {
+        if stop.is_some_and(|s| *s.borrow()) {
+            return Ok(WindowDone {
+                chunks: total,
+                skipped,
+                stopped: true,
+            });
+        }
         if committed.contains(&chunk.no) {
             skipped += 1;
             continue;
@@ -379,6 +403,7 @@ async fn apply_window(
     Ok(WindowDone {
         chunks: total,
         skipped,
+        stopped: false,
     })
 }
 

@@ -394,7 +394,11 @@ impl Config {
 }
 
 /// Deserializes, returning the dotted path of the offending key and the message on failure.
-fn deserialize_tracked(text: &str) -> Result<Config, (String, String)> {
+/// Parses YAML into `T`; on failure, the key path and a message without serde_yaml's position
+/// and path noise.
+pub(crate) fn deserialize_tracked<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, (String, String)> {
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();

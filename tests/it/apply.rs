@@ -37,13 +37,13 @@ fn compact(p: &Pipeline) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn audit_yaml(p: &Pipeline) -> String {
+pub fn audit_yaml(p: &Pipeline) -> String {
     format!("audit:\n  url: file://{}/audit\n", p.dir.path().display())
 }
 
 /// Waits until the journal holds a change of `table` (a marker written last), so everything
 /// committed before it is journaled.
-fn wait_for_marker(p: &Pipeline, capture: &mut Capture, table: &str, timeout: Duration) {
+pub fn wait_for_marker(p: &Pipeline, capture: &mut Capture, table: &str, timeout: Duration) {
     wait_for_markers(p, capture, table, 1, timeout)
 }
 
@@ -317,7 +317,7 @@ impl Rng {
     }
 }
 
-const WORKLOAD_SCHEMA: &str = "
+pub const WORKLOAD_SCHEMA: &str = "
 CREATE TABLE accounts (id bigint PRIMARY KEY, balance numeric(14,2) NOT NULL, name text, updated timestamptz);
 CREATE TABLE lines (order_id int, line int, qty int, note varchar(40), PRIMARY KEY (order_id, line));
 CREATE TABLE docs (id uuid PRIMARY KEY, body jsonb, blob bytea, tags text[]);
@@ -328,7 +328,7 @@ INSERT INTO accounts SELECT i, i * 1.5, 'acct ' || i, now() FROM generate_series
 INSERT INTO lines SELECT o, l, o * l, 'n' || o FROM generate_series(1, 50) o, generate_series(1, 4) l;
 ";
 
-const WORKLOAD_TABLES: &str = "public.accounts,public.lines,public.docs,public.marker";
+pub const WORKLOAD_TABLES: &str = "public.accounts,public.lines,public.docs,public.marker";
 
 /// One random statement or transaction of the workload.
 fn random_change(rng: &mut Rng, round: u64) -> String {
@@ -350,7 +350,7 @@ fn random_change(rng: &mut Rng, round: u64) -> String {
     }
 }
 
-fn assert_workload_equal(sql: &Sql, my: &My) {
+pub fn assert_workload_equal(sql: &Sql, my: &My) {
     assert_same_rows(
         sql,
         my,

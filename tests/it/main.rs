@@ -9,5 +9,6 @@ mod bad_input;
 mod capture;
 mod compact;
 mod crash;
+mod schedule;
 mod setup;
 mod support;
