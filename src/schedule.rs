@@ -17,11 +17,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::config::{deserialize_tracked, interpolate, Config};
+
+/// The state file of the jobs' last runs, in the journal directory (read by `status`).
+pub const STATE_FILE: &str = "jobs-state.json";
+
+/// The last run of one job, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRun {
+    pub name: String,
+    /// RFC 3339 time the run started.
+    pub started_at: String,
+    pub seconds: f64,
+    /// `ok`, `nothing new`, `stopped` or the one-line error.
+    pub result: String,
+}
+
+/// The last run of every job that has run, by name.
+pub fn load_runs(journal_dir: &Path) -> Vec<JobRun> {
+    std::fs::read(journal_dir.join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Records `run`, replacing the job's previous one (temporary file, then rename).
+fn store_run(journal_dir: &Path, run: JobRun) {
+    let mut runs = load_runs(journal_dir);
+    runs.retain(|r| r.name != run.name);
+    runs.push(run);
+    runs.sort_by(|a, b| a.name.cmp(&b.name));
+    let path = journal_dir.join(STATE_FILE);
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec_pretty(&runs)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(file = %path.display(), "cannot record the job run for `status`: {e}");
+    }
+}
 
 /// One job file.
 #[derive(Debug, Clone, Deserialize)]
@@ -164,20 +203,39 @@ pub async fn run_jobs(
 
 async fn run_job(config: &Config, name: &str, kind: JobKind, stop: &watch::Receiver<bool>) {
     let started = Instant::now();
-    match kind {
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let result = match kind {
         JobKind::Compact => match crate::cycle::run_until(config, Some(stop)).await {
             Ok(s) if s.did_nothing() => {
-                tracing::debug!(job = %name, "nothing new to compact")
+                tracing::debug!(job = %name, "nothing new to compact");
+                "nothing new".to_string()
             }
-            Ok(s) => tracing::info!(
-                job = %name,
-                audited = s.audit.as_ref().map_or(0, |a| a.events),
-                applied_rows = s.apply.as_ref().map_or(0, |a| a.rows),
-                segments_deleted = s.segments_deleted,
-                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-                "job done"
-            ),
-            Err(e) => tracing::error!(job = %name, "job failed: {e}"),
+            Ok(s) => {
+                tracing::info!(
+                    job = %name,
+                    audited = s.audit.as_ref().map_or(0, |a| a.events),
+                    applied_rows = s.apply.as_ref().map_or(0, |a| a.rows),
+                    segments_deleted = s.segments_deleted,
+                    seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                    "job done"
+                );
+                if *stop.borrow() { "stopped" } else { "ok" }.to_string()
+            }
+            Err(e) => {
+                tracing::error!(job = %name, "job failed: {e}");
+                format!("failed: {e}")
+            }
         },
+    };
+    if config.journal.dir.is_dir() {
+        store_run(
+            &config.journal.dir,
+            JobRun {
+                name: name.to_string(),
+                started_at,
+                seconds: started.elapsed().as_secs_f64(),
+                result,
+            },
+        );
     }
 }

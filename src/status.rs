@@ -29,6 +29,8 @@ pub struct Status {
     pub last_apply_window: Option<ApplyWindow>,
     /// Tables apply skips: they have no primary key.
     pub tables_skipped_by_apply: Vec<String>,
+    /// The last run of each scheduled job (`db-sync run`).
+    pub jobs: Vec<crate::schedule::JobRun>,
 }
 
 pub fn collect(config: &Config) -> Result<Status, Failure> {
@@ -76,6 +78,7 @@ pub fn collect(config: &Config) -> Result<Status, Failure> {
         },
         last_apply_window: manifest.last_apply.clone(),
         tables_skipped_by_apply: manifest.skipped_tables.iter().cloned().collect(),
+        jobs: crate::schedule::load_runs(dir),
     })
 }
 
@@ -116,6 +119,12 @@ pub fn run(config: &Config, json: bool) -> Result<(), Failure> {
                 s.tables_skipped_by_apply.join(", ")
             );
         }
+    }
+    for j in &s.jobs {
+        println!(
+            "job {:<12} last run {} ({:.1}s): {}",
+            j.name, j.started_at, j.seconds, j.result
+        );
     }
     if let Some(p) = &s.audit_pending {
         println!(

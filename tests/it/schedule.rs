@@ -97,6 +97,19 @@ fn the_daemon_compacts_on_its_schedule_and_stops_cleanly_mid_cycle() {
     wait_for_rows(&my, "marker", 2, &daemon);
     assert_eq!(daemon.terminate(WAIT), 0);
     assert_workload_equal(&sql, &my);
+
+    // `status` shows the job's last run.
+    let status: serde_json::Value =
+        serde_json::from_slice(&p.db_sync(&["status", "--json"]).stdout).expect("status JSON");
+    let jobs = status["jobs"].as_array().expect("jobs in status");
+    assert_eq!(jobs.len(), 1, "{status:#}");
+    assert_eq!(jobs[0]["name"], "compact");
+    assert!(jobs[0]["seconds"].as_f64().is_some(), "{status:#}");
+    let result = jobs[0]["result"].as_str().unwrap();
+    assert!(
+        ["ok", "nothing new", "stopped"].contains(&result),
+        "{status:#}"
+    );
 }
 
 #[test]
