@@ -6,8 +6,6 @@
 //! reachable, the privileges apply needs, `local_infile`. Exit 0 when all pass, 1 when any
 //! fails.
 
-use std::time::Duration;
-
 use crate::capture::{self, jvm};
 use crate::cli::Failure;
 use crate::config::Config;
@@ -189,27 +187,14 @@ fn missing_listed_jars(config: &Config, jars: &[std::path::PathBuf]) -> Vec<Stri
 }
 
 fn check_postgres(config: &Config, r: &mut Report) {
-    let prop = |k: &str, d: &str| config.source_prop(k).unwrap_or_else(|| d.to_string());
-    let host = prop("database.hostname", "localhost");
-    let port = prop("database.port", "5432");
-    let user = prop("database.user", "postgres");
-    let dbname = prop("database.dbname", "postgres");
-    let password = config.source_prop("database.password").unwrap_or_default();
-    let Ok(port_num) = port.parse::<u16>() else {
-        r.fail(
-            "source",
-            format!("source.database.port {port:?} is not a port number"),
-        );
-        return;
+    let (pg, source) = match capture::source_pg_config(config, "db-sync check") {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("source", e);
+            return;
+        }
     };
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(&host)
-        .port(port_num)
-        .user(&user)
-        .dbname(&dbname)
-        .password(password)
-        .connect_timeout(Duration::from_secs(5))
-        .application_name("db-sync check");
+    let user = pg.get_user().unwrap_or("postgres").to_string();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -224,11 +209,11 @@ fn check_postgres(config: &Config, r: &mut Report) {
         let client = match pg.connect(tokio_postgres::NoTls).await {
             Ok((client, conn)) => {
                 tokio::spawn(conn);
-                r.ok("source", format!("connected to {host}:{port}/{dbname} as {user}"));
+                r.ok("source", format!("connected to {source}"));
                 client
             }
             Err(e) => {
-                r.fail("source", format!("cannot connect to {host}:{port}/{dbname} as {user}: {}; check source.database.* and that the server runs", pg_error(&e)));
+                r.fail("source", format!("cannot connect to {source}: {}; check source.database.* and that the server runs", pg_error(&e)));
                 return;
             }
         };

@@ -31,6 +31,70 @@ pub struct Status {
     pub tables_skipped_by_apply: Vec<String>,
     /// The last run of each scheduled job (`db-sync run`).
     pub jobs: Vec<crate::schedule::JobRun>,
+    /// The PostgreSQL replication slot: how much WAL it holds back.
+    pub source_slot: Option<SlotStatus>,
+    /// Why the slot could not be read (source unreachable), if so.
+    pub source_slot_error: Option<String>,
+}
+
+/// A PostgreSQL replication slot as `pg_replication_slots` shows it.
+#[derive(Debug, Serialize)]
+pub struct SlotStatus {
+    pub slot: String,
+    /// False when no capture is connected.
+    pub active: bool,
+    /// WAL the server keeps for the slot (`pg_current_wal_lsn() - restart_lsn`).
+    pub retained_wal_bytes: i64,
+    /// WAL not yet confirmed as journaled (`pg_current_wal_lsn() - confirmed_flush_lsn`).
+    pub unconfirmed_wal_bytes: i64,
+}
+
+/// The slot of a PostgreSQL source; `Ok(None)` for other connectors or a slot not created yet.
+fn slot_status(config: &Config) -> Result<Option<SlotStatus>, String> {
+    if !config.is_postgres() {
+        return Ok(None);
+    }
+    let slot = crate::capture::engine_properties(config)
+        .get("slot.name")
+        .cloned()
+        .unwrap_or_default();
+    let (pg, source) = crate::capture::source_pg_config(config, "db-sync status")?;
+    // Its own thread and runtime: `collect` may be called from async code (tests do).
+    let query = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (client, conn) = pg
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("cannot connect to {source}: {e}"))?;
+            tokio::spawn(conn);
+            client
+                .query_opt(
+                    "SELECT active, \
+                            coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint, \
+                            coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint \
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .map(|row| row.map(|r| (slot, r.get::<_, bool>(0), r.get::<_, i64>(1), r.get::<_, i64>(2))))
+                .map_err(|e| format!("cannot read pg_replication_slots on {source}: {e}"))
+        })
+    });
+    let row = query
+        .join()
+        .map_err(|_| "the slot query panicked".to_string())??;
+    {
+        Ok(row.map(|(slot, active, retained, unconfirmed)| SlotStatus {
+            slot,
+            active,
+            retained_wal_bytes: retained,
+            unconfirmed_wal_bytes: unconfirmed,
+        }))
+    }
 }
 
 pub fn collect(config: &Config) -> Result<Status, Failure> {
@@ -56,6 +120,10 @@ pub fn collect(config: &Config) -> Result<Status, Failure> {
         last = segments.last().map_or(0, |s| s.first_seq.saturating_sub(1));
     }
     let sealed_through = segments.iter().rev().find_map(|s| s.last_seq).unwrap_or(0);
+    let (source_slot, source_slot_error) = match slot_status(config) {
+        Ok(slot) => (slot, None),
+        Err(e) => (None, Some(e)),
+    };
     Ok(Status {
         pipeline: config.name.clone(),
         journal_dir: dir.display().to_string(),
@@ -79,6 +147,8 @@ pub fn collect(config: &Config) -> Result<Status, Failure> {
         last_apply_window: manifest.last_apply.clone(),
         tables_skipped_by_apply: manifest.skipped_tables.iter().cloned().collect(),
         jobs: crate::schedule::load_runs(dir),
+        source_slot,
+        source_slot_error,
     })
 }
 
@@ -119,6 +189,17 @@ pub fn run(config: &Config, json: bool) -> Result<(), Failure> {
                 s.tables_skipped_by_apply.join(", ")
             );
         }
+    }
+    match (&s.source_slot, &s.source_slot_error) {
+        (Some(slot), _) => println!(
+            "source slot      {} ({}): {} bytes of WAL retained, {} not yet confirmed",
+            slot.slot,
+            if slot.active { "active" } else { "inactive" },
+            slot.retained_wal_bytes,
+            slot.unconfirmed_wal_bytes
+        ),
+        (None, Some(e)) => println!("source slot      unknown: {e}"),
+        (None, None) => {}
     }
     for j in &s.jobs {
         println!(

@@ -121,6 +121,32 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
     p
 }
 
+/// A PostgreSQL source as `source:` names it: the client config (5 s connect timeout) and a
+/// description (`host:port/db as user`, no password) for messages.
+pub fn source_pg_config(
+    config: &Config,
+    application: &str,
+) -> Result<(tokio_postgres::Config, String), String> {
+    let prop = |k: &str, d: &str| config.source_prop(k).unwrap_or_else(|| d.to_string());
+    let host = prop("database.hostname", "localhost");
+    let port = prop("database.port", "5432");
+    let user = prop("database.user", "postgres");
+    let dbname = prop("database.dbname", "postgres");
+    let password = config.source_prop("database.password").unwrap_or_default();
+    let port_num = port
+        .parse::<u16>()
+        .map_err(|_| format!("source.database.port {port:?} is not a port number"))?;
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&host)
+        .port(port_num)
+        .user(&user)
+        .dbname(&dbname)
+        .password(password)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .application_name(application);
+    Ok((pg, format!("{host}:{port}/{dbname} as {user}")))
+}
+
 /// The files named by the engine properties whose directories must exist.
 fn engine_files(props: &BTreeMap<String, String>) -> Vec<PathBuf> {
     [

@@ -110,6 +110,15 @@ fn the_daemon_compacts_on_its_schedule_and_stops_cleanly_mid_cycle() {
         ["ok", "nothing new", "stopped"].contains(&result),
         "{status:#}"
     );
+    // And the replication slot capture uses: inactive now, with the WAL it retains.
+    assert_eq!(status["source_slot"]["slot"], p.slot(), "{status:#}");
+    assert_eq!(status["source_slot"]["active"], false, "{status:#}");
+    assert!(
+        status["source_slot"]["retained_wal_bytes"]
+            .as_i64()
+            .is_some(),
+        "{status:#}"
+    );
 }
 
 #[test]
