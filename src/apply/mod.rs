@@ -34,7 +34,7 @@ use crate::journal::{self, JournalError};
 use merge::{MergeError, Merger, TablePlan};
 use target::{Chunk, ChunkOutcome, Target, TargetTable, Work};
 
-pub use target::{Probe, CHECKPOINT_TABLE};
+pub use target::Probe;
 
 /// Looks at the target once (no retries, no changes) for `db-sync check`: what it found and
 /// the redacted URL, or why it could not connect. `None`: no target configured.
@@ -153,6 +153,13 @@ pub async fn apply_audited(
                 let Some(w) = next_window(&manifest, &dir, tc.batch_rows)? else {
                     break;
                 };
+                if w.from > manifest.applied_through + 1 {
+                    tracing::warn!(
+                        "journal events {}..{} were deleted before they were applied (no target was configured then); the target lacks them until `db-sync backfill` loads them from the audit files",
+                        manifest.applied_through + 1,
+                        w.from - 1
+                    );
+                }
                 manifest.apply_pending = Some(w.clone());
                 manifest.store(&dir)?;
                 w
@@ -247,13 +254,9 @@ fn next_window(
     let first = journal::segments(dir)?
         .first()
         .map_or(from, |s| s.first_seq);
-    if first > from {
-        tracing::warn!(
-            "journal events {from}..{} were deleted before they were applied (no target was configured then); the target lacks them until `db-sync backfill` loads them from the audit files",
-            first - 1
-        );
-        from = first;
-    }
+    // Deleted before they were applied (no target was configured then): the caller says so
+    // when it records the window.
+    from = from.max(first);
     Ok(Some(ApplyWindow {
         from,
         to: manifest.audited_through.min(from + WINDOW_EVENTS - 1),
