@@ -17,6 +17,8 @@ pub mod config;
 pub mod cycle;
 pub mod failpoint;
 pub mod journal;
+pub mod query;
 pub mod schedule;
 pub mod status;
 pub mod telemetry;
+pub mod timearg;

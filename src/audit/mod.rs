@@ -41,6 +41,41 @@ pub struct AuditStore {
     pub prefix: ObjectPath,
     /// `audit.url` as configured (no secrets: credentials live in options).
     pub url: String,
+    /// For `file://`: the directory (absolute) that holds the table folders.
+    pub local_root: Option<std::path::PathBuf>,
+}
+
+/// One published audit file, as its location names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFile {
+    /// `schema.table`.
+    pub table: String,
+    /// `YYYY-MM-DD`: the UTC date of the source commit times it holds.
+    pub date: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub location: ObjectPath,
+    pub size: u64,
+}
+
+impl AuditFile {
+    /// Parses `<table>/date=<date>/<first>-<last>.parquet` (relative to the prefix); `None`
+    /// for anything else (staging files, foreign objects).
+    fn parse(relative: &[&str], location: ObjectPath, size: u64) -> Option<AuditFile> {
+        let [table, date, name] = relative else {
+            return None;
+        };
+        let date = date.strip_prefix("date=")?;
+        let (first, last) = name.strip_suffix(".parquet")?.split_once('-')?;
+        Some(AuditFile {
+            table: table.to_string(),
+            date: date.to_string(),
+            first_seq: first.parse().ok()?,
+            last_seq: last.parse().ok()?,
+            location,
+            size,
+        })
+    }
 }
 
 impl std::fmt::Debug for AuditStore {
@@ -73,13 +108,16 @@ impl AuditStore {
             }
             std::fs::create_dir_all(path)
                 .map_err(|e| bad(&format!("cannot create {path}: {e}")))?;
-            let store = LocalFileSystem::new_with_prefix(path)
+            let root = std::fs::canonicalize(path)
+                .map_err(|e| bad(&format!("cannot resolve {path}: {e}")))?;
+            let store = LocalFileSystem::new_with_prefix(&root)
                 .map_err(|e| bad(&e.to_string()))?
                 .with_automatic_cleanup(true);
             return Ok(AuditStore {
                 store: Arc::new(store),
                 prefix: ObjectPath::default(),
                 url,
+                local_root: Some(root),
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -100,6 +138,7 @@ impl AuditStore {
                 store: Arc::new(store),
                 prefix: ObjectPath::from(prefix.trim_matches('/')),
                 url,
+                local_root: None,
             });
         }
         Err(bad("use file://PATH or s3://BUCKET/PREFIX"))
@@ -118,6 +157,37 @@ impl AuditStore {
         parts
             .iter()
             .fold(self.prefix.clone(), |path, part| path.join(part.as_str()))
+    }
+
+    /// The published audit files of `table` (of every table with `None`), ordered by table
+    /// and first sequence.
+    pub async fn list_files(&self, table: Option<&str>) -> Result<Vec<AuditFile>, AuditError> {
+        use futures::TryStreamExt;
+        let under = match table {
+            Some(t) => self.prefix.clone().join(t),
+            None => self.prefix.clone(),
+        };
+        let skip = self.prefix.parts().count();
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&under))
+            .try_collect()
+            .await
+            .map_err(|e| AuditError::Unreachable {
+                url: self.url.clone(),
+                message: one_line(&e),
+            })?;
+        let mut files: Vec<AuditFile> = objects
+            .into_iter()
+            .filter_map(|meta| {
+                let parts: Vec<_> = meta.location.parts().skip(skip).collect();
+                let parts: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
+                AuditFile::parse(&parts, meta.location.clone(), meta.size)
+            })
+            .filter(|f| table.is_none_or(|t| f.table == t))
+            .collect();
+        files.sort_by(|a, b| (&a.table, a.first_seq).cmp(&(&b.table, b.first_seq)));
+        Ok(files)
     }
 
     /// Checks that the store answers and the bucket exists, before any work is done.
@@ -198,6 +268,29 @@ mod tests {
             s3.file_location("a.b", "2026-01-01", 1, 2).as_ref(),
             "some/prefix/a.b/date=2026-01-01/1-2.parquet"
         );
+    }
+
+    #[test]
+    fn audit_file_names_parse_and_others_do_not() {
+        let loc = ObjectPath::from("x");
+        let f = AuditFile::parse(
+            &["public.orders", "date=2026-11-24", "7-42.parquet"],
+            loc.clone(),
+            9,
+        )
+        .unwrap();
+        assert_eq!(
+            (f.table.as_str(), f.date.as_str(), f.first_seq, f.last_seq),
+            ("public.orders", "2026-11-24", 7, 42)
+        );
+        for bad in [
+            &["public.orders", "date=2026-11-24", "7-42.parquet.tmp"][..],
+            &["public.orders", "2026-11-24", "7-42.parquet"],
+            &["public.orders", "date=2026-11-24", "x-42.parquet"],
+            &["public.orders", "7-42.parquet"],
+        ] {
+            assert!(AuditFile::parse(bad, loc.clone(), 0).is_none(), "{bad:?}");
+        }
     }
 
     #[test]
