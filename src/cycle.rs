@@ -70,7 +70,7 @@ pub async fn run_until(
 }
 
 /// Holds the compaction lock; a second holder waits for the first.
-fn lock(dir: &Path) -> Result<std::fs::File, JournalError> {
+pub(crate) fn lock(dir: &Path) -> Result<std::fs::File, JournalError> {
     let path = dir.join(COMPACT_LOCK);
     if let Some(file) = journal::try_lock_file(&path)? {
         return Ok(file);

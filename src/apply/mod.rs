@@ -18,6 +18,7 @@
 //! Tables without a primary key cannot be merged or upserted: they are reported once (log and
 //! `status`) and skipped; their changes are still in the audit files.
 
+pub mod backfill;
 mod ddl;
 mod merge;
 mod target;
@@ -86,6 +87,10 @@ pub enum ApplyError {
         key: String,
         message: String,
     },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("cannot read audit file {location}: {message}")]
+    ReadAudit { location: String, message: String },
     #[error("apply stopped: {0}")]
     Internal(String),
 }
@@ -93,7 +98,12 @@ pub enum ApplyError {
 impl ApplyError {
     /// A configuration mistake (exit code 2) rather than a runtime failure.
     pub fn is_config(&self) -> bool {
-        matches!(self, ApplyError::Config { .. })
+        use crate::audit::AuditError;
+        matches!(
+            self,
+            ApplyError::Config { .. }
+                | ApplyError::Audit(AuditError::Url { .. } | AuditError::Option { .. })
+        )
     }
 }
 

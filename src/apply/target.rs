@@ -411,6 +411,20 @@ impl Target {
         self.exec_retry(&sql, "pruning the checkpoint table").await
     }
 
+    /// Empties table `name` (`TRUNCATE TABLE`) when it exists; whether it did.
+    pub async fn truncate(&mut self, name: &str) -> Result<bool, ApplyError> {
+        if self.describe(name).await?.is_none() {
+            return Ok(false);
+        }
+        let what = format!(
+            "emptying {} (TRUNCATE TABLE needs the DROP privilege)",
+            quote(name)
+        );
+        self.exec_retry(&format!("TRUNCATE TABLE {}", quote(name)), &what)
+            .await?;
+        Ok(true)
+    }
+
     /// The binary, no-pad collation this server has (MySQL 8 and MariaDB name it differently).
     async fn collation(&mut self) -> Result<String, ApplyError> {
         if let Some(c) = &self.collation {
