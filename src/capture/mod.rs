@@ -14,9 +14,10 @@
 //!   ends `run` with one line naming the cause.
 
 pub mod jvm;
+pub mod signal;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use jni::{JNIEnv, NativeMethod};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
+use crate::journal::event::TableSchema;
 use crate::journal::{Journal, JournalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +116,21 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
             "heartbeat.action.query",
             "SELECT pg_logical_emit_message(false, 'db-sync-heartbeat', now()::text)",
         );
+        set(
+            "signal.data.collection",
+            &signal::default_collection(&ident),
+        );
     }
     for (k, v) in config.source.iter() {
         p.insert(k.clone(), v.as_string());
+    }
+    // Debezium reads signals from the change stream: the table must be captured.
+    if let (Some(collection), Some(list)) = (
+        p.get("signal.data.collection").filter(|c| !c.is_empty()),
+        p.get("table.include.list"),
+    ) {
+        let list = signal::include_list_with(list, collection);
+        p.insert("table.include.list".into(), list);
     }
     p
 }
@@ -172,6 +186,10 @@ struct SinkState {
     journal: Journal,
     /// JVM schema id → journal schema id.
     schema_ids: HashMap<u32, u32>,
+    /// JVM schema ids of the signalling table, whose rows stay out of the journal.
+    signal_ids: HashSet<u32>,
+    /// `signal.data.collection` (`schema.table`), if any.
+    signal_table: Option<String>,
     scratch: Vec<u8>,
 }
 
@@ -183,9 +201,16 @@ impl Sink {
         for entry in entries {
             match entry {
                 wire::Entry::Schema { jvm_id, json } => {
+                    if state.signal_table.as_ref().is_some_and(|signal| {
+                        TableSchema::from_json(json).is_ok_and(|s| &s.table == signal)
+                    }) {
+                        state.signal_ids.insert(jvm_id);
+                        continue;
+                    }
                     let id = state.journal.schema_id(json).map_err(|e| e.to_string())?;
                     state.schema_ids.insert(jvm_id, id);
                 }
+                wire::Entry::Event { jvm_id, .. } if state.signal_ids.contains(&jvm_id) => {}
                 wire::Entry::Event { jvm_id, body } => {
                     let id = *state.schema_ids.get(&jvm_id).ok_or_else(|| {
                         format!("bridge sent an event of unknown schema {jvm_id}")
@@ -283,6 +308,7 @@ pub async fn run(
             })?;
         }
     }
+    signal::ensure_table(config).await;
     let vm = jvm::start(&config.engine.lib_dir, &config.engine.jvm_options, natives)?;
     tracing::info!(
         journal = %config.journal.dir.display(),
@@ -293,6 +319,8 @@ pub async fn run(
         state: Mutex::new(SinkState {
             journal,
             schema_ids: HashMap::new(),
+            signal_ids: HashSet::new(),
+            signal_table: signal::collection(config),
             scratch: Vec::new(),
         }),
         batches: AtomicU64::new(0),
@@ -446,6 +474,19 @@ mod tests {
         assert_eq!(p["offset.storage.file.filename"], "data/offsets/Shop-1.dat");
         assert_eq!(p["offset.flush.interval.ms"], "1000");
         assert!(p["heartbeat.action.query"].contains("pg_logical_emit_message"));
+        assert_eq!(p["signal.data.collection"], "public.dbsync_signal_shop_1");
+        assert!(!p.contains_key("table.include.list"));
+    }
+
+    #[test]
+    fn the_signal_table_is_captured_with_the_included_tables() {
+        let text = "name: shop\nsource:\n  connector.class: io.debezium.connector.postgresql.PostgresConnector\n  table.include.list: public.orders\n";
+        let config = Config::parse(Path::new("c.yaml"), text, &|_| None).unwrap();
+        let p = engine_properties(&config);
+        assert_eq!(
+            p["table.include.list"],
+            "public.orders,public\\.dbsync_signal_shop"
+        );
     }
 
     #[test]

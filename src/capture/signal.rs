@@ -1,0 +1,173 @@
+//! Debezium's signalling table (`signal.data.collection`), used by `backfill --resnapshot`.
+//!
+//! For a PostgreSQL source db-sync sets `signal.data.collection` to
+//! `public.dbsync_signal_<pipeline>` by default, adds it to `table.include.list` (Debezium reads
+//! signals from the change stream), creates the table when capture starts, and keeps its rows
+//! out of the journal. `backfill --resnapshot` inserts an `execute-snapshot` signal; the running
+//! capture then reads the table again in chunks (an incremental snapshot) and the rows arrive
+//! as `r` events through the journal, the audit files and apply.
+
+use crate::config::Config;
+
+/// The signalling table's name under `schema.table` (PostgreSQL).
+pub fn default_collection(ident: &str) -> String {
+    format!("public.dbsync_signal_{ident}")
+}
+
+/// `schema.table` as a quoted PostgreSQL name.
+fn pg_name(collection: &str) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    match collection.split_once('.') {
+        Some((schema, table)) => format!("{}.{}", quote(schema), quote(table)),
+        None => quote(collection),
+    }
+}
+
+/// The signalling table of `config`, when signalling is on (PostgreSQL sources).
+pub fn collection(config: &Config) -> Option<String> {
+    if !config.is_postgres() {
+        return None;
+    }
+    super::engine_properties(config)
+        .get("signal.data.collection")
+        .filter(|c| !c.is_empty())
+        .cloned()
+}
+
+fn create_sql(collection: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data VARCHAR(2048) NULL)",
+        pg_name(collection)
+    )
+}
+
+async fn connect(config: &Config, app: &str) -> Result<tokio_postgres::Client, String> {
+    let (pg, described) = super::source_pg_config(config, app)?;
+    let (client, conn) = pg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("cannot connect to the source {described}: {e}"))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Creates the signalling table when it is missing (capture start). A failure is a warning:
+/// capture works without it; only `--resnapshot` needs it.
+pub async fn ensure_table(config: &Config) {
+    let Some(collection) = collection(config) else {
+        return;
+    };
+    // An unreachable source is the engine's to report, in its own one line.
+    let client = match connect(config, "db-sync capture").await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("not creating the signalling table: {e}");
+            return;
+        }
+    };
+    if let Err(e) = client.batch_execute(&create_sql(&collection)).await {
+        tracing::warn!(
+            "cannot create the signalling table {collection} ({e}); `backfill --resnapshot` needs it: run `{}` on the source",
+            create_sql(&collection)
+        );
+    }
+}
+
+/// Asks the capture for an incremental snapshot of `table`: one `execute-snapshot` signal.
+/// Returns the signal id. `Err(usage, message)`: usage is true for bad input (exit 2).
+pub async fn request_snapshot(config: &Config, table: &str) -> Result<String, (bool, String)> {
+    let collection = collection(config).ok_or_else(|| {
+        (
+            true,
+            "--resnapshot needs a PostgreSQL source with `source.signal.data.collection` (db-sync sets it by default; do not set it empty)".to_string(),
+        )
+    })?;
+    let client = connect(config, "db-sync backfill")
+        .await
+        .map_err(|e| (false, e))?;
+    let exists: Option<String> = client
+        .query_one("SELECT to_regclass($1)::text", &[&pg_name(table)])
+        .await
+        .map_err(|e| (false, format!("cannot look up {table} at the source: {e}")))?
+        .get(0);
+    if exists.is_none() {
+        return Err((
+            true,
+            format!("--table {table}: the source has no such table (write SCHEMA.TABLE)"),
+        ));
+    }
+    client
+        .batch_execute(&create_sql(&collection))
+        .await
+        .map_err(|e| {
+            (
+                false,
+                format!("cannot create the signalling table {collection}: {e}"),
+            )
+        })?;
+    let id = format!(
+        "db-sync-resnapshot-{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+        std::process::id()
+    );
+    let data = serde_json::json!({"data-collections": [table], "type": "incremental"}).to_string();
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} (id, type, data) VALUES ($1, 'execute-snapshot', $2)",
+                pg_name(&collection)
+            ),
+            &[&id, &data],
+        )
+        .await
+        .map_err(|e| {
+            (
+                false,
+                format!("cannot insert the snapshot signal into {collection}: {e}"),
+            )
+        })?;
+    Ok(id)
+}
+
+/// `list` (a Debezium `table.include.list`) with `collection` added unless it names it already;
+/// an empty list (every table) stays empty.
+pub fn include_list_with(list: &str, collection: &str) -> String {
+    let escaped = collection.replace('.', "\\.");
+    let present = list
+        .split(',')
+        .map(str::trim)
+        .any(|e| e == collection || e == escaped);
+    if present || list.trim().is_empty() {
+        list.to_string()
+    } else {
+        format!("{list},{escaped}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signal_table_joins_the_include_list_once() {
+        assert_eq!(
+            include_list_with("public.orders", "public.dbsync_signal_shop"),
+            "public.orders,public\\.dbsync_signal_shop"
+        );
+        let once = include_list_with(
+            "public.a,public\\.dbsync_signal_shop",
+            "public.dbsync_signal_shop",
+        );
+        assert_eq!(once, "public.a,public\\.dbsync_signal_shop");
+        assert_eq!(include_list_with("", "public.s"), "");
+    }
+
+    #[test]
+    fn names_are_quoted_for_postgres() {
+        assert_eq!(
+            pg_name("public.dbsync_signal_shop"),
+            "\"public\".\"dbsync_signal_shop\""
+        );
+        assert_eq!(pg_name("odd\"s.t"), "\"odd\"\"s\".\"t\"");
+    }
+}
