@@ -19,6 +19,9 @@ pub struct Status {
     pub audited_through: u64,
     pub audit_pending: Option<Window>,
     pub audit_lag_events: u64,
+    /// Age in seconds of the oldest journaled change not yet in an audit file (source commit
+    /// time to now); 0 when every change is audited.
+    pub audit_lag_seconds: f64,
     pub audit_url: String,
     pub last_audit_window: Option<Window>,
     /// Whether `target:` is configured; the apply fields below stay at zero without one.
@@ -26,6 +29,8 @@ pub struct Status {
     pub applied_through: u64,
     pub apply_pending: Option<ApplyWindow>,
     pub apply_lag_events: u64,
+    /// Age in seconds of the oldest journaled change not yet applied; 0 when none is waiting.
+    pub apply_lag_seconds: f64,
     pub last_apply_window: Option<ApplyWindow>,
     /// Tables apply skips: they have no primary key.
     pub tables_skipped_by_apply: Vec<String>,
@@ -97,6 +102,25 @@ fn slot_status(config: &Config) -> Result<Option<SlotStatus>, String> {
     }
 }
 
+/// Seconds since the source committed the first journaled change at or after `seq`; 0 when
+/// there is none.
+fn commit_age(dir: &std::path::Path, seq: u64) -> f64 {
+    let mut ts_us = None;
+    let _ = journal::read_events(dir, seq, |e| {
+        if e.seq < seq {
+            return Ok(true);
+        }
+        ts_us = crate::journal::event::EventHeader::parse(e.body)
+            .ok()
+            .map(|h| h.ts_us);
+        Ok(false)
+    });
+    ts_us.map_or(0.0, |t| {
+        let now = chrono::Utc::now().timestamp_micros();
+        (now.saturating_sub(t)).max(0) as f64 / 1e6
+    })
+}
+
 pub fn collect(config: &Config) -> Result<Status, Failure> {
     let dir = &config.journal.dir;
     let segments = if dir.is_dir() {
@@ -134,6 +158,11 @@ pub fn collect(config: &Config) -> Result<Status, Failure> {
         audited_through: manifest.audited_through,
         audit_pending: manifest.pending.clone(),
         audit_lag_events: last.saturating_sub(manifest.audited_through),
+        audit_lag_seconds: if last > manifest.audited_through {
+            commit_age(dir, manifest.audited_through + 1)
+        } else {
+            0.0
+        },
         audit_url: config.audit.url.clone(),
         last_audit_window: manifest.windows.last().cloned(),
         target_configured: config.target.is_some(),
@@ -143,6 +172,11 @@ pub fn collect(config: &Config) -> Result<Status, Failure> {
             last.saturating_sub(manifest.applied_through)
         } else {
             0
+        },
+        apply_lag_seconds: if config.target.is_some() && last > manifest.applied_through {
+            commit_age(dir, manifest.applied_through + 1)
+        } else {
+            0.0
         },
         last_apply_window: manifest.last_apply.clone(),
         tables_skipped_by_apply: manifest.skipped_tables.iter().cloned().collect(),
@@ -169,14 +203,15 @@ pub fn run(config: &Config, json: bool) -> Result<(), Failure> {
     println!("last journaled   seq {}", s.last_journaled_seq);
     println!("sealed through   seq {}", s.sealed_through);
     println!(
-        "audited through  seq {} ({} events behind) at {}",
-        s.audited_through, s.audit_lag_events, s.audit_url
+        "audited through  seq {} ({} events, {:.1}s behind) at {}",
+        s.audited_through, s.audit_lag_events, s.audit_lag_seconds, s.audit_url
     );
     if s.target_configured {
         println!(
-            "applied through  seq {} ({} events behind){}",
+            "applied through  seq {} ({} events, {:.1}s behind){}",
             s.applied_through,
             s.apply_lag_events,
+            s.apply_lag_seconds,
             if s.apply_pending.is_some() {
                 "; a window is being applied"
             } else {
