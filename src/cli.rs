@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -44,6 +45,35 @@ enum Command {
         /// Run one cycle and exit (always so: `run` schedules cycles).
         #[arg(long)]
         once: bool,
+    },
+    /// Rebuild the target rows of a table from its audit files (progress bar), or with
+    /// --resnapshot ask Debezium for an incremental snapshot of it.
+    Backfill {
+        /// The source table, SCHEMA.TABLE.
+        #[arg(long)]
+        table: String,
+        /// Replay only changes committed at or after this time (UTC unless it has an offset).
+        #[arg(long, value_parser = crate::timearg::parse)]
+        since: Option<DateTime<Utc>>,
+        /// Replay only changes committed at or before this time.
+        #[arg(long, value_parser = crate::timearg::parse)]
+        until: Option<DateTime<Utc>>,
+        /// Empty the target table before replaying.
+        #[arg(long)]
+        truncate: bool,
+        /// Ask the running capture to read the table again (rows arrive as `r` events).
+        #[arg(long, conflicts_with_all = ["since", "until", "truncate"])]
+        resnapshot: bool,
+    },
+    /// Run SQL with DuckDB over the audit files: views SCHEMA.TABLE (state) and SCHEMA.TABLE_changes.
+    Query {
+        /// One SQL statement, e.g. "select count(*) from public.orders".
+        sql: String,
+        /// The state as of this source commit time (UTC unless it has an offset).
+        #[arg(long, value_parser = crate::timearg::parse)]
+        as_of: Option<DateTime<Utc>>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::query::Format,
     },
     /// Journal, audit and apply progress; --json for scripts.
     Status {
@@ -155,6 +185,27 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             Vec::new(),
         ),
         Command::Compact { once: _ } => compact(&config),
+        Command::Backfill {
+            table,
+            resnapshot: true,
+            ..
+        } => resnapshot(&config, &table),
+        Command::Backfill {
+            table,
+            since,
+            until,
+            truncate,
+            resnapshot: false,
+        } => backfill(
+            &config,
+            crate::apply::backfill::Options {
+                table,
+                since,
+                until,
+                truncate,
+            },
+        ),
+        Command::Query { sql, as_of, format } => crate::query::run(&config, &sql, as_of, format),
         Command::Status { json } => crate::status::run(&config, json),
         Command::Check => crate::check::run(&config),
         Command::Journal {
@@ -220,6 +271,122 @@ fn compact(config: &Config) -> Result<(), Failure> {
                 _ => Err(Failure::runtime(e.to_string())),
             }
         }
+    }
+}
+
+fn backfill(config: &Config, opts: crate::apply::backfill::Options) -> Result<(), Failure> {
+    if let (Some(since), Some(until)) = (opts.since, opts.until) {
+        if since > until {
+            return Err(Failure::usage(format!(
+                "--since {} is after --until {}",
+                crate::timearg::show(since),
+                crate::timearg::show(until)
+            )));
+        }
+    }
+    let rt = runtime()?;
+    let progress = BackfillProgress::new(&opts.table);
+    let result = rt.block_on(crate::apply::backfill::backfill(config, &opts, &progress));
+    progress.bar.finish_and_clear();
+    match result {
+        Ok(s) => {
+            let range = match (opts.since, opts.until) {
+                (None, None) => String::new(),
+                (a, b) => format!(
+                    " committed {} .. {}",
+                    a.map_or("the start".into(), crate::timearg::show),
+                    b.map_or("the end".into(), crate::timearg::show)
+                ),
+            };
+            println!(
+                "backfilled {} into `{}`{} from {} audit file(s){range}: {} changes{} merged into {} upsert(s) and {} delete(s) in {} chunk(s) in {:.1}s",
+                opts.table,
+                s.target_table,
+                if s.truncated { " (emptied first)" } else { "" },
+                s.files,
+                s.changes,
+                s.seqs.map_or(String::new(), |(a, b)| format!(" (seq {a}..={b})")),
+                s.upserts,
+                s.deletes,
+                s.chunks,
+                s.seconds
+            );
+            Ok(())
+        }
+        Err(e) if e.is_config() => Err(Failure::usage(e.to_string())),
+        Err(e) => Err(Failure::runtime(e.to_string())),
+    }
+}
+
+/// A progress bar over audit files on a terminal; log lines per window otherwise.
+struct BackfillProgress {
+    bar: indicatif::ProgressBar,
+    table: String,
+    changes: std::sync::atomic::AtomicU64,
+}
+
+impl BackfillProgress {
+    fn new(table: &str) -> Self {
+        use std::io::IsTerminal;
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} backfill {prefix} [{bar:30}] {pos}/{len} files, {msg} [{elapsed}]",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(table.to_string());
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        BackfillProgress {
+            bar,
+            table: table.to_string(),
+            changes: Default::default(),
+        }
+    }
+}
+
+impl crate::apply::backfill::Progress for BackfillProgress {
+    fn start(&self, files: u64) {
+        self.bar.set_length(files);
+        tracing::info!(table = %self.table, files, "backfill: replaying audit files");
+    }
+    fn file_done(&self, changes: u64) {
+        let total = self
+            .changes
+            .fetch_add(changes, std::sync::atomic::Ordering::Relaxed)
+            + changes;
+        self.bar.inc(1);
+        self.bar.set_message(format!("{total} changes"));
+    }
+    fn window_applied(&self, window: (u64, u64), rows: u64) {
+        if self.bar.is_hidden() {
+            tracing::info!(
+                table = %self.table,
+                from = window.0,
+                to = window.1,
+                rows,
+                files_read = self.bar.position(),
+                files = self.bar.length().unwrap_or(0),
+                "backfill: applied window"
+            );
+        }
+    }
+}
+
+fn resnapshot(config: &Config, table: &str) -> Result<(), Failure> {
+    let rt = runtime()?;
+    match rt.block_on(crate::capture::signal::request_snapshot(config, table)) {
+        Ok(id) => {
+            println!(
+                "asked for an incremental snapshot of {table} (signal {id}); the running capture (`db-sync run`) reads the table again in chunks, and its rows arrive as `r` events in the audit files and the target at the next compactions"
+            );
+            Ok(())
+        }
+        Err((true, message)) => Err(Failure::usage(message)),
+        Err((false, message)) => Err(Failure::runtime(message)),
     }
 }
 
