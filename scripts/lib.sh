@@ -6,7 +6,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_DIR=${DB_SYNC_CACHE:-$HOME/.cache/db-sync}
 # Keep the (large) build outside the repo so checkouts and CI caches can share it.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
-# Python tools (moto S3 server, duckdb for the benchmark reference); scripts/setup.sh.
+# Python tools (moto S3 server, duckdb, database drivers for the benchmarks); scripts/setup.sh.
 export VENV=$CACHE_DIR/venv
 
 # Local test services; tests and config/config.yaml read the same variables.
@@ -186,12 +186,21 @@ bench_table() {
 }
 
 # bench_setup SERVICE — set-up, the local SERVICE (pg, all, ...), a JDK, /usr/bin/time; sets
-# `bin` to the db-sync release binary.
+# `bin` to the db-sync release binary, or to DB_SYNC_BIN when set (a prebuilt binary: set-up
+# then skips the cargo build).
 bench_setup() {
-  "$ROOT/scripts/setup.sh"
+  if [[ -n ${DB_SYNC_BIN:-} ]]; then
+    SETUP_SKIP_CARGO=1 "$ROOT/scripts/setup.sh"
+  else
+    "$ROOT/scripts/setup.sh"
+  fi
   "$ROOT/scripts/services.sh" start "$1"
   use_java || die "no JDK >= 17 found; run scripts/setup.sh"
   [[ -x /usr/bin/time ]] || need_apt time
-  bin=$CARGO_TARGET_DIR/release/db-sync
-  [[ -x $bin ]] || die "$bin is missing: run scripts/setup.sh without SETUP_SKIP_CARGO=1"
+  bin=${DB_SYNC_BIN:-$CARGO_TARGET_DIR/release/db-sync}
+  if [[ -n ${DB_SYNC_BIN:-} ]]; then
+    [[ -x $bin ]] || die "DB_SYNC_BIN=$bin is not an executable file; point it at a db-sync binary or unset it"
+  else
+    [[ -x $bin ]] || die "$bin is missing: run scripts/setup.sh without SETUP_SKIP_CARGO=1"
+  fi
 }
