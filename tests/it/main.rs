@@ -9,6 +9,8 @@ mod bad_input;
 mod capture;
 mod compact;
 mod crash;
+mod docker;
+mod operate;
 mod schedule;
 mod setup;
 mod support;
