@@ -80,17 +80,36 @@ public final class Bridge {
     return failure.get();
   }
 
-  /** Asks the running engine to stop after the batch in hand. Safe to call from any thread. */
+  /**
+   * Asks the running engine to stop after the batch in hand. Safe to call from any thread, at
+   * any time: a close() that comes while the engine is still starting can be refused, so it is
+   * repeated until run() has returned. Before the engine exists, run() sees the flag instead.
+   */
   public static void stop() {
     stopRequested = true;
-    DebeziumEngine<?> engine = ENGINE.get();
-    if (engine != null) {
-      try {
-        engine.close();
-      } catch (Throwable ignored) {
-        // The engine reports its own outcome through run(); a failed close changes nothing here.
-      }
-    }
+    Thread closer =
+        new Thread(
+            () -> {
+              while (true) {
+                DebeziumEngine<?> engine = ENGINE.get();
+                if (engine == null) {
+                  return;
+                }
+                try {
+                  engine.close();
+                } catch (Throwable ignored) {
+                  // Refused while starting, or already closing: try again shortly.
+                }
+                try {
+                  Thread.sleep(250);
+                } catch (InterruptedException e) {
+                  return;
+                }
+              }
+            },
+            "db-sync-stop");
+    closer.setDaemon(true);
+    closer.start();
   }
 
   /** The deepest cause's message: Debezium wraps the useful line (bad password, wal_level) deep. */
