@@ -80,3 +80,12 @@ for t in customers orders; do
     "$(mariadb --no-defaults -h 127.0.0.1 -P "$MYSQL_PORT" -uroot -N -e "select count(*) from target.$t")" \
     "$(mariadb --no-defaults -h 127.0.0.1 -P "$MYSQL_PORT" -uroot -N -e "select coalesce(sum(id), 0) from target.$t")"
 done
+
+# Query: DuckDB over the audit files; public.orders is the table's state at the last
+# compaction, public.orders_changes every change.
+echo "--- db-sync query \"select count(*), sum(id) from public.orders\""
+"$bin" --config config/config.yaml query "select count(*) as orders, sum(id) as sum_of_ids from public.orders" ||
+  die "db-sync query failed (output above)"
+echo "--- db-sync query \"select _cdc_op, count(*) from public.orders_changes group by all\""
+"$bin" --config config/config.yaml query "select _cdc_op, count(*) as changes from public.orders_changes group by all order by 1" ||
+  die "db-sync query failed (output above)"
