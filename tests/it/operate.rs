@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::apply::{audit_yaml, wait_for_marker};
+use crate::schedule::{count, daemon_config};
 use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -257,14 +258,6 @@ fn backfill_rebuilds_a_table_from_its_audit_files() {
     assert!(line.contains("is after --until"), "{line}");
 }
 
-/// Rows of `table` in the target; 0 before the table exists.
-fn count(my: &My, table: &str) -> u64 {
-    my.value(&format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"))
-        .filter(|n| n == "1")
-        .and_then(|_| my.value(&format!("SELECT COUNT(*) FROM `{table}`")))
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 fn wait_until(what: &str, daemon: &Capture, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -281,20 +274,7 @@ fn wait_until(what: &str, daemon: &Capture, mut done: impl FnMut() -> bool) {
 fn resnapshot_brings_back_a_table_whose_audit_files_were_deleted() {
     let p = Pipeline::new("resnap", ITEMS, TABLES);
     let my = My::fresh(&format!("resnap_{}", std::process::id()));
-    let jobs = p.dir.path().join("jobs");
-    std::fs::create_dir_all(&jobs).unwrap();
-    std::fs::write(
-        jobs.join("compact.yaml"),
-        "name: compact\nschedule: \"*/2 * * * * *\"\nkind: compact\n",
-    )
-    .unwrap();
-    let extra = format!(
-        "{}{}jobs_dir: {}\n",
-        audit_yaml(&p),
-        my.target_yaml(""),
-        jobs.display()
-    );
-    p.write_config_with(&pg_password(), p.port, &extra);
+    daemon_config(&p, &my, 5000);
     let sql = p.sql();
 
     let daemon = p.spawn_db_sync(&["run"]);

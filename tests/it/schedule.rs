@@ -11,7 +11,7 @@ use crate::support::*;
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Writes `jobs/compact.yaml` (every 2 s) and the config with audit, target and `jobs_dir`.
-fn daemon_config(p: &Pipeline, my: &My, batch_rows: usize) {
+pub fn daemon_config(p: &Pipeline, my: &My, batch_rows: usize) {
     let jobs = p.dir.path().join("jobs");
     std::fs::create_dir_all(&jobs).unwrap();
     std::fs::write(
@@ -42,7 +42,7 @@ fn wait_for_rows(my: &My, table: &str, want: u64, daemon: &Capture) {
 }
 
 /// Rows of `table` in the target; 0 before the table exists.
-fn count(my: &My, table: &str) -> u64 {
+pub fn count(my: &My, table: &str) -> u64 {
     my.value(&format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"))
         .filter(|n| n == "1")
         .and_then(|_| my.value(&format!("SELECT COUNT(*) FROM `{table}`")))
