@@ -124,6 +124,12 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
     for (k, v) in config.source.iter() {
         p.insert(k.clone(), v.as_string());
     }
+    // An empty signalling table turns signalling off: Debezium must not see the key at all.
+    if p.get("signal.data.collection")
+        .is_some_and(|c| c.is_empty())
+    {
+        p.remove("signal.data.collection");
+    }
     // Debezium reads signals from the change stream: the table must be captured.
     if let (Some(collection), Some(list)) = (
         p.get("signal.data.collection").filter(|c| !c.is_empty()),
@@ -487,6 +493,12 @@ mod tests {
             p["table.include.list"],
             "public.orders,public\\.dbsync_signal_shop"
         );
+        // Set empty: signalling off, and Debezium does not see the key.
+        let off = format!("{text}  signal.data.collection: \"\"\n");
+        let config = Config::parse(Path::new("c.yaml"), &off, &|_| None).unwrap();
+        let p = engine_properties(&config);
+        assert!(!p.contains_key("signal.data.collection"));
+        assert_eq!(p["table.include.list"], "public.orders");
     }
 
     #[test]
