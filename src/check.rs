@@ -6,9 +6,23 @@
 //! reachable, the privileges apply needs, `local_infile`. Exit 0 when all pass, 1 when any
 //! fails.
 
+use mysql_async::prelude::Queryable;
+
+use crate::apply::sql::{redact_url, Session, SqlError};
 use crate::capture::{self, jvm};
-use crate::cli::Failure;
 use crate::config::Config;
+use crate::error::{Classify, ErrorKind};
+
+/// Some checks failed (each printed its own line).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} check(s) failed")]
+pub struct CheckError(pub usize);
+
+impl Classify for CheckError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Permanent
+    }
+}
 
 struct Report {
     failures: usize,
@@ -24,7 +38,7 @@ impl Report {
     }
 }
 
-pub fn run(config: &Config) -> Result<(), Failure> {
+pub fn run(config: &Config) -> Result<(), CheckError> {
     let mut r = Report { failures: 0 };
     r.ok(
         "config",
@@ -73,7 +87,7 @@ pub fn run(config: &Config) -> Result<(), Failure> {
     }
     check_target(config, &mut r);
     if r.failures > 0 {
-        return Err(Failure::runtime(format!("{} check(s) failed", r.failures)));
+        return Err(CheckError(r.failures));
     }
     Ok(())
 }
@@ -93,18 +107,17 @@ fn check_target(config: &Config, r: &mut Report) {
             return;
         }
     };
-    let probe = match rt.block_on(crate::apply::probe_target(config)) {
-        None => return,
-        Some(Err(e)) => {
+    let url = redact_url(tc.url.expose());
+    let p = match rt.block_on(probe_target(tc.url.expose(), &url, tc.create_tables)) {
+        Err(e) => {
             r.fail(
                 "target",
-                format!("{e}; is MySQL running and `target.url` right?"),
+                format!("cannot connect to {url}: {e}; is MySQL running and `target.url` right?"),
             );
             return;
         }
-        Some(Ok(found)) => found,
+        Ok(found) => found,
     };
-    let (url, p) = probe;
     r.ok(
         "target",
         format!(
@@ -136,6 +149,51 @@ fn check_target(config: &Config, r: &mut Report) {
             "OFF: apply falls back to multi-row INSERT (slower); SET GLOBAL local_infile = 1, or set target.load_data: false",
         ),
     }
+}
+
+/// What `check` learns about the target.
+struct Probe {
+    version: String,
+    database: String,
+    local_infile: bool,
+    missing_privileges: Vec<String>,
+}
+
+/// One look at the target, without retries or changes: the server, whether the user may do
+/// what apply does, and whether `LOAD DATA LOCAL` is on.
+async fn probe_target(url: &str, redacted: &str, create_tables: bool) -> Result<Probe, String> {
+    // information_schema shows a non-admin only their own grants, an admin everyone's.
+    const ME: &str = r#"CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"#;
+    let mut session = Session::new(url, redacted.to_string()).map_err(|e| e.to_string())?;
+    let conn = session.conn().await.map_err(|e| e.to_string())?;
+    let row: Option<(String, Option<String>, u64)> = conn
+        .query_first("SELECT VERSION(), DATABASE(), @@GLOBAL.local_infile")
+        .await
+        .map_err(|e| SqlError::from(e).to_string())?;
+    let (version, database, local_infile) = row.unwrap_or_default();
+    let granted: Vec<String> = conn
+        .query(format!(
+            "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {ME} \
+             UNION SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES \
+             WHERE TABLE_SCHEMA = DATABASE() AND GRANTEE = {ME}"
+        ))
+        .await
+        .map_err(|e| SqlError::from(e).to_string())?;
+    let mut needed = vec!["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"];
+    if create_tables {
+        needed.push("ALTER");
+    }
+    let missing = needed
+        .into_iter()
+        .filter(|p| !granted.iter().any(|g| g.eq_ignore_ascii_case(p)))
+        .map(str::to_string)
+        .collect();
+    Ok(Probe {
+        version,
+        database: database.unwrap_or_default(),
+        local_infile: local_infile != 0,
+        missing_privileges: missing,
+    })
 }
 
 /// Every frame of the journal reads back with a good CRC.

@@ -1,5 +1,6 @@
-//! The command line (DESIGN §3): parsing, dispatch, and the mapping of failures to exit codes
-//! (0 ok, 1 runtime failure, 2 bad usage or bad config).
+//! The command line (DESIGN §3): parsing, dispatch, and the one place where failures become a
+//! line on stderr and an exit code (0 ok, 1 runtime failure, 2 bad usage or bad config), from
+//! each error's [`ErrorKind`](crate::error::ErrorKind).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,9 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::capture::{self, CaptureError};
-use crate::config::{Config, ConfigError};
+use crate::capture;
+use crate::config::Config;
+use crate::error::Classify;
 use crate::journal::{self, event, JournalError};
 
 #[derive(Parser, Debug)]
@@ -104,44 +106,33 @@ enum JournalCommand {
 
 /// A failure on its way to the user: one line and an exit code.
 #[derive(Debug)]
-pub struct Failure {
+struct Failure {
     code: u8,
     message: String,
 }
 
 impl Failure {
-    pub fn usage(message: impl Into<String>) -> Self {
+    fn usage(message: impl Into<String>) -> Self {
         Failure {
-            code: 2,
+            code: crate::error::ErrorKind::Config.exit_code(),
             message: message.into(),
         }
     }
-    pub fn runtime(message: impl Into<String>) -> Self {
+    fn runtime(message: impl Into<String>) -> Self {
         Failure {
-            code: 1,
+            code: crate::error::ErrorKind::Permanent.exit_code(),
             message: message.into(),
         }
     }
 }
 
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Failure::usage(e.to_string())
-    }
-}
-
-impl From<CaptureError> for Failure {
-    fn from(e: CaptureError) -> Self {
-        match e {
-            CaptureError::Setup(_) => Failure::usage(e.to_string()),
-            _ => Failure::runtime(e.to_string()),
+/// Every module error becomes a failure the same way: its message, and its kind's exit code.
+impl<E: Classify + std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: e.kind().exit_code(),
+            message: e.to_string(),
         }
-    }
-}
-
-impl From<JournalError> for Failure {
-    fn from(e: JournalError) -> Self {
-        Failure::runtime(e.to_string())
     }
 }
 
@@ -168,8 +159,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Run => {
-            let jobs = crate::schedule::load_jobs(&config.jobs_dir)
-                .map_err(|e| Failure::usage(e.to_string()))?;
+            let jobs = crate::schedule::load_jobs(&config.jobs_dir)?;
             if jobs.is_empty() {
                 tracing::warn!(jobs_dir = %config.jobs_dir.display(), "no job files: `run` only captures (ship jobs/compact.yaml to compact on a schedule)");
             }
@@ -198,16 +188,18 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             resnapshot: false,
         } => backfill(
             &config,
-            crate::apply::backfill::Options {
+            crate::backfill::Options {
                 table,
                 since,
                 until,
                 truncate,
             },
         ),
-        Command::Query { sql, as_of, format } => crate::query::run(&config, &sql, as_of, format),
-        Command::Status { json } => crate::status::run(&config, json),
-        Command::Check => crate::check::run(&config),
+        Command::Query { sql, as_of, format } => {
+            Ok(crate::query::run(&config, &sql, as_of, format)?)
+        }
+        Command::Status { json } => Ok(crate::status::run(&config, json)?),
+        Command::Check => Ok(crate::check::run(&config)?),
         Command::Journal {
             command: JournalCommand::Dump { from, limit },
         } => dump(&config.journal.dir, from, limit),
@@ -257,24 +249,15 @@ fn compact(config: &Config) -> Result<(), Failure> {
             println!("{}", parts.join("; "));
             Ok(())
         }
-        Err(e) => {
-            use crate::audit::AuditError;
-            use crate::compact::CompactError;
-            use crate::cycle::CycleError;
-            match &e {
-                CycleError::Compact(CompactError::Audit(
-                    AuditError::Url { .. } | AuditError::Option { .. },
-                )) => Err(Failure::usage(e.to_string())),
-                CycleError::Apply(a) if a.is_config() => {
-                    Err(Failure::usage(format!("{}: {e}", config.path.display())))
-                }
-                _ => Err(Failure::runtime(e.to_string())),
-            }
+        // A target setting that cannot work names the config file it is in.
+        Err(e @ crate::cycle::CycleError::Apply(crate::apply::ApplyError::Config { .. })) => {
+            Err(Failure::usage(format!("{}: {e}", config.path.display())))
         }
+        Err(e) => Err(e.into()),
     }
 }
 
-fn backfill(config: &Config, opts: crate::apply::backfill::Options) -> Result<(), Failure> {
+fn backfill(config: &Config, opts: crate::backfill::Options) -> Result<(), Failure> {
     if let (Some(since), Some(until)) = (opts.since, opts.until) {
         if since > until {
             return Err(Failure::usage(format!(
@@ -286,7 +269,7 @@ fn backfill(config: &Config, opts: crate::apply::backfill::Options) -> Result<()
     }
     let rt = runtime()?;
     let progress = BackfillProgress::new(&opts.table);
-    let result = rt.block_on(crate::apply::backfill::backfill(config, &opts, &progress));
+    let result = rt.block_on(crate::backfill::backfill(config, &opts, &progress));
     progress.bar.finish_and_clear();
     match result {
         Ok(s) => {
@@ -313,8 +296,7 @@ fn backfill(config: &Config, opts: crate::apply::backfill::Options) -> Result<()
             );
             Ok(())
         }
-        Err(e) if e.is_config() => Err(Failure::usage(e.to_string())),
-        Err(e) => Err(Failure::runtime(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -348,7 +330,7 @@ impl BackfillProgress {
     }
 }
 
-impl crate::apply::backfill::Progress for BackfillProgress {
+impl crate::backfill::Progress for BackfillProgress {
     fn start(&self, files: u64) {
         self.bar.set_length(files);
         tracing::info!(table = %self.table, files, "backfill: replaying audit files");
@@ -385,8 +367,7 @@ fn resnapshot(config: &Config, table: &str) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Err((true, message)) => Err(Failure::usage(message)),
-        Err((false, message)) => Err(Failure::runtime(message)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -433,7 +414,7 @@ fn run_until_stopped(
             .await
             .map_err(|e| Failure::runtime(format!("the job scheduler stopped: {e}")))?;
         let summary = captured?;
-        jobs.map_err(|e| Failure::runtime(e.to_string()))?;
+        jobs?;
         tracing::info!(
             batches = summary.batches,
             events = summary.events,

@@ -17,50 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::config::{deserialize_tracked, interpolate, Config};
-
-/// The state file of the jobs' last runs, in the journal directory (read by `status`).
-pub const STATE_FILE: &str = "jobs-state.json";
-
-/// The last run of one job, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRun {
-    pub name: String,
-    /// RFC 3339 time the run started.
-    pub started_at: String,
-    pub seconds: f64,
-    /// `ok`, `nothing new`, `stopped` or the one-line error.
-    pub result: String,
-}
-
-/// The last run of every job that has run, by name.
-pub fn load_runs(journal_dir: &Path) -> Vec<JobRun> {
-    std::fs::read(journal_dir.join(STATE_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-}
-
-/// Records `run`, replacing the job's previous one (temporary file, then rename).
-fn store_run(journal_dir: &Path, run: JobRun) {
-    let mut runs = load_runs(journal_dir);
-    runs.retain(|r| r.name != run.name);
-    runs.push(run);
-    runs.sort_by(|a, b| a.name.cmp(&b.name));
-    let path = journal_dir.join(STATE_FILE);
-    let tmp = path.with_extension("json.tmp");
-    let written = serde_json::to_vec_pretty(&runs)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::warn!(file = %path.display(), "cannot record the job run for `status`: {e}");
-    }
-}
+use crate::error::{Classify, ErrorKind};
+use crate::state::jobs::{store_run, JobRun};
 
 /// One job file.
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +59,15 @@ pub enum ScheduleError {
     Scheduler(String),
 }
 
+impl Classify for ScheduleError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ScheduleError::Invalid { .. } => ErrorKind::Config,
+            ScheduleError::Scheduler(_) => ErrorKind::Permanent,
+        }
+    }
+}
+
 /// The jobs in `dir` (`*.yaml` / `*.yml`, by file name), each checked: keys, kind, schedule.
 /// A missing directory holds no jobs.
 pub fn load_jobs(dir: &Path) -> Result<Vec<JobSpec>, ScheduleError> {
@@ -116,7 +88,8 @@ pub fn load_jobs(dir: &Path) -> Result<Vec<JobSpec>, ScheduleError> {
         };
         let raw =
             std::fs::read_to_string(&file).map_err(|e| invalid(format!("cannot read: {e}")))?;
-        let text = interpolate(&raw, &|name| std::env::var(name).ok()).map_err(&invalid)?;
+        let text = interpolate(&raw, &|name| std::env::var(name).ok())
+            .map_err(|e| invalid(e.to_string()))?;
         let job: JobFile = deserialize_tracked(&text).map_err(|(key, message)| {
             if key.is_empty() || key == "." {
                 invalid(message)

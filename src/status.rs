@@ -2,10 +2,28 @@
 
 use serde::Serialize;
 
-use crate::cli::Failure;
-use crate::compact::manifest::{ApplyWindow, Manifest, Window};
 use crate::config::Config;
-use crate::journal;
+use crate::error::{Classify, ErrorKind};
+use crate::journal::{self, JournalError};
+use crate::state::jobs::{load_runs, JobRun};
+use crate::state::{ApplyProgress, ApplyWindow, AuditProgress, StateError, Window};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl Classify for StatusError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StatusError::Journal(e) => e.kind(),
+            StatusError::State(e) => e.kind(),
+        }
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -35,7 +53,7 @@ pub struct Status {
     /// Tables apply skips: they have no primary key.
     pub tables_skipped_by_apply: Vec<String>,
     /// The last run of each scheduled job (`db-sync run`).
-    pub jobs: Vec<crate::schedule::JobRun>,
+    pub jobs: Vec<JobRun>,
     /// The PostgreSQL replication slot: how much WAL it holds back.
     pub source_slot: Option<SlotStatus>,
     /// Why the slot could not be read (source unreachable), if so.
@@ -63,7 +81,8 @@ fn slot_status(config: &Config) -> Result<Option<SlotStatus>, String> {
         .get("slot.name")
         .cloned()
         .unwrap_or_default();
-    let (pg, source) = crate::capture::source_pg_config(config, "db-sync status")?;
+    let (pg, source) =
+        crate::capture::source_pg_config(config, "db-sync status").map_err(|e| e.to_string())?;
     // Its own thread and runtime: `collect` may be called from async code (tests do).
     let query = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,25 +140,23 @@ fn commit_age(dir: &std::path::Path, seq: u64) -> f64 {
     })
 }
 
-pub fn collect(config: &Config) -> Result<Status, Failure> {
+pub fn collect(config: &Config) -> Result<Status, StatusError> {
     let dir = &config.journal.dir;
-    let segments = if dir.is_dir() {
-        journal::segments(dir).map_err(|e| Failure::runtime(e.to_string()))?
+    let (segments, audit, apply) = if dir.is_dir() {
+        (
+            journal::segments(dir)?,
+            AuditProgress::load(dir)?,
+            ApplyProgress::load(dir)?,
+        )
     } else {
-        Vec::new()
-    };
-    let manifest = if dir.is_dir() {
-        Manifest::load(dir).map_err(|e| Failure::runtime(e.to_string()))?
-    } else {
-        Manifest::default()
+        Default::default()
     };
     let mut last = 0;
     journal::read_events(dir, segments.last().map_or(0, |s| s.first_seq), |e| {
         last = e.seq;
         Ok(true)
     })
-    .or_else(|e| if dir.is_dir() { Err(e) } else { Ok(()) })
-    .map_err(|e| Failure::runtime(e.to_string()))?;
+    .or_else(|e| if dir.is_dir() { Err(e) } else { Ok(()) })?;
     if last == 0 {
         last = segments.last().map_or(0, |s| s.first_seq.saturating_sub(1));
     }
@@ -155,38 +172,38 @@ pub fn collect(config: &Config) -> Result<Status, Failure> {
         journal_bytes: segments.iter().map(|s| s.bytes).sum(),
         last_journaled_seq: last,
         sealed_through,
-        audited_through: manifest.audited_through,
-        audit_pending: manifest.pending.clone(),
-        audit_lag_events: last.saturating_sub(manifest.audited_through),
-        audit_lag_seconds: if last > manifest.audited_through {
-            commit_age(dir, manifest.audited_through + 1)
+        audited_through: audit.audited_through,
+        audit_pending: audit.pending.clone(),
+        audit_lag_events: last.saturating_sub(audit.audited_through),
+        audit_lag_seconds: if last > audit.audited_through {
+            commit_age(dir, audit.audited_through + 1)
         } else {
             0.0
         },
         audit_url: config.audit.url.clone(),
-        last_audit_window: manifest.windows.last().cloned(),
+        last_audit_window: audit.windows.last().cloned(),
         target_configured: config.target.is_some(),
-        applied_through: manifest.applied_through,
-        apply_pending: manifest.apply_pending.clone(),
+        applied_through: apply.applied_through,
+        apply_pending: apply.pending.clone(),
         apply_lag_events: if config.target.is_some() {
-            last.saturating_sub(manifest.applied_through)
+            last.saturating_sub(apply.applied_through)
         } else {
             0
         },
-        apply_lag_seconds: if config.target.is_some() && last > manifest.applied_through {
-            commit_age(dir, manifest.applied_through + 1)
+        apply_lag_seconds: if config.target.is_some() && last > apply.applied_through {
+            commit_age(dir, apply.applied_through + 1)
         } else {
             0.0
         },
-        last_apply_window: manifest.last_apply.clone(),
-        tables_skipped_by_apply: manifest.skipped_tables.iter().cloned().collect(),
-        jobs: crate::schedule::load_runs(dir),
+        last_apply_window: apply.last.clone(),
+        tables_skipped_by_apply: apply.skipped_tables.iter().cloned().collect(),
+        jobs: load_runs(dir),
         source_slot,
         source_slot_error,
     })
 }
 
-pub fn run(config: &Config, json: bool) -> Result<(), Failure> {
+pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
     let s = collect(config)?;
     if json {
         println!(

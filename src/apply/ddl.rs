@@ -1,6 +1,7 @@
 //! Target tables from source schemas (DESIGN §6, MySQL column): `CREATE TABLE` with the same
-//! primary key, `ALTER TABLE … ADD COLUMN` for a column the source added, and identifier
-//! quoting. Everything here is valid for MariaDB 10.11 and MySQL 8.
+//! primary key, `ALTER TABLE … ADD COLUMN` for a column the source added, reading a table's
+//! definition back, and identifier quoting. Everything here is valid for MariaDB 10.11 and
+//! MySQL 8. The column types themselves come from [`crate::types::Logical::mysql_type`].
 //!
 //! Choices the mapping makes, and why:
 //! - Non-key columns are nullable: a column the source drops stops arriving, and a `NOT NULL`
@@ -13,18 +14,18 @@
 //! - When `VARCHAR` widths would pass MySQL's 65,535-byte row limit, the widest non-key ones
 //!   become `LONGTEXT` (stored off-row), so the table can be created at all.
 
-use crate::journal::event::{names, ConnectSchema, ConnectType};
+use std::collections::HashSet;
 
-/// Debezium's source-type parameters (`column.propagate.source.type`, set by our defaults).
-const SOURCE_TYPE: &str = "__debezium.source.column.type";
-const SOURCE_LENGTH: &str = "__debezium.source.column.length";
-const UUID: &str = "io.debezium.data.Uuid";
-const JSON: &str = "io.debezium.data.Json";
-const ENUM: &str = "io.debezium.data.Enum";
+use mysql_async::prelude::Queryable;
+
+use super::merge::TablePlan;
+use super::sql::{with_retry, Session, SqlError};
+use super::ApplyError;
+use crate::types::ConnectSchema;
+
 /// Bytes per character of utf8mb4, for the row-size limit.
 const UTF8MB4: usize = 4;
 const ROW_LIMIT: usize = 65_535 - 1_000;
-const KEY_TEXT: &str = "VARCHAR(255)";
 
 /// `` `name` `` with any backtick doubled: safe for every identifier MySQL accepts.
 pub fn quote(ident: &str) -> String {
@@ -38,82 +39,6 @@ pub fn quote(ident: &str) -> String {
     }
     s.push('`');
     s
-}
-
-/// The MySQL type of a source column (DESIGN §6).
-pub fn mysql_type(f: &ConnectSchema, key: bool) -> String {
-    let name = f.name.as_deref().unwrap_or("");
-    let source = f
-        .parameters
-        .get(SOURCE_TYPE)
-        .map(|s| s.to_ascii_uppercase())
-        .unwrap_or_default();
-    let length = f
-        .parameters
-        .get(SOURCE_LENGTH)
-        .and_then(|l| l.parse::<u32>().ok())
-        .filter(|&l| l > 0 && l < i32::MAX as u32);
-    let t: String = match (f.ty, name) {
-        (ConnectType::Int32, names::DATE | names::CONNECT_DATE) => "DATE".into(),
-        (
-            ConnectType::Int64 | ConnectType::Int32,
-            names::TIMESTAMP
-            | names::MICRO_TIMESTAMP
-            | names::NANO_TIMESTAMP
-            | names::CONNECT_TIMESTAMP,
-        ) => "DATETIME(6)".into(),
-        (
-            ConnectType::Int64 | ConnectType::Int32,
-            names::TIME | names::MICRO_TIME | names::NANO_TIME | names::CONNECT_TIME,
-        ) => "TIME(6)".into(),
-        (ConnectType::Int64, names::MICRO_DURATION) => "BIGINT".into(),
-        (ConnectType::String, names::ZONED_TIMESTAMP) => "DATETIME(6)".into(),
-        (ConnectType::Bytes, names::DECIMAL) => decimal_type(f, length),
-        // Unconstrained numeric holds up to 131,072 digits: exact text, never a rounding.
-        (ConnectType::Struct, names::VARIABLE_SCALE_DECIMAL) => "LONGTEXT".into(),
-        (ConnectType::String, UUID) => "CHAR(36)".into(),
-        (ConnectType::String, JSON) => "JSON".into(),
-        (ConnectType::String, ENUM) => "VARCHAR(255)".into(),
-        (ConnectType::String, _) => match (source.as_str(), length) {
-            ("VARCHAR" | "CHARACTER VARYING", Some(n)) if n <= 16_383 => format!("VARCHAR({n})"),
-            ("BPCHAR" | "CHAR" | "CHARACTER", Some(n)) if n <= 255 => format!("CHAR({n})"),
-            _ => "LONGTEXT".into(),
-        },
-        (ConnectType::Int8, _) => "TINYINT".into(),
-        (ConnectType::Int16, _) => "SMALLINT".into(),
-        (ConnectType::Int32, _) => "INT".into(),
-        (ConnectType::Int64, _) => "BIGINT".into(),
-        (ConnectType::Float32, _) => "FLOAT".into(),
-        (ConnectType::Float64, _) => "DOUBLE".into(),
-        (ConnectType::Boolean, _) => "TINYINT(1)".into(),
-        (ConnectType::Bytes, _) => "LONGBLOB".into(),
-        (ConnectType::Array, _) => "JSON".into(),
-        // Unknown types are audited as JSON text.
-        (ConnectType::Map | ConnectType::Struct, _) => "LONGTEXT".into(),
-    };
-    if key {
-        match t.as_str() {
-            "LONGTEXT" | "JSON" => return KEY_TEXT.into(),
-            "LONGBLOB" => return "VARBINARY(255)".into(),
-            // InnoDB indexes at most 3072 bytes: 768 utf8mb4 characters.
-            v if v.starts_with("VARCHAR(") && length.is_some_and(|n| n > 768) => {
-                return "VARCHAR(768)".into()
-            }
-            _ => {}
-        }
-    }
-    t
-}
-
-fn decimal_type(f: &ConnectSchema, length: Option<u32>) -> String {
-    let scale = f.decimal_scale();
-    let precision = f.decimal_precision().or(length).unwrap_or(65);
-    if (0..=30).contains(&scale) && precision <= 65 && precision as i32 >= scale {
-        format!("DECIMAL({},{scale})", precision.max(1))
-    } else {
-        // Wider than MySQL's DECIMAL: exact text.
-        "LONGTEXT".into()
-    }
 }
 
 /// A column definition: name, type, whether it is part of the key.
@@ -132,7 +57,7 @@ pub fn column_defs(fields: &[&ConnectSchema], key: &[String]) -> Vec<ColumnDef> 
             let is_key = key.iter().any(|k| k == f.field_name());
             ColumnDef {
                 name: f.field_name().to_string(),
-                ty: mysql_type(f, is_key),
+                ty: f.logical().mysql_type(is_key),
                 key: is_key,
             }
         })
@@ -192,6 +117,162 @@ pub fn add_columns(table: &str, defs: &[ColumnDef]) -> String {
     format!("ALTER TABLE {} {}", quote(table), adds.join(", "))
 }
 
+/// A target table as apply found or made it.
+#[derive(Debug, Clone)]
+pub struct TargetTable {
+    pub name: String,
+    /// Lower-cased column names (MySQL column names are case-insensitive).
+    pub columns: HashSet<String>,
+    /// No foreign key references it and no trigger is on it: REPLACE is an upsert here.
+    pub replace_safe: bool,
+}
+
+/// The table `name` of the target database, or `None` when it does not exist.
+pub async fn describe(
+    session: &mut Session,
+    name: &str,
+) -> Result<Option<TargetTable>, ApplyError> {
+    let what = format!("reading the definition of {}", quote(name));
+    let found: Result<(Vec<String>, u64), SqlError> = with_retry!(session, &what, |conn| {
+        {
+            let columns: Vec<String> = conn
+                .exec(
+                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+                    (name,),
+                )
+                .await?;
+            let blockers: Option<u64> = conn
+                .exec_first(
+                    "SELECT (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                       WHERE CONSTRAINT_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = ?) + \
+                     (SELECT COUNT(*) FROM information_schema.TRIGGERS \
+                       WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = ?)",
+                    (name, name),
+                )
+                .await?;
+            Ok::<_, SqlError>((columns, blockers.unwrap_or(0)))
+        }
+    });
+    let (columns, blockers) = found.map_err(|e| ApplyError::sql(&session.url, &what, e))?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(TargetTable {
+        name: name.to_string(),
+        columns: columns.iter().map(|c| c.to_ascii_lowercase()).collect(),
+        replace_safe: blockers == 0,
+    }))
+}
+
+/// The binary, no-pad collation this server has (MySQL 8 and MariaDB name it differently).
+pub async fn binary_collation(session: &mut Session) -> Result<String, ApplyError> {
+    let what = "reading the server's collations";
+    let found: Result<Vec<String>, SqlError> = with_retry!(session, what, |conn| conn
+        .query::<String, _>(
+            "SELECT COLLATION_NAME FROM information_schema.COLLATIONS \
+             WHERE COLLATION_NAME IN ('utf8mb4_0900_bin', 'utf8mb4_nopad_bin')",
+        )
+        .await
+        .map_err(SqlError::from));
+    let found = found.map_err(|e| ApplyError::sql(&session.url, what, e))?;
+    Ok(found
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "utf8mb4_bin".to_string()))
+}
+
+/// Finds the target table of `plan`, creating it or adding the source's new columns when
+/// `create` allows. `collation` is the server's binary collation ([`binary_collation`]).
+pub async fn prepare_table(
+    session: &mut Session,
+    name: &str,
+    plan: &TablePlan,
+    create: bool,
+    collation: &str,
+) -> Result<TargetTable, ApplyError> {
+    let mut table = describe(session, name).await?;
+    // Every column any version in the window has, in order of first appearance.
+    let mut fields = Vec::new();
+    let mut seen = HashSet::new();
+    for v in &plan.versions {
+        for f in &v.schema.row.fields {
+            if seen.insert(f.field_name().to_ascii_lowercase()) {
+                fields.push(f);
+            }
+        }
+    }
+    let defs = column_defs(&fields, &plan.key);
+    match &table {
+        None if !create => {
+            return Err(ApplyError::NoTable {
+                source_table: plan.table.clone(),
+                table: name.to_string(),
+            })
+        }
+        None => {
+            let sql = create_table(name, &defs, &plan.key, collation);
+            let what = format!("creating table {}", quote(name));
+            session
+                .exec(&sql, &what)
+                .await
+                .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
+            tracing::info!(table = %name, source = %plan.table, "created target table");
+        }
+        Some(t) => {
+            let missing: Vec<ColumnDef> = defs
+                .into_iter()
+                .filter(|d| !t.columns.contains(&d.name.to_ascii_lowercase()))
+                .collect();
+            if !missing.is_empty() {
+                if !create {
+                    return Err(ApplyError::NoColumn {
+                        table: name.to_string(),
+                        column: missing[0].name.clone(),
+                    });
+                }
+                let sql = add_columns(name, &missing);
+                let what = format!("adding columns to {}", quote(name));
+                session
+                    .exec(&sql, &what)
+                    .await
+                    .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
+                for d in &missing {
+                    tracing::info!(table = %name, column = %d.name, ty = %d.ty, "added target column");
+                }
+            }
+        }
+    }
+    if table
+        .as_ref()
+        .is_none_or(|t| t.columns.len() < fields.len())
+    {
+        table = describe(session, name).await?;
+    }
+    table.ok_or_else(|| {
+        ApplyError::Internal(format!(
+            "target table {} is still missing after CREATE TABLE",
+            quote(name)
+        ))
+    })
+}
+
+/// Empties table `name` (`TRUNCATE TABLE`) when it exists; whether it did.
+pub async fn truncate(session: &mut Session, name: &str) -> Result<bool, ApplyError> {
+    if describe(session, name).await?.is_none() {
+        return Ok(false);
+    }
+    let what = format!(
+        "emptying {} (TRUNCATE TABLE needs the DROP privilege)",
+        quote(name)
+    );
+    session
+        .exec(&format!("TRUNCATE TABLE {}", quote(name)), &what)
+        .await
+        .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,59 +285,6 @@ mod tests {
     fn identifiers_are_quoted_with_backticks_doubled() {
         assert_eq!(quote("order"), "`order`");
         assert_eq!(quote("we`ird \"name\""), "`we``ird \"name\"`");
-    }
-
-    #[test]
-    fn types_follow_the_design_table() {
-        let cases = [
-            (r#"{"field":"a","type":"int32"}"#, "INT"),
-            (r#"{"field":"a","type":"boolean"}"#, "TINYINT(1)"),
-            (
-                r#"{"field":"a","type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2","connect.decimal.precision":"12"}}"#,
-                "DECIMAL(12,2)",
-            ),
-            (
-                r#"{"field":"a","type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"40","connect.decimal.precision":"80"}}"#,
-                "LONGTEXT",
-            ),
-            (
-                r#"{"field":"a","type":"struct","name":"io.debezium.data.VariableScaleDecimal"}"#,
-                "LONGTEXT",
-            ),
-            (
-                r#"{"field":"a","type":"string","parameters":{"__debezium.source.column.type":"VARCHAR","__debezium.source.column.length":"40"}}"#,
-                "VARCHAR(40)",
-            ),
-            (
-                r#"{"field":"a","type":"string","parameters":{"__debezium.source.column.type":"BPCHAR","__debezium.source.column.length":"3"}}"#,
-                "CHAR(3)",
-            ),
-            (r#"{"field":"a","type":"string"}"#, "LONGTEXT"),
-            (
-                r#"{"field":"a","type":"string","name":"io.debezium.time.ZonedTimestamp"}"#,
-                "DATETIME(6)",
-            ),
-            (
-                r#"{"field":"a","type":"int64","name":"io.debezium.time.MicroDuration"}"#,
-                "BIGINT",
-            ),
-            (
-                r#"{"field":"a","type":"string","name":"io.debezium.data.Uuid"}"#,
-                "CHAR(36)",
-            ),
-            (
-                r#"{"field":"a","type":"array","items":{"type":"int32"}}"#,
-                "JSON",
-            ),
-            (r#"{"field":"a","type":"bytes"}"#, "LONGBLOB"),
-        ];
-        for (json, want) in cases {
-            assert_eq!(mysql_type(&field(json), false), want, "{json}");
-        }
-        assert_eq!(
-            mysql_type(&field(r#"{"field":"a","type":"string"}"#), true),
-            KEY_TEXT
-        );
     }
 
     #[test]

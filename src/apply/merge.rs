@@ -19,7 +19,7 @@ use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
 
 use super::values::Cells;
-use crate::journal::event::TableSchema;
+use crate::types::{cdc, TableSchema};
 
 const NULL: u8 = 0;
 const VALUE: u8 = 1;
@@ -192,17 +192,13 @@ impl Merger {
             column: column.to_string(),
         };
         let schema = batch.schema();
-        let n = schema.index_of("_cdc_op").map_err(|_| missing("_cdc_op"))?;
+        let n = schema.index_of(cdc::OP).map_err(|_| missing(cdc::OP))?;
         let op: &StringArray = batch.column(n).as_string();
         let seq: &Int64Array = batch
-            .column(
-                schema
-                    .index_of("_cdc_seq")
-                    .map_err(|_| missing("_cdc_seq"))?,
-            )
+            .column(schema.index_of(cdc::SEQ).map_err(|_| missing(cdc::SEQ))?)
             .as_primitive::<Int64Type>();
         let unchanged: Option<&ListArray> = schema
-            .index_of("_cdc_unchanged")
+            .index_of(cdc::UNCHANGED)
             .ok()
             .map(|i| batch.column(i).as_list());
         let columns: Vec<String> = schema.fields()[..n]
@@ -226,16 +222,7 @@ impl Merger {
             .entry(name.clone())
             .or_insert_with(|| TableMerge {
                 versions: Vec::new(),
-                key: table
-                    .key
-                    .as_ref()
-                    .map(|k| {
-                        k.fields
-                            .iter()
-                            .map(|f| f.field_name().to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                key: table.key_columns(),
                 rows: HashMap::new(),
                 last_seq: i64::MIN,
             });

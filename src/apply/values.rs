@@ -20,6 +20,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::Datelike as _;
 
+use crate::types::limits;
+
 /// A value the target cannot store exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unrepresentable(pub String);
@@ -208,10 +210,9 @@ fn write_date(out: &mut Vec<u8>, days: i32) -> Result<(), Unrepresentable> {
     Ok(())
 }
 
-/// MySQL dates hold years 1..9999 (the documented range starts at 1000; both servers accept
-/// smaller years in DATE and DATETIME).
+/// MySQL dates hold years 1..9999 ([`limits::MYSQL_YEARS`]).
 fn mysql_year((ce, year): (bool, u32), what: &str) -> Result<(), Unrepresentable> {
-    if !ce || !(1..=9999).contains(&year) {
+    if !ce || !limits::MYSQL_YEARS.contains(&year) {
         let era = if ce { "" } else { " BC" };
         return Err(Unrepresentable(format!(
             "{what} in year {year}{era} is outside MySQL's range (years 1 to 9999)"
@@ -240,8 +241,7 @@ fn write_timestamp(out: &mut Vec<u8>, us: i64) -> Result<(), Unrepresentable> {
 
 fn write_time(out: &mut Vec<u8>, us: i64) -> Result<(), Unrepresentable> {
     // MySQL TIME spans ±838:59:59.999999; PostgreSQL's time is 00:00:00 to 24:00:00.
-    const MAX: i64 = (838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999;
-    if us.abs() > MAX {
+    if us.abs() > limits::MYSQL_TIME_MAX_US {
         return Err(Unrepresentable(format!(
             "time of {us} µs is outside MySQL's TIME range"
         )));
@@ -452,5 +452,66 @@ mod tests {
         let mut hex = Vec::new();
         write_hex(&mut hex, &[0, 0xAB, 0xFF]);
         assert_eq!(hex, b"00ABFF");
+    }
+
+    #[test]
+    fn every_audit_column_type_renders() {
+        use crate::types::{Logical, Text, Unit};
+        let all = [
+            Logical::Int8,
+            Logical::Int16,
+            Logical::Int32,
+            Logical::Int64,
+            Logical::Float32,
+            Logical::Float64,
+            Logical::Boolean,
+            Logical::Text(Text::Json),
+            Logical::Bytes,
+            Logical::Decimal {
+                precision: Some(12),
+                source_length: None,
+                scale: 2,
+            },
+            Logical::Decimal {
+                precision: Some(80),
+                source_length: None,
+                scale: 2,
+            },
+            Logical::VariableDecimal,
+            Logical::Date,
+            Logical::Timestamp(Unit::Milli),
+            Logical::Timestamp(Unit::Nano),
+            Logical::ZonedTimestamp,
+            Logical::Time(Unit::Micro),
+            Logical::Time(Unit::Nano),
+            Logical::Duration,
+            Logical::List(Box::new(Logical::Int32)),
+            Logical::Unknown,
+        ];
+        for l in &all {
+            // A new variant does not compile here until it is added to `all` above.
+            match l {
+                Logical::Int8
+                | Logical::Int16
+                | Logical::Int32
+                | Logical::Int64
+                | Logical::Float32
+                | Logical::Float64
+                | Logical::Boolean
+                | Logical::Text(_)
+                | Logical::Bytes
+                | Logical::Decimal { .. }
+                | Logical::VariableDecimal
+                | Logical::Date
+                | Logical::Timestamp(_)
+                | Logical::ZonedTimestamp
+                | Logical::Time(_)
+                | Logical::Duration
+                | Logical::List(_)
+                | Logical::Unknown => {}
+            }
+            let array = arrow::array::new_empty_array(&l.arrow_type());
+            assert!(Cells::new(&array).is_some(), "{l:?} has no MySQL text");
+        }
     }
 }

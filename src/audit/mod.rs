@@ -7,6 +7,13 @@
 //! A file becomes visible only when complete: writes go through a multipart upload (S3) or a
 //! staging file that is renamed into place (local), so readers never see a partial file, and
 //! writing the same name again replaces the file whole.
+//!
+//! The module is the audit stage's home: the store and file names here, [`writer`] (the stage
+//! itself: journal windows → Parquet files) and [`reader`] (audit files → change rows, for
+//! backfill, `query` and tests). The change-row layout is [`crate::types::cdc`].
+
+pub mod reader;
+pub mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,6 +24,15 @@ use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
 use crate::config::AuditConfig;
+use crate::error::{Classify, ErrorKind};
+
+pub use writer::{audit_once, AuditRunError, Summary};
+
+/// Parquet key-value metadata key holding the table's Connect schema (the journal's schema
+/// JSON): enough to rebuild the target table with its exact types from an audit file alone.
+pub const TABLE_SCHEMA_METADATA: &str = "db_sync.table_schema";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -24,14 +40,29 @@ pub enum AuditError {
     Url { url: String, message: String },
     #[error("audit.options.{key}: {message}")]
     Option { key: String, message: String },
-    #[error("cannot write audit file {location} at {url}: {message}; check audit.url, the bucket and its credentials (audit.options); the journal keeps every event for the next run")]
+    #[error("cannot write audit file {location} at {url}: {}; check audit.url, the bucket and its credentials (audit.options); the journal keeps every event for the next run", describe(.source.as_ref()))]
     Write {
         url: String,
         location: String,
-        message: String,
+        source: BoxError,
     },
-    #[error("cannot reach audit storage {url}: {message}; check audit.url, the bucket and its credentials (audit.options); the journal keeps every event for the next run")]
-    Unreachable { url: String, message: String },
+    #[error("cannot reach audit storage {url}: {}; check audit.url, the bucket and its credentials (audit.options); the journal keeps every event for the next run", describe(.source))]
+    Unreachable {
+        url: String,
+        source: object_store::Error,
+    },
+    #[error("cannot read audit file {location}: {}", describe(.source.as_ref()))]
+    Read { location: String, source: BoxError },
+}
+
+impl Classify for AuditError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AuditError::Url { .. } | AuditError::Option { .. } => ErrorKind::Config,
+            AuditError::Write { .. } | AuditError::Unreachable { .. } => ErrorKind::Transient,
+            AuditError::Read { .. } => ErrorKind::Permanent,
+        }
+    }
 }
 
 /// The audit store and the prefix under which table folders live.
@@ -168,15 +199,15 @@ impl AuditStore {
             None => self.prefix.clone(),
         };
         let skip = self.prefix.parts().count();
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&under))
-            .try_collect()
-            .await
-            .map_err(|e| AuditError::Unreachable {
-                url: self.url.clone(),
-                message: one_line(&e),
-            })?;
+        let objects: Vec<_> =
+            self.store
+                .list(Some(&under))
+                .try_collect()
+                .await
+                .map_err(|source| AuditError::Unreachable {
+                    url: self.url.clone(),
+                    source,
+                })?;
         let mut files: Vec<AuditFile> = objects
             .into_iter()
             .filter_map(|meta| {
@@ -196,26 +227,17 @@ impl AuditStore {
         let mut listing = self.store.list(Some(&self.prefix));
         match listing.next().await {
             None | Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(AuditError::Unreachable {
+            Some(Err(source)) => Err(AuditError::Unreachable {
                 url: self.url.clone(),
-                message: one_line(&e),
+                source,
             }),
         }
     }
 }
 
-/// An object_store error as one line, with its innermost cause.
-pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s = format!("{s}: {m}");
-        }
-        src = inner.source();
-    }
-    tidy_s3_body(&s.replace('\n', " "))
+/// A storage error as one line, with its causes and without S3's XML noise.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    tidy_s3_body(&crate::error::one_line(e))
 }
 
 /// S3 errors carry the server's XML body; keep its code and message, drop request ids.

@@ -29,19 +29,45 @@ use jni::{JNIEnv, NativeMethod};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
-use crate::journal::event::TableSchema;
+use crate::error::{Classify, ErrorKind};
 use crate::journal::{Journal, JournalError};
+use crate::state::locks;
+use crate::types::TableSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// Set-up or configuration: jars, JVM, options. Fixed by the user before a retry helps.
     #[error("{0}")]
     Setup(String),
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The engine stopped with an error (connection, credentials, source settings).
     #[error("capture failed: {0}")]
     Engine(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
+}
+
+impl Classify for CaptureError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CaptureError::Setup(_) => ErrorKind::Config,
+            CaptureError::CreateDir { .. } => ErrorKind::Config,
+            CaptureError::Engine(_) => ErrorKind::Permanent,
+            CaptureError::Journal(e) => e.kind(),
+        }
+    }
+}
+
+/// A source setting db-sync cannot use for its own connections (`check`, `status`, signals).
+#[derive(Debug, thiserror::Error)]
+#[error("source.{key} {message}")]
+pub struct SourceConfigError {
+    pub key: String,
+    pub message: String,
 }
 
 /// What a capture run did.
@@ -146,16 +172,17 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
 pub fn source_pg_config(
     config: &Config,
     application: &str,
-) -> Result<(tokio_postgres::Config, String), String> {
+) -> Result<(tokio_postgres::Config, String), SourceConfigError> {
     let prop = |k: &str, d: &str| config.source_prop(k).unwrap_or_else(|| d.to_string());
     let host = prop("database.hostname", "localhost");
     let port = prop("database.port", "5432");
     let user = prop("database.user", "postgres");
     let dbname = prop("database.dbname", "postgres");
     let password = config.source_prop("database.password").unwrap_or_default();
-    let port_num = port
-        .parse::<u16>()
-        .map_err(|_| format!("source.database.port {port:?} is not a port number"))?;
+    let port_num = port.parse::<u16>().map_err(|_| SourceConfigError {
+        key: "database.port".into(),
+        message: format!("{port:?} is not a port number"),
+    })?;
     let mut pg = tokio_postgres::Config::new();
     pg.host(&host)
         .port(port_num)
@@ -309,8 +336,9 @@ pub async fn run(
     let props = engine_properties(config);
     for file in engine_files(&props) {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                CaptureError::Setup(format!("cannot create {}: {e}", dir.display()))
+            std::fs::create_dir_all(dir).map_err(|source| CaptureError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
             })?;
         }
     }
@@ -353,7 +381,7 @@ pub async fn run(
     let outcome = loop {
         tokio::select! {
             _ = seal_check.tick() => {
-                if crate::journal::seal_requested(&journal_dir) {
+                if locks::seal_requested(&journal_dir) {
                     seal_on_request(&sink, &journal_dir);
                 }
             }
@@ -393,9 +421,7 @@ fn seal_on_request(sink: &Sink, dir: &std::path::Path) {
         Err(_) => return,
     };
     match rolled {
-        Ok(()) => {
-            let _ = std::fs::remove_file(dir.join(crate::journal::SEAL_REQUEST));
-        }
+        Ok(()) => locks::clear_seal_request(dir),
         Err(e) => tracing::warn!("cannot seal the journal for compaction: {e}"),
     }
 }

@@ -7,7 +7,44 @@
 //! capture then reads the table again in chunks (an incremental snapshot) and the rows arrive
 //! as `r` events through the journal, the audit files and apply.
 
+use super::SourceConfigError;
 use crate::config::Config;
+use crate::error::{Classify, ErrorKind};
+
+/// Why a signal could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// Bad input: no signalling table, no such source table.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Source(#[from] SourceConfigError),
+    #[error("cannot connect to the source {described}: {source}")]
+    Connect {
+        described: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("{what}: {source}")]
+    Sql {
+        what: String,
+        source: tokio_postgres::Error,
+    },
+}
+
+impl Classify for SignalError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SignalError::Usage(_) | SignalError::Source(_) => ErrorKind::Config,
+            SignalError::Connect { .. } => ErrorKind::Transient,
+            SignalError::Sql { .. } => ErrorKind::Permanent,
+        }
+    }
+}
+
+fn sql_failed(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SignalError {
+    let what = what.into();
+    move |source| SignalError::Sql { what, source }
+}
 
 /// The signalling table's name under `schema.table` (PostgreSQL).
 pub fn default_collection(ident: &str) -> String {
@@ -41,12 +78,12 @@ fn create_sql(collection: &str) -> String {
     )
 }
 
-async fn connect(config: &Config, app: &str) -> Result<tokio_postgres::Client, String> {
+async fn connect(config: &Config, app: &str) -> Result<tokio_postgres::Client, SignalError> {
     let (pg, described) = super::source_pg_config(config, app)?;
     let (client, conn) = pg
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| format!("cannot connect to the source {described}: {e}"))?;
+        .map_err(|source| SignalError::Connect { described, source })?;
     tokio::spawn(conn);
     Ok(client)
 }
@@ -74,37 +111,30 @@ pub async fn ensure_table(config: &Config) {
 }
 
 /// Asks the capture for an incremental snapshot of `table`: one `execute-snapshot` signal.
-/// Returns the signal id. `Err(usage, message)`: usage is true for bad input (exit 2).
-pub async fn request_snapshot(config: &Config, table: &str) -> Result<String, (bool, String)> {
+/// Returns the signal id.
+pub async fn request_snapshot(config: &Config, table: &str) -> Result<String, SignalError> {
     let collection = collection(config).ok_or_else(|| {
-        (
-            true,
+        SignalError::Usage(
             "--resnapshot needs a PostgreSQL source with `source.signal.data.collection` (db-sync sets it by default; do not set it empty)".to_string(),
         )
     })?;
-    let client = connect(config, "db-sync backfill")
-        .await
-        .map_err(|e| (false, e))?;
+    let client = connect(config, "db-sync backfill").await?;
     let exists: Option<String> = client
         .query_one("SELECT to_regclass($1)::text", &[&pg_name(table)])
         .await
-        .map_err(|e| (false, format!("cannot look up {table} at the source: {e}")))?
+        .map_err(sql_failed(format!("cannot look up {table} at the source")))?
         .get(0);
     if exists.is_none() {
-        return Err((
-            true,
-            format!("--table {table}: the source has no such table (write SCHEMA.TABLE)"),
-        ));
+        return Err(SignalError::Usage(format!(
+            "--table {table}: the source has no such table (write SCHEMA.TABLE)"
+        )));
     }
     client
         .batch_execute(&create_sql(&collection))
         .await
-        .map_err(|e| {
-            (
-                false,
-                format!("cannot create the signalling table {collection}: {e}"),
-            )
-        })?;
+        .map_err(sql_failed(format!(
+            "cannot create the signalling table {collection}"
+        )))?;
     let id = format!(
         "db-sync-resnapshot-{}-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
@@ -120,12 +150,9 @@ pub async fn request_snapshot(config: &Config, table: &str) -> Result<String, (b
             &[&id, &data],
         )
         .await
-        .map_err(|e| {
-            (
-                false,
-                format!("cannot insert the snapshot signal into {collection}: {e}"),
-            )
-        })?;
+        .map_err(sql_failed(format!(
+            "cannot insert the snapshot signal into {collection}"
+        )))?;
     Ok(id)
 }
 

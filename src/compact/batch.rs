@@ -1,4 +1,5 @@
-//! Rows of one table schema version → an Arrow `RecordBatch` with the audit columns (§5).
+//! Events of one table schema version → an Arrow `RecordBatch` of change rows
+//! ([`crate::types::cdc`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -6,40 +7,13 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use super::columns::{arrow_type, Col};
+use super::columns::Col;
 use crate::journal::event::format_lsn;
-use crate::journal::event::{self, Cursor, DecodeError, EventHeader, TableSchema};
-
-/// The Arrow schema of a table's audit file: its columns, then the `_cdc_` columns.
-pub fn audit_schema(table: &TableSchema) -> SchemaRef {
-    let mut fields: Vec<Field> = table
-        .row
-        .fields
-        .iter()
-        .map(|f| Field::new(f.field_name(), arrow_type(f).0, true))
-        .collect();
-    fields.extend([
-        Field::new("_cdc_op", DataType::Utf8, false),
-        Field::new("_cdc_seq", DataType::Int64, false),
-        Field::new(
-            "_cdc_ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("_cdc_position", DataType::Utf8, false),
-        Field::new("_cdc_tx", DataType::Utf8, true),
-        Field::new("_cdc_snapshot", DataType::Boolean, false),
-        Field::new(
-            "_cdc_unchanged",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            false,
-        ),
-    ]);
-    Arc::new(Schema::new(fields))
-}
+use crate::journal::event::{self, Cursor, DecodeError, EventHeader};
+use crate::types::{cdc, TableSchema};
 
 /// Columns whose type the mapping does not know (written as JSON text).
 pub fn unknown_columns(table: &TableSchema) -> Vec<String> {
@@ -47,7 +21,7 @@ pub fn unknown_columns(table: &TableSchema) -> Vec<String> {
         .row
         .fields
         .iter()
-        .filter(|f| !arrow_type(f).1)
+        .filter(|f| !f.logical().is_known())
         .map(|f| f.field_name().to_string())
         .collect()
 }
@@ -70,7 +44,7 @@ pub struct RowBatch {
 
 impl RowBatch {
     pub fn new(table: Arc<TableSchema>, capacity: usize) -> RowBatch {
-        let schema = audit_schema(&table);
+        let schema = cdc::change_schema(&table);
         let cols = table
             .row
             .fields
@@ -97,7 +71,7 @@ impl RowBatch {
         self.rows
     }
 
-    /// Appends the audit row of one event: the after-image for c/u/r, the before-image for d.
+    /// Appends the change row of one event: the after-image for c/u/r, the before-image for d.
     pub fn push(&mut self, seq: u64, body: &[u8], placeholder: &str) -> Result<(), DecodeError> {
         let h = EventHeader::parse(body)?;
         let mut c = Cursor::new(h.values);

@@ -1,4 +1,4 @@
-//! Journal events → Arrow columns, by Debezium schema name (DESIGN §6, §9).
+//! Journal events → Arrow columns, by each column's resolved type ([`Logical`], DESIGN §6).
 //!
 //! A [`Col`] is built once per column per schema version and decodes values straight from the
 //! bridge's bytes into an Arrow builder: no intermediate value per field. Types the mapping
@@ -14,13 +14,11 @@ use arrow::array::{
     Time64NanosecondBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
-use arrow::datatypes::{DataType, Field, TimeUnit};
+use arrow::datatypes::{DataType, Field};
 
-use crate::journal::event::{self, names, ConnectSchema, ConnectType, Cursor, DecodeError};
-
-/// Arrow's Decimal128 holds 38 digits; wider decimals are written as exact text.
-const MAX_DECIMAL128_PRECISION: u8 = 38;
-const UTC: &str = "UTC";
+use crate::journal::event::{self, Cursor, DecodeError};
+use crate::types::logical::UTC;
+use crate::types::{ConnectSchema, ConnectType, Logical, Unit};
 
 /// How one column is built.
 pub enum Col {
@@ -60,118 +58,58 @@ pub struct ListCol {
     item_field: Arc<Field>,
 }
 
-/// What a column would be in Arrow, and whether the mapping knew the type.
-pub fn arrow_type(s: &ConnectSchema) -> (DataType, bool) {
-    match (s.ty, s.name.as_deref().unwrap_or("")) {
-        (ConnectType::Int32, names::DATE | names::CONNECT_DATE) => (DataType::Date32, true),
-        (
-            ConnectType::Int64,
-            names::MICRO_TIMESTAMP | names::TIMESTAMP | names::CONNECT_TIMESTAMP,
-        ) => (DataType::Timestamp(TimeUnit::Microsecond, None), true),
-        (ConnectType::Int64, names::NANO_TIMESTAMP) => {
-            (DataType::Timestamp(TimeUnit::Nanosecond, None), true)
-        }
-        (
-            ConnectType::Int64 | ConnectType::Int32,
-            names::MICRO_TIME | names::TIME | names::CONNECT_TIME,
-        ) => (DataType::Time64(TimeUnit::Microsecond), true),
-        (ConnectType::Int64, names::NANO_TIME) => (DataType::Time64(TimeUnit::Nanosecond), true),
-        (ConnectType::Int64, names::MICRO_DURATION) => {
-            (DataType::Duration(TimeUnit::Microsecond), true)
-        }
-        (ConnectType::String, names::ZONED_TIMESTAMP) => (
-            DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
-            true,
-        ),
-        (ConnectType::Bytes, names::DECIMAL) => match decimal_params(s) {
-            (Some(p), scale) if p <= MAX_DECIMAL128_PRECISION && scale >= 0 && scale as u8 <= p => {
-                (DataType::Decimal128(p, scale), true)
-            }
-            _ => (DataType::Utf8, true),
-        },
-        (ConnectType::Struct, names::VARIABLE_SCALE_DECIMAL) => (DataType::Utf8, true),
-        (ConnectType::Int8, _) => (DataType::Int8, true),
-        (ConnectType::Int16, _) => (DataType::Int16, true),
-        (ConnectType::Int32, _) => (DataType::Int32, true),
-        (ConnectType::Int64, _) => (DataType::Int64, true),
-        (ConnectType::Float32, _) => (DataType::Float32, true),
-        (ConnectType::Float64, _) => (DataType::Float64, true),
-        (ConnectType::Boolean, _) => (DataType::Boolean, true),
-        (ConnectType::String, _) => (DataType::Utf8, true),
-        (ConnectType::Bytes, _) => (DataType::Binary, true),
-        (ConnectType::Array, _) => match s.items.as_deref() {
-            Some(item) => {
-                let (t, known) = arrow_type(item);
-                (DataType::List(Arc::new(Field::new("item", t, true))), known)
-            }
-            None => (DataType::Utf8, false),
-        },
-        (ConnectType::Map | ConnectType::Struct, _) => (DataType::Utf8, false),
-    }
-}
-
-/// (precision, scale) of a Connect Decimal: Decimal128's widest when no precision is declared
-/// (e.g. `money`); `None` when it cannot be a Decimal128 at all.
-fn decimal_params(s: &ConnectSchema) -> (Option<u8>, i8) {
-    let scale = i8::try_from(s.decimal_scale()).unwrap_or(i8::MAX);
-    let precision = match s.decimal_precision() {
-        Some(p) => u8::try_from(p).ok(),
-        None => Some(MAX_DECIMAL128_PRECISION),
-    };
-    (precision, scale)
-}
-
 impl Col {
     pub fn new(s: &ConnectSchema, capacity: usize) -> Col {
-        let (t, known) = arrow_type(s);
-        if !known {
-            return Col::Json(
-                StringBuilder::with_capacity(capacity, capacity * 16),
-                s.clone(),
-            );
-        }
-        let name = s.name.as_deref().unwrap_or("");
-        match t {
-            DataType::Boolean => Col::Bool(BooleanBuilder::with_capacity(capacity)),
-            DataType::Int8 => Col::I8(Int8Builder::with_capacity(capacity)),
-            DataType::Int16 => Col::I16(Int16Builder::with_capacity(capacity)),
-            DataType::Int32 => Col::I32(Int32Builder::with_capacity(capacity)),
-            DataType::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
-            DataType::Float32 => Col::F32(Float32Builder::with_capacity(capacity)),
-            DataType::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
-            DataType::Binary => Col::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
-            DataType::Decimal128(p, sc) => Col::Decimal(
-                Decimal128Builder::with_capacity(capacity)
-                    .with_precision_and_scale(p, sc)
-                    .expect("precision and scale checked by arrow_type"),
-                p,
-                sc,
-            ),
-            DataType::Date32 => Col::Date(Date32Builder::with_capacity(capacity)),
-            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => Col::ZonedTimestamp(
+        Col::of(&s.logical(), s, capacity)
+    }
+
+    fn of(logical: &Logical, s: &ConnectSchema, capacity: usize) -> Col {
+        let text = || StringBuilder::with_capacity(capacity, capacity * 16);
+        match logical {
+            Logical::Boolean => Col::Bool(BooleanBuilder::with_capacity(capacity)),
+            Logical::Int8 => Col::I8(Int8Builder::with_capacity(capacity)),
+            Logical::Int16 => Col::I16(Int16Builder::with_capacity(capacity)),
+            Logical::Int32 => Col::I32(Int32Builder::with_capacity(capacity)),
+            Logical::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
+            Logical::Float32 => Col::F32(Float32Builder::with_capacity(capacity)),
+            Logical::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
+            Logical::Text(_) => Col::Utf8(text()),
+            Logical::Bytes => Col::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            Logical::Decimal { .. } => match logical.decimal128() {
+                Some((p, sc)) => Col::Decimal(
+                    Decimal128Builder::with_capacity(capacity)
+                        .with_precision_and_scale(p, sc)
+                        .expect("decimal128() checked precision and scale"),
+                    p,
+                    sc,
+                ),
+                None => Col::DecimalText(text()),
+            },
+            Logical::VariableDecimal => Col::VariableDecimal(text()),
+            Logical::Date => Col::Date(Date32Builder::with_capacity(capacity)),
+            Logical::ZonedTimestamp => Col::ZonedTimestamp(
                 TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone(UTC),
             ),
-            DataType::Timestamp(TimeUnit::Microsecond, None) => Col::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(capacity),
-                if name == names::MICRO_TIMESTAMP {
-                    1
-                } else {
-                    1000
-                },
-            ),
-            DataType::Timestamp(_, _) => {
+            Logical::Timestamp(Unit::Nano) => {
                 Col::TimestampNs(TimestampNanosecondBuilder::with_capacity(capacity))
             }
-            DataType::Time64(TimeUnit::Microsecond) => Col::Time(
-                Time64MicrosecondBuilder::with_capacity(capacity),
-                if name == names::MICRO_TIME { 1 } else { 1000 },
+            Logical::Timestamp(unit) => Col::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(capacity),
+                unit.to_micros(),
             ),
-            DataType::Time64(_) => Col::TimeNs(Time64NanosecondBuilder::with_capacity(capacity)),
-            DataType::Duration(_) => {
-                Col::Duration(DurationMicrosecondBuilder::with_capacity(capacity))
+            Logical::Time(Unit::Nano) => {
+                Col::TimeNs(Time64NanosecondBuilder::with_capacity(capacity))
             }
-            DataType::List(field) => {
-                let item = s.items.as_deref().expect("arrow_type saw items");
+            Logical::Time(unit) => Col::Time(
+                Time64MicrosecondBuilder::with_capacity(capacity),
+                unit.to_micros(),
+            ),
+            Logical::Duration => Col::Duration(DurationMicrosecondBuilder::with_capacity(capacity)),
+            Logical::List(item_type) if item_type.is_known() => {
+                let item = s.items.as_deref().expect("a list has an item schema");
+                let DataType::List(field) = logical.arrow_type() else {
+                    unreachable!("a list of a known type is an Arrow list")
+                };
                 Col::List(Box::new(ListCol {
                     offsets: {
                         let mut v = Vec::with_capacity(capacity + 1);
@@ -179,19 +117,11 @@ impl Col {
                         v
                     },
                     validity: Vec::with_capacity(capacity),
-                    item: Col::new(item, capacity),
+                    item: Col::of(item_type, item, capacity),
                     item_field: field,
                 }))
             }
-            DataType::Utf8 => {
-                let b = StringBuilder::with_capacity(capacity, capacity * 16);
-                match (s.ty, name) {
-                    (ConnectType::Bytes, names::DECIMAL) => Col::DecimalText(b),
-                    (ConnectType::Struct, names::VARIABLE_SCALE_DECIMAL) => Col::VariableDecimal(b),
-                    _ => Col::Utf8(b),
-                }
-            }
-            other => unreachable!("arrow_type returned unhandled {other:?}"),
+            Logical::List(_) | Logical::Unknown => Col::Json(text(), s.clone()),
         }
     }
 

@@ -1,216 +1,116 @@
-//! Compaction: sealed journal segments → typed Parquet audit files (DESIGN §5, §6).
+//! Compaction's first half: journal windows → Arrow batches of change rows (DESIGN §5, §6).
 //!
-//! [`compact_once`] guarantees, for the window of sequences it handles:
+//! This module only decodes; [`crate::audit`] writes the batches as Parquet files and
+//! [`crate::apply`] merges them per key. Both read the same rows, so an audit file and the
+//! target never disagree about a value.
 //!
-//! - **Exactly once.** Every journal event lands in exactly one audit file. The window is
-//!   recorded in the manifest before any file is written; file names derive from the window's
-//!   events (`<first_seq>-<last_seq>.parquet` per table, commit date and schema version), so
-//!   a re-run after a crash anywhere rewrites the same names and never adds a second copy.
-//! - **Whole files.** A file is published only when complete (see [`crate::audit`]).
-//! - **Bounded memory.** Events are decoded in batches of `audit.batch_rows` per file being
-//!   written; a window of any size streams through.
-//! - **Nothing lost on failure.** An unreachable or unauthorised store fails before anything
-//!   is written; any failure leaves the manifest and the journal as they were.
+//! - [`plan`] reads a window's event headers once and names every output file before any is
+//!   written: one per table, commit date (UTC) and schema version. The names depend only on
+//!   the journal, so a re-run plans the same files.
+//! - [`decode_window`] reads the window again and decodes each event straight from the
+//!   bridge's bytes into its file's Arrow builders, sending a batch when it holds
+//!   `batch_rows` rows or its file is complete: memory is bounded by the batch size, whatever
+//!   the window's.
+//! - [`decode_in_order`] decodes a window in journal order per table (for apply's merge).
 //!
-//! Work is split across the two cores the design targets: a thread reads and decodes the
-//! journal into Arrow batches, while the async side encodes Parquet and uploads.
+//! An unchanged TOASTed value (Debezium's placeholder) becomes null and its column is listed
+//! in `_cdc_unchanged`. Reading never changes the journal.
 
 mod batch;
 mod columns;
-pub mod manifest;
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use object_store::buffered::BufWriter;
-use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
-use crate::audit::{one_line, AuditError, AuditStore};
 use crate::config::Config;
-use crate::failpoint;
-use crate::journal::event::{EventHeader, TableSchema};
+use crate::error::{Classify, ErrorKind};
+use crate::journal::event::EventHeader;
 use crate::journal::{self, JournalError};
-use batch::{RowBatch, UnknownTypeWarnings};
-use manifest::{Manifest, ManifestError, Window};
+use crate::types::TableSchema;
 
-pub use batch::audit_schema;
-
-/// Parquet key-value metadata key holding the table's Connect schema (the journal's schema
-/// JSON): enough to rebuild the target table with its exact types from an audit file alone.
-pub const TABLE_SCHEMA_METADATA: &str = "db_sync.table_schema";
+pub use batch::{unknown_columns, RowBatch, UnknownTypeWarnings};
 
 /// The placeholder Debezium sends for an unchanged TOASTed value unless configured otherwise.
 pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
-const SEAL_WAIT: Duration = Duration::from_secs(30);
+
+/// The placeholder of `config`'s source (`unavailable.value.placeholder`).
+pub fn placeholder(config: &Config) -> String {
+    config
+        .source_prop("unavailable.value.placeholder")
+        .unwrap_or_else(|| DEFAULT_UNAVAILABLE_PLACEHOLDER.to_string())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error(transparent)]
-    Audit(#[from] AuditError),
     #[error("cannot decode journal event {seq}: {message}; the bridge jar and db-sync may not match (rebuild with scripts/setup.sh)")]
     Decode { seq: u64, message: String },
     #[error("compaction stopped: {0}")]
     Internal(String),
 }
 
-/// What one compaction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub from: u64,
-    pub to: u64,
-    pub events: u64,
-    pub files: u64,
-    pub tables: usize,
+impl Classify for CompactError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CompactError::Journal(e) => e.kind(),
+            CompactError::Decode { .. } | CompactError::Internal(_) => ErrorKind::Permanent,
+        }
+    }
 }
 
-/// One output file: a table, a commit date, a schema version.
+/// One output file of a window: a table, a commit date, a schema version.
 #[derive(Debug, Clone)]
-struct FilePlan {
-    table: Arc<TableSchema>,
+pub struct FilePlan {
+    pub table: Arc<TableSchema>,
     /// The schema as the journal holds it (JSON), for the file's metadata.
-    schema_json: Arc<str>,
-    date: String,
-    first_seq: u64,
-    last_seq: u64,
-    rows: u64,
-}
-
-/// Seals the journal, audits every sealed event not yet audited and updates the manifest.
-/// `Ok(None)`: nothing new. The caller holds the compaction lock ([`crate::cycle`]).
-pub async fn audit_once(config: &Config) -> Result<Option<Summary>, CompactError> {
-    let dir = config.journal.dir.clone();
-    if !dir.is_dir() {
-        tracing::info!(journal = %dir.display(), "no journal yet; nothing to compact");
-        return Ok(None);
-    }
-    let store = AuditStore::open(&config.audit)?;
-    // A bad bucket or credentials fail here, before the journal is touched.
-    store.probe().await?;
-
-    {
-        let dir = dir.clone();
-        let max = config.journal.segment_max_bytes;
-        tokio::task::spawn_blocking(move || journal::seal(&dir, max, SEAL_WAIT))
-            .await
-            .map_err(|e| CompactError::Internal(e.to_string()))??;
-    }
-
-    let mut manifest = Manifest::load(&dir)?;
-    let window = match manifest.pending.clone() {
-        Some(w) => {
-            tracing::info!(
-                from = w.from,
-                to = w.to,
-                "redoing the window an earlier compaction left unfinished"
-            );
-            remove_local_staging_files(&config.audit.url);
-            w
-        }
-        None => {
-            let from = manifest.audited_through + 1;
-            let to = journal::sealed_through(&dir)?;
-            if to < from {
-                return Ok(None);
-            }
-            Window {
-                from,
-                to,
-                events: 0,
-                files: 0,
-                finished_at: None,
-            }
-        }
-    };
-    manifest.pending = Some(window.clone());
-    manifest.store(&dir)?;
-
-    let plan = {
-        let dir = dir.clone();
-        let (from, to) = (window.from, window.to);
-        tokio::task::spawn_blocking(move || plan(&dir, from, to))
-            .await
-            .map_err(|e| CompactError::Internal(e.to_string()))??
-    };
-    let mut warnings = UnknownTypeWarnings::default();
-    for schema in &plan.schemas.schemas {
-        warnings.check(schema);
-    }
-    let events: u64 = plan.files.iter().map(|p| p.rows).sum();
-    let tables = {
-        let mut t: Vec<&str> = plan.files.iter().map(|p| p.table.table.as_str()).collect();
-        t.sort_unstable();
-        t.dedup();
-        t.len()
-    };
-    let files = write_files(config, &store, &dir, &window, Arc::new(plan)).await?;
-
-    failpoint::hit("compact.before_manifest");
-    let mut done = window.clone();
-    done.events = events;
-    done.files = files;
-    manifest.complete(done);
-    manifest.store(&dir)?;
-    Ok(Some(Summary {
-        from: window.from,
-        to: window.to,
-        events,
-        files,
-        tables,
-    }))
-}
-
-/// A crash mid-upload to `file://` leaves object_store's staging files (`<name>#<n>`) behind;
-/// they are invisible to readers of `*.parquet`, but they are garbage. (S3 keeps an
-/// interrupted multipart upload invisible and bucket lifecycle rules expire it.)
-fn remove_local_staging_files(url: &str) {
-    let Some(root) = url.strip_prefix("file://") else {
-        return;
-    };
-    let mut stack = vec![std::path::PathBuf::from(root)];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains(".parquet#"))
-            {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-}
-
-/// The day (UTC) of a commit time in µs, as `YYYY-MM-DD`.
-fn commit_date(ts_us: i64) -> i64 {
-    ts_us.div_euclid(86_400_000_000)
+    pub schema_json: Arc<str>,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub rows: u64,
 }
 
 /// The files of a window, and how to find an event's file.
-struct Plan {
-    files: Vec<FilePlan>,
+pub struct Plan {
+    pub files: Vec<FilePlan>,
     schemas: SchemaIndex,
     /// (schema index, commit day) → file index.
     file_of: HashMap<(usize, i64), usize>,
 }
 
-/// Reads the window once, headers only, to name every output file before writing any.
-fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan, CompactError> {
+impl Plan {
+    /// Every schema version the window uses.
+    pub fn schemas(&self) -> &[Arc<TableSchema>] {
+        &self.schemas.schemas
+    }
+
+    /// Events in the window.
+    pub fn events(&self) -> u64 {
+        self.files.iter().map(|p| p.rows).sum()
+    }
+
+    /// Distinct tables in the window.
+    pub fn tables(&self) -> usize {
+        let mut t: Vec<&str> = self.files.iter().map(|p| p.table.table.as_str()).collect();
+        t.sort_unstable();
+        t.dedup();
+        t.len()
+    }
+}
+
+/// The day (UTC) of a commit time in µs, as days since the epoch.
+fn commit_day(ts_us: i64) -> i64 {
+    ts_us.div_euclid(86_400_000_000)
+}
+
+/// Reads the window `from..=to` once, headers only, to name every output file before writing
+/// any.
+pub fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan, CompactError> {
     let mut schemas = SchemaIndex::default();
     let mut plans: Vec<FilePlan> = Vec::new();
     let mut by_key: HashMap<(usize, i64), usize> = HashMap::new();
@@ -268,7 +168,7 @@ impl SchemaIndex {
             seq: e.seq,
             what: err.to_string(),
         })?;
-        Ok((self.index(e), commit_date(h.ts_us)))
+        Ok((self.index(e), commit_day(h.ts_us)))
     }
 
     fn index(&mut self, e: &journal::StoredEvent<'_>) -> usize {
@@ -291,124 +191,34 @@ impl SchemaIndex {
     }
 }
 
-/// A decoded batch on its way to the writer of file `file`.
-struct Decoded {
-    file: usize,
-    batch: RecordBatch,
+/// A decoded batch on its way to the writer of file `file` (an index into [`Plan::files`]).
+pub struct Decoded {
+    pub file: usize,
+    pub batch: RecordBatch,
 }
 
-async fn write_files(
-    config: &Config,
-    store: &AuditStore,
+/// Reads the window `from..=to` again and decodes each event into its file's batch; hands a
+/// batch to `send` when it is full or its file is complete. `send` returning `false` (the
+/// writer went away) stops the read. Runs on a thread of its own.
+pub fn decode_window(
     dir: &Path,
-    window: &Window,
-    plan: Arc<Plan>,
-) -> Result<u64, CompactError> {
-    let placeholder = config
-        .source_prop("unavailable.value.placeholder")
-        .unwrap_or_else(|| DEFAULT_UNAVAILABLE_PLACEHOLDER.to_string());
-    let batch_rows = config.audit.batch_rows;
-    let total: u64 = plan.files.iter().map(|p| p.rows).sum();
-    let progress = progress_bar(total);
-
-    // Bounded: at most a few decoded batches wait for the encoder.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Decoded, CompactError>>(4);
-    let decoder = {
-        let dir = dir.to_path_buf();
-        let plan = plan.clone();
-        let (from, to) = (window.from, window.to);
-        let progress = progress.clone();
-        std::thread::Builder::new()
-            .name("compact-decode".into())
-            .spawn(move || {
-                let result = decode(
-                    &dir,
-                    from,
-                    to,
-                    &plan,
-                    batch_rows,
-                    &placeholder,
-                    &progress,
-                    &tx,
-                );
-                if let Err(e) = result {
-                    let _ = tx.blocking_send(Err(e));
-                }
-            })
-            .map_err(|e| CompactError::Internal(format!("cannot start the decoder thread: {e}")))?
-    };
-
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(batch_rows))
-        .set_created_by(format!("db-sync {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut writers: HashMap<usize, (AsyncArrowWriter<BufWriter>, u64)> = HashMap::new();
-    let mut published = 0u64;
-    while let Some(item) = rx.recv().await {
-        let Decoded { file, batch } = item?;
-        let fp = &plan.files[file];
-        let location = store.file_location(&fp.table.table, &fp.date, fp.first_seq, fp.last_seq);
-        let write_err = |e: &(dyn std::error::Error + 'static)| AuditError::Write {
-            url: store.url.clone(),
-            location: location.to_string(),
-            message: one_line(e),
-        };
-        if let std::collections::hash_map::Entry::Vacant(slot) = writers.entry(file) {
-            let object = BufWriter::new(store.store.clone(), location.clone());
-            let mut writer = AsyncArrowWriter::try_new(object, batch.schema(), Some(props.clone()))
-                .map_err(|e| write_err(&e))?;
-            writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
-                TABLE_SCHEMA_METADATA.to_string(),
-                fp.schema_json.to_string(),
-            ));
-            slot.insert((writer, 0));
-        }
-        let (writer, rows) = writers.get_mut(&file).expect("inserted above");
-        writer.write(&batch).await.map_err(|e| write_err(&e))?;
-        *rows += batch.num_rows() as u64;
-        if *rows == fp.rows {
-            let (writer, _) = writers.remove(&file).expect("present");
-            writer.close().await.map_err(|e| write_err(&e))?;
-            published += 1;
-            tracing::debug!(file = %location, rows = fp.rows, "published audit file");
-            failpoint::hit("compact.after_file");
-        }
-    }
-    decoder
-        .join()
-        .map_err(|_| CompactError::Internal("the decoder thread panicked".into()))?;
-    progress.finish_and_clear();
-    if !writers.is_empty() || published != plan.files.len() as u64 {
-        return Err(CompactError::Internal(format!(
-            "{} of {} audit files were completed; the window is redone on the next run",
-            published,
-            plan.files.len()
-        )));
-    }
-    Ok(published)
-}
-
-/// Reads the window again and decodes each event into its file's batch; sends a batch when it
-/// is full or its file is complete. Runs on its own thread.
-#[allow(clippy::too_many_arguments)]
-fn decode(
-    dir: &Path,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
     plan: &Plan,
     batch_rows: usize,
     placeholder: &str,
     progress: &indicatif::ProgressBar,
-    tx: &tokio::sync::mpsc::Sender<Result<Decoded, CompactError>>,
+    mut send: impl FnMut(Decoded) -> bool,
 ) -> Result<(), CompactError> {
     let mut schemas = plan.schemas.fresh_read();
     let mut batches: Vec<Option<RowBatch>> = (0..plan.files.len()).map(|_| None).collect();
     let mut decoded: Vec<u64> = vec![0; plan.files.len()];
     let mut since_tick = 0u64;
-    let send = |d: Decoded| -> Result<(), JournalError> {
-        tx.blocking_send(Ok(d))
-            .map_err(|_| JournalError::BadBatch("the writer stopped".into()))
+    let mut deliver = |d: Decoded| -> Result<(), JournalError> {
+        if send(d) {
+            Ok(())
+        } else {
+            Err(JournalError::BadBatch("the writer stopped".into()))
+        }
     };
     let result = journal::read_events(dir, from, |e| {
         if e.seq > to {
@@ -429,12 +239,12 @@ fn decode(
         decoded[file] += 1;
         if decoded[file] == fp.rows {
             let mut last = batches[file].take().expect("present");
-            send(Decoded {
+            deliver(Decoded {
                 file,
                 batch: last.finish(),
             })?;
         } else if rows.rows() >= rows.capacity().max(1) {
-            send(Decoded {
+            deliver(Decoded {
                 file,
                 batch: rows.finish(),
             })?;
@@ -450,10 +260,10 @@ fn decode(
     result.map_err(decode_error)
 }
 
-/// Decodes events `from..=to` into audit batches (the rows audit files hold) of at most
-/// `batch_rows` rows and hands each table's batches to `sink` in journal order; a batch ends
-/// where its table's schema version changes. Batches of different tables interleave. Used by
-/// apply, which merges per key and so needs each table's changes in order.
+/// Decodes events `from..=to` into change-row batches of at most `batch_rows` rows and hands
+/// each table's batches to `sink` in journal order; a batch ends where its table's schema
+/// version changes. Batches of different tables interleave. Used by apply, which merges per
+/// key and so needs each table's changes in order.
 pub fn decode_in_order<E: From<CompactError>>(
     dir: &Path,
     from: u64,
@@ -516,19 +326,3 @@ fn decode_error(e: JournalError) -> CompactError {
         other => other.into(),
     }
 }
-
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() || total < 100_000 {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "compacting {bar:40} {pos}/{len} events ({per_sec}, {eta} left)",
-    ) {
-        bar.set_style(style);
-    }
-    bar
-}
-
-#[cfg(test)]
-mod tests;

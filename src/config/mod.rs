@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use interpolate::interpolate;
+pub use interpolate::{interpolate, InterpolateError};
 pub use secret::{is_secret_key, Secret};
 
 /// A configuration problem: always a bad input, never a runtime failure (exit code 2).
@@ -38,6 +38,12 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Interpolate { path: PathBuf, message: String },
+}
+
+impl crate::error::Classify for ConfigError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Config
+    }
 }
 
 /// The whole configuration file.
@@ -266,9 +272,9 @@ impl Config {
         raw: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = interpolate(raw, env).map_err(|message| ConfigError::Interpolate {
+        let text = interpolate(raw, env).map_err(|e| ConfigError::Interpolate {
             path: path.to_path_buf(),
-            message,
+            message: e.0,
         })?;
         let mut config: Config = deserialize_tracked(&text).map_err(|(key, message)| {
             if key.is_empty() || key == "." {

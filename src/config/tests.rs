@@ -32,11 +32,11 @@ fn interpolates_set_unset_empty_and_literal_dollar() {
 #[test]
 fn interpolation_errors_name_the_variable_or_line() {
     let env = env_of(&[]);
-    let e = interpolate("a: ${MISSING}", &env).unwrap_err();
+    let e = interpolate("a: ${MISSING}", &env).unwrap_err().0;
     assert!(e.contains("MISSING") && e.contains(".env"), "{e}");
-    let e = interpolate("a: 1\nb: ${OPEN", &env).unwrap_err();
+    let e = interpolate("a: 1\nb: ${OPEN", &env).unwrap_err().0;
     assert!(e.contains("line 2"), "{e}");
-    let e = interpolate("${not valid}", &env).unwrap_err();
+    let e = interpolate("${not valid}", &env).unwrap_err().0;
     assert!(e.contains("not a variable"), "{e}");
 }
 

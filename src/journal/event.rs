@@ -1,18 +1,16 @@
 //! The journaled change event: the body the Java bridge encodes (`BatchEncoder.java` holds the
-//! byte layout), the Connect schema that describes it, and decoding it to JSON for people and
-//! scripts (`journal dump`).
+//! byte layout), read back, and decoded to JSON for people and scripts (`journal dump`). The
+//! Connect schema that describes a body is [`crate::types::TableSchema`].
 //!
 //! The body is stored exactly as the bridge produced it; the journal only reads its fixed
-//! header (op, flags, time, position) to de-duplicate. Values are decoded by Connect schema
-//! *name* (DESIGN §9: decode by schema name, not column type), so `io.debezium.time.Date` and
+//! header (op, flags, time, position) to de-duplicate. Values are decoded by their resolved
+//! type ([`crate::types::Logical`], by Connect schema *name*), so `io.debezium.time.Date` and
 //! Kafka's `Date` both become dates.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::Position;
+use crate::types::{names, ConnectSchema, ConnectType, Logical, TableSchema, Unit};
 
 pub const SNAPSHOT: u8 = 1;
 pub const SNAPSHOT_LAST: u8 = 2;
@@ -96,108 +94,6 @@ pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
-/// What a schema frame holds: the table and its key and row schemas.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TableSchema {
-    /// `schema.table` (PostgreSQL) or `db.table` (MySQL), unquoted.
-    pub table: String,
-    pub topic: String,
-    pub key: Option<ConnectSchema>,
-    pub row: ConnectSchema,
-}
-
-impl TableSchema {
-    pub fn from_json(json: &[u8]) -> Result<TableSchema, DecodeError> {
-        serde_json::from_slice(json).map_err(|e| DecodeError(format!("bad schema JSON: {e}")))
-    }
-}
-
-/// A Kafka Connect schema in JsonConverter's JSON shape.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ConnectSchema {
-    /// Set on struct fields.
-    #[serde(default)]
-    pub field: Option<String>,
-    #[serde(rename = "type")]
-    pub ty: ConnectType,
-    #[serde(default)]
-    pub optional: bool,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub version: Option<i64>,
-    #[serde(default)]
-    pub parameters: BTreeMap<String, String>,
-    #[serde(default)]
-    pub fields: Vec<ConnectSchema>,
-    #[serde(default)]
-    pub items: Option<Box<ConnectSchema>>,
-    #[serde(default)]
-    pub keys: Option<Box<ConnectSchema>>,
-    #[serde(default)]
-    pub values: Option<Box<ConnectSchema>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConnectType {
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Float32,
-    Float64,
-    Boolean,
-    String,
-    Bytes,
-    Array,
-    Map,
-    Struct,
-}
-
-impl ConnectSchema {
-    fn logical(&self) -> &str {
-        self.name.as_deref().unwrap_or("")
-    }
-
-    pub fn field_name(&self) -> &str {
-        self.field.as_deref().unwrap_or("")
-    }
-
-    /// The scale of a Connect `Decimal` (its `scale` parameter; 0 when absent).
-    pub fn decimal_scale(&self) -> i32 {
-        self.parameters
-            .get("scale")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The declared precision of a Connect `Decimal`; absent for e.g. PostgreSQL's `money`.
-    pub fn decimal_precision(&self) -> Option<u32> {
-        self.parameters
-            .get("connect.decimal.precision")
-            .and_then(|v| v.parse().ok())
-    }
-}
-
-/// Connect logical type and Debezium semantic type names this module decodes.
-pub mod names {
-    pub const DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
-    pub const VARIABLE_SCALE_DECIMAL: &str = "io.debezium.data.VariableScaleDecimal";
-    pub const DATE: &str = "io.debezium.time.Date";
-    pub const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
-    pub const TIMESTAMP: &str = "io.debezium.time.Timestamp";
-    pub const MICRO_TIMESTAMP: &str = "io.debezium.time.MicroTimestamp";
-    pub const NANO_TIMESTAMP: &str = "io.debezium.time.NanoTimestamp";
-    pub const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
-    pub const TIME: &str = "io.debezium.time.Time";
-    pub const MICRO_TIME: &str = "io.debezium.time.MicroTime";
-    pub const NANO_TIME: &str = "io.debezium.time.NanoTime";
-    pub const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
-    pub const MICRO_DURATION: &str = "io.debezium.time.MicroDuration";
-    pub const ZONED_TIMESTAMP: &str = "io.debezium.time.ZonedTimestamp";
-}
-
 /// An event decoded for display: `journal dump`'s line, DESIGN §3.
 pub fn to_json(seq: u64, schema: &TableSchema, body: &[u8]) -> Result<Value, DecodeError> {
     let h = EventHeader::parse(body)?;
@@ -258,7 +154,7 @@ fn decode_struct(schema: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, De
         m.insert(f.field_name().to_string(), v);
     }
     // VariableScaleDecimal is a struct on the wire and a number to people.
-    if schema.logical() == names::VARIABLE_SCALE_DECIMAL {
+    if schema.logical() == Logical::VariableDecimal {
         if let (Some(Value::Number(scale)), Some(Value::String(hex))) =
             (m.get("scale"), m.get("value"))
         {
@@ -270,38 +166,46 @@ fn decode_struct(schema: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, De
     Ok(Value::Object(m))
 }
 
+/// One present value of schema `s`, as `journal dump` shows it: by its resolved type, so a
+/// new [`Logical`] variant must say how it prints.
 pub fn decode_value(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, DecodeError> {
+    Ok(match s.logical() {
+        Logical::Int8 => Value::from(c.u8()? as i8),
+        Logical::Int16 | Logical::Int32 | Logical::Int64 | Logical::Duration => {
+            Value::from(c.zigzag()?)
+        }
+        Logical::Date => Value::String(format_date(c.zigzag()?)),
+        Logical::Timestamp(Unit::Nano) => Value::String(format_timestamp_ns(c.zigzag()?)),
+        Logical::Timestamp(unit) => Value::String(format_timestamp_us(
+            c.zigzag()?.saturating_mul(unit.to_micros()),
+            false,
+        )),
+        Logical::Time(Unit::Nano) => Value::String(format_time_us(c.zigzag()?.div_euclid(1000))),
+        Logical::Time(unit) => {
+            Value::String(format_time_us(c.zigzag()?.saturating_mul(unit.to_micros())))
+        }
+        Logical::Float32 => float(f32::from_bits(c.u32()?) as f64),
+        Logical::Float64 => float(f64::from_bits(c.u64()?)),
+        Logical::Boolean => Value::Bool(c.u8()? != 0),
+        Logical::Text(_) | Logical::ZonedTimestamp => Value::String(c.str()?.to_string()),
+        Logical::Decimal { .. } => {
+            let scale = c.zigzag()? as i32;
+            let len = c.varint()? as usize;
+            Value::String(decimal_text(c.take(len)?, scale))
+        }
+        Logical::Bytes => {
+            let len = c.varint()? as usize;
+            Value::String(hex(c.take(len)?))
+        }
+        Logical::VariableDecimal => decode_struct(s, c)?,
+        Logical::List(_) | Logical::Unknown => decode_raw(s, c)?,
+    })
+}
+
+/// A value by its Connect type alone: lists, and the types the mapping does not know (maps,
+/// structs), whose parts are decoded by their own types.
+fn decode_raw(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, DecodeError> {
     Ok(match s.ty {
-        ConnectType::Int8 => Value::from(c.u8()? as i8),
-        ConnectType::Int16 | ConnectType::Int32 | ConnectType::Int64 => {
-            let v = c.zigzag()?;
-            match s.logical() {
-                names::DATE | names::CONNECT_DATE => Value::String(format_date(v)),
-                names::MICRO_TIMESTAMP => Value::String(format_timestamp_us(v, false)),
-                names::TIMESTAMP | names::CONNECT_TIMESTAMP => {
-                    Value::String(format_timestamp_us(v.saturating_mul(1000), false))
-                }
-                names::NANO_TIMESTAMP => Value::String(format_timestamp_ns(v)),
-                names::MICRO_TIME => Value::String(format_time_us(v)),
-                names::TIME | names::CONNECT_TIME => Value::String(format_time_us(v * 1000)),
-                names::NANO_TIME => Value::String(format_time_us(v.div_euclid(1000))),
-                _ => Value::from(v),
-            }
-        }
-        ConnectType::Float32 => float(f32::from_bits(c.u32()?) as f64),
-        ConnectType::Float64 => float(f64::from_bits(c.u64()?)),
-        ConnectType::Boolean => Value::Bool(c.u8()? != 0),
-        ConnectType::String => Value::String(c.str()?.to_string()),
-        ConnectType::Bytes => {
-            if s.logical() == names::DECIMAL {
-                let scale = c.zigzag()? as i32;
-                let len = c.varint()? as usize;
-                Value::String(decimal_text(c.take(len)?, scale))
-            } else {
-                let len = c.varint()? as usize;
-                Value::String(hex(c.take(len)?))
-            }
-        }
         ConnectType::Array => {
             let item = s
                 .items
@@ -333,6 +237,7 @@ pub fn decode_value(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, Deco
             Value::Object(m)
         }
         ConnectType::Struct => decode_struct(s, c)?,
+        _ => decode_value(s, c)?,
     })
 }
 
@@ -366,7 +271,8 @@ fn skip_value(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<(), DecodeError> 
             c.str()?;
         }
         ConnectType::Bytes => {
-            if s.logical() == names::DECIMAL {
+            // A Decimal carries its scale before its bytes (BatchEncoder.java).
+            if s.logical_name() == names::DECIMAL {
                 c.varint()?;
             }
             let len = c.varint()? as usize;

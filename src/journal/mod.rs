@@ -53,7 +53,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use event::{EventHeader, TableSchema};
+use crate::error::{Classify, ErrorKind};
+use crate::state::{self, locks, StateError};
+use crate::types::TableSchema;
+use event::EventHeader;
 use segment::{Frame, Frames, Header, HEADER_LEN};
 
 /// A PostgreSQL streaming position: (last commit LSN, change LSN), compared in that order.
@@ -104,6 +107,21 @@ pub enum JournalError {
     Undecodable { seq: u64, what: String },
     #[error("journal is unusable after an earlier write failure; restart db-sync")]
     Poisoned,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl Classify for JournalError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            JournalError::Io { .. } | JournalError::Locked { .. } => ErrorKind::Transient,
+            JournalError::State(e) => e.kind(),
+            JournalError::Corrupt { .. }
+            | JournalError::BadBatch(_)
+            | JournalError::Undecodable { .. }
+            | JournalError::Poisoned => ErrorKind::Permanent,
+        }
+    }
 }
 
 impl JournalError {
@@ -159,10 +177,11 @@ impl Journal {
     /// Fails if another process holds the journal.
     pub fn open(dir: &Path, segment_max_bytes: u64) -> Result<Journal, JournalError> {
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-        let lock =
-            try_lock_file(&dir.join("writer.lock"))?.ok_or_else(|| JournalError::Locked {
+        let lock = locks::try_lock(&dir.join(locks::WRITER_LOCK))?.ok_or_else(|| {
+            JournalError::Locked {
                 dir: dir.to_path_buf(),
-            })?;
+            }
+        })?;
 
         let segments = segment::list(dir)?;
         // Sealed segments are checked whole by readers; here only their headers, which is cheap
@@ -393,23 +412,6 @@ impl Journal {
     }
 }
 
-/// Opens (creating) `path` and takes an exclusive advisory lock on it, held while the file
-/// is open; `None` when another process holds it. The journal's writer and compaction each
-/// have one.
-pub fn try_lock_file(path: &Path) -> Result<Option<File>, JournalError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| JournalError::io(path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(JournalError::io(path, e)),
-    }
-}
-
 /// Creates a segment whole: header written and fsynced under a temporary name, then renamed
 /// and the directory fsynced, so a crash leaves either no segment or a complete header.
 fn create_segment(dir: &Path, header: &Header) -> Result<(File, PathBuf), JournalError> {
@@ -422,9 +424,7 @@ fn create_segment(dir: &Path, header: &Header) -> Result<(File, PathBuf), Journa
             .map_err(|e| JournalError::io(&tmp, e))?;
     }
     std::fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| JournalError::io(dir, e))?;
+    state::sync_dir(dir)?;
     Ok((open_append(&path)?, path))
 }
 
@@ -433,14 +433,6 @@ fn open_append(path: &Path) -> Result<File, JournalError> {
         .append(true)
         .open(path)
         .map_err(|e| JournalError::io(path, e))
-}
-
-/// The file a compaction writes to ask the capture that holds the journal to roll it.
-pub const SEAL_REQUEST: &str = "seal.request";
-
-/// Whether a seal was requested (checked by the writer's owner, once a second or so).
-pub fn seal_requested(dir: &Path) -> bool {
-    dir.join(SEAL_REQUEST).exists()
 }
 
 /// One segment file and the sequence range it may hold.
@@ -483,8 +475,8 @@ pub fn sealed_through(dir: &Path) -> Result<u64, JournalError> {
 /// Seals the active segment so that compaction can read everything journaled so far.
 ///
 /// If no capture holds the journal, rolls it here. Otherwise asks the capture (through
-/// [`SEAL_REQUEST`]) and waits up to `wait` for it; on timeout, compaction proceeds with what
-/// is already sealed and says so.
+/// [`locks::SEAL_REQUEST`]) and waits up to `wait` for it; on timeout, compaction proceeds with
+/// what is already sealed and says so.
 pub fn seal(
     dir: &Path,
     segment_max_bytes: u64,
@@ -495,16 +487,15 @@ pub fn seal(
         Err(JournalError::Locked { .. }) => {}
         Err(e) => return Err(e),
     }
-    let request = dir.join(SEAL_REQUEST);
-    std::fs::write(&request, b"").map_err(|e| JournalError::io(&request, e))?;
+    locks::request_seal(dir)?;
     let start = std::time::Instant::now();
-    while request.exists() {
+    while locks::seal_requested(dir) {
         if start.elapsed() > wait {
             tracing::warn!(
                 journal = %dir.display(),
                 "the running capture did not seal the active segment within {wait:?}; compacting what is sealed"
             );
-            let _ = std::fs::remove_file(&request);
+            locks::clear_seal_request(dir);
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

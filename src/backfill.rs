@@ -2,8 +2,8 @@
 //! of one table from its audit files.
 //!
 //! The audit files are replayed in `_cdc_seq` order through the same merge, chunks and
-//! checkpoint table as apply ([`super::apply_window`]), in windows of about
-//! [`super::WINDOW_EVENTS`] changes, each window after the one before it, so the target ends as
+//! checkpoint table as apply ([`Applier::apply_window`]), in windows of about
+//! [`WINDOW_EVENTS`] changes, each window after the one before it, so the target ends as
 //! the source was at the last replayed change. The checkpoint rows go under the pipeline name
 //! `<name>:backfill:<table>`, cleared when a backfill starts: a retried chunk whose commit was
 //! lost is not applied twice, and a new backfill replays everything again.
@@ -18,17 +18,13 @@ use std::time::Instant;
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
-use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{
-    apply_window, redact_url, target_name, ApplyError, Merger, Target, DECODE_ROWS, WINDOW_EVENTS,
-};
-use crate::audit::{AuditFile, AuditStore};
-use crate::compact::manifest::ApplyWindow;
-use crate::compact::TABLE_SCHEMA_METADATA;
+use crate::apply::merge::Merger;
+use crate::apply::{Applier, ApplyError, DECODE_ROWS, WINDOW_EVENTS};
+use crate::audit::{AuditError, AuditFile, AuditStore};
 use crate::config::Config;
-use crate::journal::event::TableSchema;
+use crate::state::{locks, ApplyWindow};
+use crate::types::{cdc, TableSchema};
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -100,30 +96,24 @@ pub async fn backfill(
         });
     }
     let files = in_range(all, opts.since, opts.until);
-    let name = target_name(&tc.table_name, &opts.table);
+    let pipeline = format!("{}:backfill:{}", config.name, opts.table);
+    let mut target = Applier::new(tc, &pipeline)?;
     let mut summary = Summary {
-        target_table: name.clone(),
+        target_table: target.target_name(&opts.table),
         files: files.len(),
         ..Summary::default()
     };
 
     // No cycle applies to the target while the table is rebuilt.
     let _lock = if config.journal.dir.is_dir() {
-        Some(crate::cycle::lock(&config.journal.dir)?)
+        Some(locks::compact_lock(&config.journal.dir)?)
     } else {
         None
     };
-    let pipeline = format!("{}:backfill:{}", config.name, opts.table);
-    let mut target = Target::new(
-        tc.url.expose(),
-        redact_url(tc.url.expose()),
-        &pipeline,
-        tc.load_data,
-    )?;
     target.prepare().await?;
     target.prune_checkpoints(u64::MAX).await?;
     if opts.truncate {
-        summary.truncated = target.truncate(&name).await?;
+        summary.truncated = target.truncate(&opts.table).await?.1;
     }
 
     progress.start(files.len() as u64);
@@ -134,7 +124,15 @@ pub async fn backfill(
     for (i, file) in files.iter().enumerate() {
         // A window ends between files whose sequence ranges do not overlap.
         if pending_rows >= WINDOW_EVENTS as usize && file.first_seq > reach {
-            apply_pending(&mut target, tc, opts, &mut pending, &mut summary, progress).await?;
+            apply_pending(
+                &mut target,
+                tc.batch_rows,
+                opts,
+                &mut pending,
+                &mut summary,
+                progress,
+            )
+            .await?;
             pending_rows = 0;
         }
         let (schema, batches) = read_file(&store, file, &mut schemas, opts).await?;
@@ -144,7 +142,15 @@ pub async fn backfill(
         pending.extend(batches.into_iter().map(|b| (schema.clone(), b)));
         progress.file_done(rows as u64);
         if i + 1 == files.len() {
-            apply_pending(&mut target, tc, opts, &mut pending, &mut summary, progress).await?;
+            apply_pending(
+                &mut target,
+                tc.batch_rows,
+                opts,
+                &mut pending,
+                &mut summary,
+                progress,
+            )
+            .await?;
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
@@ -175,48 +181,26 @@ async fn read_file(
     schemas: &mut Vec<(String, Arc<TableSchema>)>,
     opts: &Options,
 ) -> Result<(Arc<TableSchema>, Vec<RecordBatch>), ApplyError> {
-    let fail = |message: String| ApplyError::ReadAudit {
-        location: format!("{}/{}", store.url.trim_end_matches('/'), file.location),
-        message,
+    let fail = |message: String| {
+        ApplyError::Audit(AuditError::Read {
+            location: store.describe_location(file),
+            source: message.into(),
+        })
     };
-    // Whole files: one request each, then decoded from memory.
-    let bytes = store
-        .store
-        .get(&file.location)
-        .await
-        .map_err(|e| fail(crate::audit::one_line(&e)))?
-        .bytes()
-        .await
-        .map_err(|e| fail(crate::audit::one_line(&e)))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| fail(e.to_string()))?;
-    let json = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == TABLE_SCHEMA_METADATA))
-        .and_then(|kv| kv.value.clone())
-        .ok_or_else(|| {
-            fail(format!(
-                "it has no `{TABLE_SCHEMA_METADATA}` metadata (written by an older db-sync?); compact the journal again or use --resnapshot"
-            ))
-        })?;
-    let schema = match schemas.iter().find(|(j, _)| *j == json) {
+    let rows = store.read(file, DECODE_ROWS).await?;
+    let schema = match schemas.iter().find(|(j, _)| *j == rows.schema_json) {
         Some((_, s)) => s.clone(),
         None => {
-            let s = Arc::new(TableSchema::from_json(json.as_bytes()).map_err(|e| fail(e.0))?);
-            schemas.push((json, s.clone()));
+            let s = Arc::new(
+                TableSchema::from_json(rows.schema_json.as_bytes())
+                    .map_err(|e| fail(e.to_string()))?,
+            );
+            schemas.push((rows.schema_json, s.clone()));
             s
         }
     };
-    let batches: Vec<RecordBatch> = builder
-        .with_batch_size(DECODE_ROWS)
-        .build()
-        .map_err(|e| fail(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| fail(e.to_string()))?;
-    let mut kept = Vec::with_capacity(batches.len());
-    for b in batches {
+    let mut kept = Vec::with_capacity(rows.batches.len());
+    for b in rows.batches {
         let b = within(&b, opts.since, opts.until).map_err(fail)?;
         if b.num_rows() > 0 {
             kept.push(b);
@@ -235,7 +219,7 @@ fn within(
         return Ok(batch.clone());
     }
     let ts = batch
-        .column_by_name("_cdc_ts")
+        .column_by_name(cdc::TS)
         .ok_or("it has no _cdc_ts column")?
         .as_primitive_opt::<TimestampMicrosecondType>()
         .ok_or("its _cdc_ts is not a microsecond timestamp")?;
@@ -250,8 +234,8 @@ fn within(
 
 /// Merges the pending batches in `_cdc_seq` order and applies them as one window.
 async fn apply_pending(
-    target: &mut Target,
-    tc: &crate::config::TargetConfig,
+    target: &mut Applier,
+    batch_rows: usize,
     opts: &Options,
     pending: &mut Vec<(Arc<TableSchema>, RecordBatch)>,
     summary: &mut Summary,
@@ -262,7 +246,7 @@ async fn apply_pending(
         return Ok(());
     }
     if let Some((schema, _)) = batches.first() {
-        if schema.key.as_ref().is_none_or(|k| k.fields.is_empty()) {
+        if !schema.has_key() {
             return Err(ApplyError::Config {
                 key: "--table".into(),
                 message: format!(
@@ -276,7 +260,7 @@ async fn apply_pending(
     let (mut from, mut to) = (u64::MAX, 0u64);
     for_each_in_seq_order(&batches, |schema, batch| {
         let seqs = batch
-            .column_by_name("_cdc_seq")
+            .column_by_name(cdc::SEQ)
             .map(|c| c.as_primitive::<Int64Type>().clone());
         if let Some(seqs) = seqs.filter(|s| !s.is_empty()) {
             from = from.min(seqs.value(0) as u64);
@@ -289,13 +273,13 @@ async fn apply_pending(
     let window = ApplyWindow {
         from,
         to,
-        batch_rows: tc.batch_rows,
+        batch_rows,
         changes,
         rows: 0,
         chunks: 0,
         finished_at: None,
     };
-    let done = apply_window(target, tc, &window, &plans, None).await?;
+    let done = target.apply_window(&window, &plans, None).await?;
     let rows: u64 = plans.iter().map(|p| p.rows() as u64).sum();
     summary.changes += changes;
     summary.deletes += plans.iter().map(|p| p.deletes.len() as u64).sum::<u64>();
@@ -318,7 +302,7 @@ fn for_each_in_seq_order(
     let seqs: Vec<_> = batches
         .iter()
         .map(|(_, b)| {
-            b.column_by_name("_cdc_seq")
+            b.column_by_name(cdc::SEQ)
                 .and_then(|c| c.as_primitive_opt::<Int64Type>())
                 .cloned()
                 .ok_or_else(|| ApplyError::Internal("an audit file has no _cdc_seq".into()))

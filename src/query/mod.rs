@@ -13,22 +13,60 @@
 //! copied to a temporary directory first (DuckDB's own S3 support is an extension it would
 //! have to download).
 
+mod output;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{DateTime, Utc};
 use duckdb::Connection;
 
-use crate::audit::{AuditFile, AuditStore};
-use crate::cli::Failure;
-use crate::compact::TABLE_SCHEMA_METADATA;
+use crate::audit::{reader, AuditError, AuditFile, AuditStore};
 use crate::config::Config;
-use crate::journal::event::TableSchema;
+use crate::error::{Classify, ErrorKind};
+use crate::types::cdc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The user's statement failed: one line from DuckDB (bad usage, exit 2).
+    #[error("query: {message}")]
+    Sql {
+        message: String,
+        source: duckdb::Error,
+    },
+    #[error("{what}: {}", first_line(&.source.to_string()))]
+    Duck { what: String, source: duckdb::Error },
+    #[error("query: cannot read the result: {0}")]
+    Result(#[from] arrow::error::ArrowError),
+    #[error("cannot create {path} for the audit files: {source}")]
+    Scratch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot print the result: {0}")]
+    Print(std::io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl Classify for QueryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            QueryError::Audit(e) => e.kind(),
+            QueryError::Sql { .. } => ErrorKind::Config,
+            QueryError::Duck { .. }
+            | QueryError::Result(_)
+            | QueryError::Scratch { .. }
+            | QueryError::Print(_)
+            | QueryError::Runtime(_) => ErrorKind::Permanent,
+        }
+    }
+}
 
 /// How `query` prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,36 +85,26 @@ pub fn run(
     sql: &str,
     as_of: Option<DateTime<Utc>>,
     format: Format,
-) -> Result<(), Failure> {
-    let store = AuditStore::open(&config.audit).map_err(|e| Failure::usage(e.to_string()))?;
+) -> Result<(), QueryError> {
+    let store = AuditStore::open(&config.audit)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
-    let files = rt
-        .block_on(store.list_files(None))
-        .map_err(|e| Failure::runtime(e.to_string()))?;
+        .map_err(QueryError::Runtime)?;
+    let files = rt.block_on(store.list_files(None))?;
     let files = prune(files, as_of);
     let scratch = tempdir_for(&store)?;
     let local = rt.block_on(local_paths(&store, &files, scratch.as_deref()))?;
-    let conn = Connection::open_in_memory()
-        .map_err(|e| Failure::runtime(format!("cannot open DuckDB: {e}")))?;
+    let conn = Connection::open_in_memory().map_err(|source| QueryError::Duck {
+        what: "cannot open DuckDB".into(),
+        source,
+    })?;
     let catalog = define_views(&conn, &local, as_of)?;
     let (schema, batches) = execute(&conn, sql, &catalog)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = match format {
-        Format::Table => write_table(&mut out, &schema, &batches),
-        Format::Csv => write_csv(&mut out, &schema, &batches),
-        Format::Json => write_json(&mut out, &batches),
-    };
-    match written.and_then(|()| out.flush().map_err(|e| e.to_string())) {
-        Ok(()) => Ok(()),
-        // The reader went away (`| head`): not an error.
-        Err(e) if e.contains("Broken pipe") => Ok(()),
-        Err(e) => Err(Failure::runtime(format!("cannot print the result: {e}"))),
-    }
+    output::print(&mut out, format, &schema, &batches).map_err(QueryError::Print)
 }
 
 /// Drops files whose whole date partition lies after `as_of`, keeping each table's first file
@@ -97,16 +125,14 @@ fn prune(files: Vec<AuditFile>, as_of: Option<DateTime<Utc>>) -> Vec<AuditFile> 
 }
 
 /// A directory for copies of `s3://` files; `None` for `file://`.
-fn tempdir_for(store: &AuditStore) -> Result<Option<TempDir>, Failure> {
+fn tempdir_for(store: &AuditStore) -> Result<Option<TempDir>, QueryError> {
     if store.local_root.is_some() {
         return Ok(None);
     }
     let dir = std::env::temp_dir().join(format!("db-sync-query-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        Failure::runtime(format!(
-            "cannot create {} for the audit files: {e}",
-            dir.display()
-        ))
+    std::fs::create_dir_all(&dir).map_err(|source| QueryError::Scratch {
+        path: dir.clone(),
+        source,
     })?;
     Ok(Some(TempDir(dir)))
 }
@@ -133,9 +159,8 @@ async fn local_paths(
     store: &AuditStore,
     files: &[AuditFile],
     scratch: Option<&Path>,
-) -> Result<BTreeMap<String, Vec<PathBuf>>, Failure> {
+) -> Result<BTreeMap<String, Vec<PathBuf>>, QueryError> {
     use futures::{StreamExt, TryStreamExt};
-    use object_store::ObjectStoreExt;
     let root = match (&store.local_root, scratch) {
         (Some(root), _) => root.clone(),
         (None, Some(dir)) => dir.to_path_buf(),
@@ -154,27 +179,7 @@ async fn local_paths(
         .collect();
     if store.local_root.is_none() {
         futures::stream::iter(files.iter().zip(&paths))
-            .map(|(f, (_, path))| async move {
-                let fail = |e: &dyn std::fmt::Display| {
-                    Failure::runtime(format!(
-                        "cannot read audit file {} from {}: {e}",
-                        f.location, store.url
-                    ))
-                };
-                let bytes = store
-                    .store
-                    .get(&f.location)
-                    .await
-                    .map_err(|e| fail(&crate::audit::one_line(&e)))?
-                    .bytes()
-                    .await
-                    .map_err(|e| fail(&crate::audit::one_line(&e)))?;
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| fail(&e))?;
-                }
-                std::fs::write(path, &bytes).map_err(|e| fail(&e))?;
-                Ok::<(), Failure>(())
-            })
+            .map(|(f, (_, path))| store.download(f, path))
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
@@ -202,8 +207,11 @@ fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn duck_err(what: &str, e: duckdb::Error) -> Failure {
-    Failure::runtime(format!("{what}: {}", first_line(&e.to_string())))
+fn duck_err(what: &str, source: duckdb::Error) -> QueryError {
+    QueryError::Duck {
+        what: what.to_string(),
+        source,
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -215,7 +223,7 @@ fn define_views(
     conn: &Connection,
     local: &BTreeMap<String, Vec<PathBuf>>,
     as_of: Option<DateTime<Utc>>,
-) -> Result<Catalog, Failure> {
+) -> Result<Catalog, QueryError> {
     let mut catalog = Catalog {
         tables: Vec::new(),
         keyless: Vec::new(),
@@ -232,7 +240,8 @@ fn define_views(
             .join(", ");
         let filter = as_of.map_or(String::new(), |t| {
             format!(
-                " WHERE \"_cdc_ts\" <= TIMESTAMPTZ '{}'",
+                " WHERE {} <= TIMESTAMPTZ '{}'",
+                ident(cdc::TS),
                 t.format("%Y-%m-%d %H:%M:%S%.6f+00")
             )
         });
@@ -255,11 +264,14 @@ fn define_views(
         )
         .map_err(|e| duck_err(&what, e))?
         .into_iter()
-        .filter(|c| !c.starts_with("_cdc_"))
+        .filter(|c| !c.starts_with(cdc::PREFIX))
         .collect();
         let unchanged: Vec<String> = query_strings(
             conn,
-            &format!("SELECT DISTINCT u FROM (SELECT unnest(\"_cdc_unchanged\") AS u FROM {changes}) ORDER BY u"),
+            &format!(
+                "SELECT DISTINCT u FROM (SELECT unnest({}) AS u FROM {changes}) ORDER BY u",
+                ident(cdc::UNCHANGED)
+            ),
         )
         .map_err(|e| duck_err(&what, e))?
         .into_iter()
@@ -283,14 +295,15 @@ fn state_view(
     unchanged: &[String],
 ) -> String {
     let partition = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+    let (seq, op, unchanged_col) = (ident(cdc::SEQ), ident(cdc::OP), ident(cdc::UNCHANGED));
     let mut fills = String::new();
     let mut out = Vec::with_capacity(columns.len());
     for c in columns {
         match unchanged.iter().position(|u| u == c) {
             Some(i) => {
                 fills.push_str(&format!(
-                    ", last_value(CASE WHEN NOT list_contains(coalesce(\"_cdc_unchanged\", []::VARCHAR[]), {}) \
-                     THEN struct_pack(v := {}) END IGNORE NULLS) OVER (PARTITION BY {partition} ORDER BY \"_cdc_seq\" \
+                    ", last_value(CASE WHEN NOT list_contains(coalesce({unchanged_col}, []::VARCHAR[]), {}) \
+                     THEN struct_pack(v := {}) END IGNORE NULLS) OVER (PARTITION BY {partition} ORDER BY {seq} \
                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS \"__db_sync_fill_{i}\"",
                     lit(c),
                     ident(c)
@@ -304,7 +317,7 @@ fn state_view(
         }
     }
     format!(
-        "CREATE VIEW {}.{} AS SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {partition} ORDER BY \"_cdc_seq\" DESC) AS \"__db_sync_rn\"{fills} FROM {changes}) WHERE \"__db_sync_rn\" = 1 AND \"_cdc_op\" <> 'd'",
+        "CREATE VIEW {}.{} AS SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {partition} ORDER BY {seq} DESC) AS \"__db_sync_rn\"{fills} FROM {changes}) WHERE \"__db_sync_rn\" = 1 AND {op} <> 'd'",
         ident(schema),
         ident(name),
         out.join(", ")
@@ -312,29 +325,8 @@ fn state_view(
 }
 
 /// The source key of the table an audit file holds, from the schema db-sync wrote into it.
-fn key_columns(path: &Path) -> Result<Option<Vec<String>>, Failure> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let fail = |e: &dyn std::fmt::Display| {
-        Failure::runtime(format!("cannot read audit file {}: {e}", path.display()))
-    };
-    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| fail(&e))?;
-    let Some(json) = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == TABLE_SCHEMA_METADATA))
-        .and_then(|kv| kv.value.clone())
-    else {
-        return Ok(None);
-    };
-    let schema = TableSchema::from_json(json.as_bytes()).map_err(|e| fail(&e))?;
-    Ok(schema.key.map(|k| {
-        k.fields
-            .iter()
-            .map(|f| f.field_name().to_string())
-            .collect()
-    }))
+fn key_columns(path: &Path) -> Result<Option<Vec<String>>, QueryError> {
+    Ok(reader::local_table_schema(path)?.map(|s| s.key_columns()))
 }
 
 fn query_strings(conn: &Connection, sql: &str) -> Result<Vec<String>, duckdb::Error> {
@@ -348,9 +340,9 @@ fn execute(
     conn: &Connection,
     sql: &str,
     catalog: &Catalog,
-) -> Result<(SchemaRef, Vec<RecordBatch>), Failure> {
-    let fail = |e: duckdb::Error| {
-        let mut message = first_line(&e.to_string());
+) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    let fail = |source: duckdb::Error| {
+        let mut message = first_line(&source.to_string());
         if message.contains("Catalog Error") && message.contains("does not exist") {
             message.push_str(&format!(
                 "; the audit files hold {}{} (a table appears after its first compaction)",
@@ -369,7 +361,7 @@ fn execute(
                 }
             ));
         }
-        Failure::usage(format!("query: {message}"))
+        QueryError::Sql { message, source }
     };
     let mut stmt = conn.prepare(sql).map_err(fail)?;
     let arrow = stmt.query_arrow([]).map_err(fail)?;
@@ -390,8 +382,7 @@ fn execute(
                 .collect::<Result<Vec<_>, _>>()?;
             RecordBatch::try_new(schema.clone(), columns)
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Failure::runtime(format!("query: cannot read the result: {e}")))?;
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((schema, batches))
 }
 
@@ -418,150 +409,6 @@ fn utc_as_offset(schema: &SchemaRef) -> SchemaRef {
         fields,
         schema.metadata().clone(),
     ))
-}
-
-fn formatter(array: &dyn Array) -> Result<ArrayFormatter<'_>, String> {
-    static OPTIONS: std::sync::LazyLock<FormatOptions<'static>> =
-        std::sync::LazyLock::new(|| FormatOptions::default().with_null(""));
-    ArrayFormatter::try_new(array, &OPTIONS).map_err(|e| e.to_string())
-}
-
-fn write_table(
-    out: &mut impl Write,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<(), String> {
-    let empty;
-    let batches = if batches.is_empty() {
-        empty = [RecordBatch::new_empty(schema.clone())];
-        &empty[..]
-    } else {
-        batches
-    };
-    let table = arrow::util::pretty::pretty_format_batches(batches).map_err(|e| e.to_string())?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    writeln!(out, "{table}").map_err(|e| e.to_string())?;
-    writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" }).map_err(|e| e.to_string())
-}
-
-/// A CSV field, quoted when it must be.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn write_csv(
-    out: &mut impl Write,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<(), String> {
-    let header: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| csv_field(f.name()))
-        .collect();
-    writeln!(out, "{}", header.join(",")).map_err(|e| e.to_string())?;
-    for batch in batches {
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| formatter(c.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        for row in 0..batch.num_rows() {
-            let fields: Vec<String> = batch
-                .columns()
-                .iter()
-                .zip(&formatters)
-                .map(|(c, f)| {
-                    if c.is_null(row) {
-                        String::new()
-                    } else {
-                        csv_field(&f.value(row).to_string())
-                    }
-                })
-                .collect();
-            writeln!(out, "{}", fields.join(",")).map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(())
-}
-
-fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), String> {
-    for batch in batches {
-        let schema = batch.schema();
-        for row in 0..batch.num_rows() {
-            let mut object = serde_json::Map::with_capacity(batch.num_columns());
-            for (field, column) in schema.fields().iter().zip(batch.columns()) {
-                object.insert(field.name().clone(), json_value(column, row)?);
-            }
-            serde_json::to_writer(&mut *out, &object).map_err(|e| e.to_string())?;
-            writeln!(out).map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(())
-}
-
-/// One cell as JSON: numbers as numbers, decimals as strings (exact), nested values nested,
-/// everything else as its display text (timestamps in RFC 3339).
-fn json_value(array: &ArrayRef, row: usize) -> Result<serde_json::Value, String> {
-    use arrow::datatypes as t;
-    use serde_json::Value as J;
-    if array.is_null(row) {
-        return Ok(J::Null);
-    }
-    macro_rules! num {
-        ($ty:ty) => {
-            J::from(array.as_primitive::<$ty>().value(row))
-        };
-    }
-    Ok(match array.data_type() {
-        DataType::Boolean => J::Bool(array.as_boolean().value(row)),
-        DataType::Int8 => num!(t::Int8Type),
-        DataType::Int16 => num!(t::Int16Type),
-        DataType::Int32 => num!(t::Int32Type),
-        DataType::Int64 => num!(t::Int64Type),
-        DataType::UInt8 => num!(t::UInt8Type),
-        DataType::UInt16 => num!(t::UInt16Type),
-        DataType::UInt32 => num!(t::UInt32Type),
-        DataType::UInt64 => num!(t::UInt64Type),
-        DataType::Float32 | DataType::Float64 => {
-            let v = match array.data_type() {
-                DataType::Float32 => array.as_primitive::<t::Float32Type>().value(row) as f64,
-                _ => array.as_primitive::<t::Float64Type>().value(row),
-            };
-            serde_json::Number::from_f64(v).map_or_else(|| J::String(v.to_string()), J::Number)
-        }
-        DataType::Utf8 => J::String(array.as_string::<i32>().value(row).to_string()),
-        DataType::LargeUtf8 => J::String(array.as_string::<i64>().value(row).to_string()),
-        DataType::List(_) => {
-            let list = array.as_list::<i32>().value(row);
-            J::Array(
-                (0..list.len())
-                    .map(|i| json_value(&list, i))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        DataType::LargeList(_) => {
-            let list = array.as_list::<i64>().value(row);
-            J::Array(
-                (0..list.len())
-                    .map(|i| json_value(&list, i))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        DataType::Struct(fields) => {
-            let s = array.as_struct();
-            let mut object = serde_json::Map::new();
-            for (f, c) in fields.iter().zip(s.columns()) {
-                object.insert(f.name().clone(), json_value(c, row)?);
-            }
-            J::Object(object)
-        }
-        _ => J::String(formatter(array.as_ref())?.value(row).to_string()),
-    })
 }
 
 #[cfg(test)]
@@ -591,14 +438,6 @@ mod tests {
         let at = crate::timearg::parse("2026-11-01 12:00").unwrap();
         let kept: Vec<u64> = prune(files, Some(at)).iter().map(|f| f.first_seq).collect();
         assert_eq!(kept, vec![1, 3]);
-    }
-
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
     }
 
     #[test]

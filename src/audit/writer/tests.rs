@@ -1,15 +1,20 @@
-//! Compaction against a journal written through the journal API and a `file://` store, read
-//! back with the parquet crate. (Integration tests cover the real source and DuckDB.)
+//! The audit stage against a journal written through the journal API and a `file://` store,
+//! read back with the parquet crate. (Integration tests cover the real source and DuckDB.)
 
 use std::path::Path;
+use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
-use crate::journal::event;
-use crate::journal::Journal;
+use crate::audit::TABLE_SCHEMA_METADATA;
+use crate::compact::DEFAULT_UNAVAILABLE_PLACEHOLDER;
+use crate::config::Config;
+use crate::journal::{self, event, Journal};
+use crate::state::{AuditProgress, Window};
+use crate::types::TableSchema;
 
 /// One cycle (lock, audit, GC; these configs have no target) and what its audit did.
 async fn compact_once(config: &Config) -> Result<Option<Summary>, crate::cycle::CycleError> {
@@ -356,7 +361,7 @@ async fn writes_typed_files_per_table_and_day_exactly_once() {
     // Nothing new: nothing written. The audited segment is gone (retain_hours: 0).
     assert_eq!(compact_once(&config).await.unwrap(), None);
     assert_eq!(parquet_files(&audit), files);
-    let m = Manifest::load(&config.journal.dir).unwrap();
+    let m = AuditProgress::load(&config.journal.dir).unwrap();
     assert_eq!(
         (m.audited_through, m.pending.is_none(), m.windows.len()),
         (5, true, 1)
@@ -395,9 +400,9 @@ async fn an_unfinished_window_is_redone_under_the_same_names() {
             .collect();
         j.append(events.iter().map(|e| (id, &e[..]))).unwrap();
     }
-    // A crash after the window was recorded: the manifest says pending 1..=3.
+    // A crash after the window was recorded: the progress says pending 1..=3.
     journal::seal(&config.journal.dir, 1 << 20, Duration::from_secs(1)).unwrap();
-    let m = Manifest {
+    let m = AuditProgress {
         pending: Some(Window {
             from: 1,
             to: 3,
@@ -405,7 +410,7 @@ async fn an_unfinished_window_is_redone_under_the_same_names() {
             files: 0,
             finished_at: None,
         }),
-        ..Manifest::default()
+        ..AuditProgress::default()
     };
     m.store(&config.journal.dir).unwrap();
     // More events arrive before the re-run; they must not join the redone window.

@@ -1,0 +1,70 @@
+//! The checkpoint table `_db_sync_checkpoint`: one row per committed chunk, inserted in the
+//! chunk's own transaction (DESIGN §2). Its primary key (pipeline, window, chunk) is the
+//! guard that makes a re-run skip what committed, even a chunk whose COMMIT reply was lost
+//! with the connection.
+
+use std::collections::HashSet;
+
+use mysql_async::prelude::Queryable;
+
+use super::ddl::quote;
+use super::sql::{sql_string, with_retry, Session, SqlError};
+
+pub const TABLE: &str = "_db_sync_checkpoint";
+
+/// Creates the checkpoint table if it is missing.
+pub async fn create(session: &mut Session) -> Result<(), SqlError> {
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} (\
+         `pipeline` VARCHAR(64) NOT NULL, \
+         `window_from` BIGINT UNSIGNED NOT NULL, \
+         `window_to` BIGINT UNSIGNED NOT NULL, \
+         `chunk` INT UNSIGNED NOT NULL, \
+         `chunks` INT UNSIGNED NOT NULL, \
+         `table_name` VARCHAR(255) NOT NULL, \
+         `operation` VARCHAR(8) NOT NULL, \
+         `row_count` INT UNSIGNED NOT NULL, \
+         `committed_at` DATETIME(6) NOT NULL, \
+         PRIMARY KEY (`pipeline`, `window_from`, `chunk`)\
+         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        quote(TABLE)
+    );
+    session.exec(&sql, "creating the checkpoint table").await
+}
+
+/// The chunks of `pipeline`'s window starting at `from` that already committed.
+pub async fn committed(
+    session: &mut Session,
+    pipeline: &str,
+    from: u64,
+) -> Result<HashSet<u32>, SqlError> {
+    let sql = format!(
+        "SELECT `chunk` FROM {} WHERE `pipeline` = ? AND `window_from` = ?",
+        quote(TABLE)
+    );
+    let chunks: Vec<u32> = with_retry!(session, "reading the checkpoint table", |conn| conn
+        .exec::<u32, _, _>(&sql, (pipeline, from))
+        .await
+        .map_err(SqlError::from))?;
+    Ok(chunks.into_iter().collect())
+}
+
+/// Drops `pipeline`'s checkpoint rows of windows before `before` (all applied: the progress
+/// file says so).
+pub async fn prune(session: &mut Session, pipeline: &str, before: u64) -> Result<(), SqlError> {
+    let sql = format!(
+        "DELETE FROM {} WHERE `pipeline` = {} AND `window_from` < {before}",
+        quote(TABLE),
+        sql_string(pipeline)
+    );
+    session.exec(&sql, "pruning the checkpoint table").await
+}
+
+/// The statement that records a chunk, first thing in its transaction.
+pub fn insert_sql() -> String {
+    format!(
+        "INSERT INTO {} (`pipeline`, `window_from`, `window_to`, `chunk`, `chunks`, `table_name`, `operation`, `row_count`, `committed_at`) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
+        quote(TABLE)
+    )
+}

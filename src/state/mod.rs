@@ -1,0 +1,111 @@
+//! The pipeline's local state: every file in the state directory (`journal.dir`) other than
+//! the journal's segments, in one place.
+//!
+//! # Layout
+//!
+//! ```text
+//! <journal.dir>/
+//!   segment-<first seq>.log   the journal (crate::journal owns their format)
+//!   audit-progress.json       AuditProgress: which sequences are in audit files
+//!   apply-progress.json       ApplyProgress: which sequences are applied to the target
+//!   jobs-state.json           the last run of each scheduled job (`status`)
+//!   writer.lock               held by the one capture that appends to the journal
+//!   compact.lock              held by the one cycle (or backfill) that audits / applies
+//!   seal.request              a cycle asks the running capture to roll the active segment
+//! ```
+//!
+//! (Before the split, both progress records lived in one `audit-manifest.json`; the first
+//! load moves it to the two files, see [`progress`].)
+//!
+//! # Invariants
+//!
+//! - **Whole or not at all.** Every state file is written to a temporary name, fsynced,
+//!   renamed over the old one, and the directory fsynced ([`write_atomic`]): a crash leaves
+//!   the old version or the new one, never a torn file.
+//! - **Intent first.** Audit and apply each record the window they are about to work on
+//!   (`pending`) before they write anything downstream; a re-run after a crash redoes exactly
+//!   that window. Progress only moves forward.
+//! - **One writer each.** Only the holder of `writer.lock` appends to the journal; only the
+//!   holder of `compact.lock` changes the progress files or the target. Both locks are
+//!   advisory `flock`s held while the file is open, so a crashed holder releases them.
+//! - **GC.** A journal segment may be deleted only when every event in it is audited and, when
+//!   a target is configured, applied ([`collectable_through`]).
+
+pub mod jobs;
+pub mod locks;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Classify, ErrorKind};
+
+pub use progress::{collectable_through, ApplyProgress, ApplyWindow, AuditProgress, Window};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid ({source}); restore it from a backup, or delete it and the audit files to re-audit the journal")]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+impl StateError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl Classify for StateError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StateError::Io { .. } => ErrorKind::Transient,
+            StateError::Invalid { .. } => ErrorKind::Permanent,
+        }
+    }
+}
+
+/// Writes `bytes` to `dir/name` whole: temporary file, fsync, rename, directory fsync.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let io = |e| StateError::io(&path, e);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    sync_dir(dir)
+}
+
+/// fsyncs a directory, so that a rename or a new file in it survives a power loss.
+pub fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StateError::io(dir, e))
+}
+
+/// Reads a JSON state file; `None` when it does not exist.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Invalid {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StateError::io(path, e)),
+    }
+}

@@ -1,0 +1,246 @@
+//! Audit and apply progress: which journal sequences are in audit files, and which are applied
+//! to the target. Each stage owns one file and changes it only under `compact.lock`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{read_json, write_atomic, StateError};
+
+pub const AUDIT_FILE: &str = "audit-progress.json";
+pub const APPLY_FILE: &str = "apply-progress.json";
+/// The one file both lived in before; moved to the two files on first load.
+pub const LEGACY_MANIFEST: &str = "audit-manifest.json";
+/// Completed audit windows kept for `status`; older ones are summed into `audited_through`.
+const KEEP_WINDOWS: usize = 100;
+
+/// A window of the audit stage: journal sequences `from..=to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub from: u64,
+    pub to: u64,
+    #[serde(default)]
+    pub events: u64,
+    #[serde(default)]
+    pub files: u64,
+    /// RFC 3339 time the window completed.
+    #[serde(default)]
+    pub finished_at: Option<String>,
+}
+
+/// A window of the apply stage. Its chunks are numbered from its merged plan, which depends
+/// only on the journal and `batch_rows`: both are fixed once the window is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyWindow {
+    pub from: u64,
+    pub to: u64,
+    pub batch_rows: usize,
+    #[serde(default)]
+    pub changes: u64,
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default)]
+    pub chunks: u32,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+}
+
+/// Which sequences are in audit files (`audit-progress.json`).
+///
+/// An audit records the window it is about to write as `pending`; a re-run after a crash
+/// redoes exactly that window, so files are rewritten under the same names and no event lands
+/// in two files. Only when every file of the window is published does `audited_through` move
+/// and `pending` clear.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditProgress {
+    /// Every sequence up to this one is in exactly one audit file.
+    pub audited_through: u64,
+    /// A window being written: redo it before anything else.
+    pub pending: Option<Window>,
+    /// The latest completed windows, oldest first.
+    #[serde(default)]
+    pub windows: Vec<Window>,
+}
+
+/// Which sequences are applied to the target (`apply-progress.json`).
+///
+/// Apply records the window it is about to apply as `pending` before it sends anything; a
+/// re-run finishes that window (its committed chunks are skipped through the checkpoint
+/// table) before any other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyProgress {
+    /// Every sequence up to this one is applied to the target.
+    #[serde(default)]
+    pub applied_through: u64,
+    /// A window being applied.
+    #[serde(default)]
+    pub pending: Option<ApplyWindow>,
+    /// The last window applied, for `status`.
+    #[serde(default)]
+    pub last: Option<ApplyWindow>,
+    /// Tables apply skips because they have no primary key (reported once each).
+    #[serde(default)]
+    pub skipped_tables: BTreeSet<String>,
+}
+
+/// The single manifest of earlier versions: audit and apply progress in one file.
+#[derive(Deserialize)]
+struct Legacy {
+    #[serde(default)]
+    audited_through: u64,
+    #[serde(default)]
+    pending: Option<Window>,
+    #[serde(default)]
+    windows: Vec<Window>,
+    #[serde(default)]
+    applied_through: u64,
+    #[serde(default)]
+    apply_pending: Option<ApplyWindow>,
+    #[serde(default)]
+    last_apply: Option<ApplyWindow>,
+    #[serde(default)]
+    skipped_tables: BTreeSet<String>,
+}
+
+/// Moves a legacy `audit-manifest.json` into the two progress files, once. Each new file is
+/// written whole before the old one goes, so a crash at any point leaves the progress readable
+/// from one place or the other.
+fn migrate(dir: &Path) -> Result<(), StateError> {
+    let legacy_path = dir.join(LEGACY_MANIFEST);
+    let Some(old) = read_json::<Legacy>(&legacy_path)? else {
+        return Ok(());
+    };
+    if !dir.join(AUDIT_FILE).exists() {
+        let audit = AuditProgress {
+            audited_through: old.audited_through,
+            pending: old.pending,
+            windows: old.windows,
+        };
+        audit.store(dir)?;
+    }
+    if !dir.join(APPLY_FILE).exists() {
+        let apply = ApplyProgress {
+            applied_through: old.applied_through,
+            pending: old.apply_pending,
+            last: old.last_apply,
+            skipped_tables: old.skipped_tables,
+        };
+        apply.store(dir)?;
+    }
+    std::fs::remove_file(&legacy_path).map_err(|e| StateError::io(&legacy_path, e))?;
+    tracing::info!(dir = %dir.display(), "moved {LEGACY_MANIFEST} to {AUDIT_FILE} and {APPLY_FILE}");
+    Ok(())
+}
+
+impl AuditProgress {
+    /// The progress, or an empty one before the first audit.
+    pub fn load(dir: &Path) -> Result<AuditProgress, StateError> {
+        migrate(dir)?;
+        Ok(read_json(&dir.join(AUDIT_FILE))?.unwrap_or_default())
+    }
+
+    pub fn store(&self, dir: &Path) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("progress serializes");
+        write_atomic(dir, AUDIT_FILE, &bytes)
+    }
+
+    /// Marks `window` done.
+    pub fn complete(&mut self, mut window: Window) {
+        window.finished_at = Some(chrono::Utc::now().to_rfc3339());
+        self.audited_through = self.audited_through.max(window.to);
+        self.pending = None;
+        self.windows.push(window);
+        if self.windows.len() > KEEP_WINDOWS {
+            let extra = self.windows.len() - KEEP_WINDOWS;
+            self.windows.drain(..extra);
+        }
+    }
+}
+
+impl ApplyProgress {
+    /// The progress, or an empty one before the first apply.
+    pub fn load(dir: &Path) -> Result<ApplyProgress, StateError> {
+        migrate(dir)?;
+        Ok(read_json(&dir.join(APPLY_FILE))?.unwrap_or_default())
+    }
+
+    pub fn store(&self, dir: &Path) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("progress serializes");
+        write_atomic(dir, APPLY_FILE, &bytes)
+    }
+
+    /// Marks the window `window` done.
+    pub fn complete(&mut self, mut window: ApplyWindow) {
+        window.finished_at = Some(chrono::Utc::now().to_rfc3339());
+        self.applied_through = self.applied_through.max(window.to);
+        self.pending = None;
+        self.last = Some(window);
+    }
+}
+
+/// The last sequence journal GC may delete: audited, and applied when there is a target.
+pub fn collectable_through(audit: &AuditProgress, apply: &ApplyProgress, has_target: bool) -> u64 {
+    if has_target {
+        audit.audited_through.min(apply.applied_through)
+    } else {
+        audit.audited_through
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            AuditProgress::load(dir.path()).unwrap(),
+            AuditProgress::default()
+        );
+        let mut m = AuditProgress {
+            pending: Some(Window {
+                from: 1,
+                to: 9,
+                events: 9,
+                files: 0,
+                finished_at: None,
+            }),
+            ..AuditProgress::default()
+        };
+        m.store(dir.path()).unwrap();
+        assert_eq!(AuditProgress::load(dir.path()).unwrap(), m);
+        let w = m.pending.clone().unwrap();
+        m.complete(w);
+        assert_eq!((m.audited_through, m.pending.is_none()), (9, true));
+        std::fs::write(dir.path().join(AUDIT_FILE), b"{oops").unwrap();
+        let e = AuditProgress::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not valid"), "{e}");
+    }
+
+    #[test]
+    fn a_legacy_manifest_moves_to_the_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(LEGACY_MANIFEST),
+            br#"{"audited_through": 40, "pending": null, "windows": [],
+                 "applied_through": 30, "apply_pending": {"from": 31, "to": 40, "batch_rows": 5},
+                 "last_apply": null, "skipped_tables": ["public.nokey"]}"#,
+        )
+        .unwrap();
+        let apply = ApplyProgress::load(dir.path()).unwrap();
+        assert_eq!(apply.applied_through, 30);
+        assert_eq!(
+            apply.pending.as_ref().map(|w| (w.from, w.to)),
+            Some((31, 40))
+        );
+        assert!(apply.skipped_tables.contains("public.nokey"));
+        assert_eq!(AuditProgress::load(dir.path()).unwrap().audited_through, 40);
+        assert!(!dir.path().join(LEGACY_MANIFEST).exists());
+        assert_eq!(
+            collectable_through(&AuditProgress::load(dir.path()).unwrap(), &apply, true),
+            30
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The change row: what an audit file holds and what apply merges (DESIGN §5). A table's own
+//! columns (after-image for c/u/r, before-image for d), then the `_cdc_` columns named here.
+//!
+//! Every stage that writes or reads change rows (the decoder, the audit writer and reader,
+//! the merge, `query`'s views, backfill) uses these names, so the layout has one definition.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use super::TableSchema;
+
+/// `c` insert, `u` update, `d` delete, `r` snapshot read, `t` truncate.
+pub const OP: &str = "_cdc_op";
+/// Journal sequence: unique, increasing in commit order.
+pub const SEQ: &str = "_cdc_seq";
+/// Source commit time (UTC µs).
+pub const TS: &str = "_cdc_ts";
+/// Source position (PostgreSQL change LSN; MySQL `file:pos:row`).
+pub const POSITION: &str = "_cdc_position";
+/// Source transaction id.
+pub const TX: &str = "_cdc_tx";
+/// Whether the row is a snapshot read.
+pub const SNAPSHOT: &str = "_cdc_snapshot";
+/// Columns the source did not send (PostgreSQL's unchanged TOAST): null here, and left as they
+/// are in the target.
+pub const UNCHANGED: &str = "_cdc_unchanged";
+/// The prefix every `_cdc_` column has; a source column with it would be shadowed.
+pub const PREFIX: &str = "_cdc_";
+
+/// The Arrow schema of a table's change rows: its columns, then the `_cdc_` columns.
+pub fn change_schema(table: &TableSchema) -> SchemaRef {
+    let mut fields: Vec<Field> = table
+        .row
+        .fields
+        .iter()
+        .map(|f| Field::new(f.field_name(), f.logical().arrow_type(), true))
+        .collect();
+    fields.extend([
+        Field::new(OP, DataType::Utf8, false),
+        Field::new(SEQ, DataType::Int64, false),
+        Field::new(
+            TS,
+            DataType::Timestamp(TimeUnit::Microsecond, Some(super::logical::UTC.into())),
+            false,
+        ),
+        Field::new(POSITION, DataType::Utf8, false),
+        Field::new(TX, DataType::Utf8, true),
+        Field::new(SNAPSHOT, DataType::Boolean, false),
+        Field::new(
+            UNCHANGED,
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+    ]);
+    Arc::new(Schema::new(fields))
+}

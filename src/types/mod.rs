@@ -1,0 +1,172 @@
+//! Types: the Connect schema of a table as Debezium describes it, and the one place where a
+//! column's type is resolved and mapped (DESIGN §6, §9).
+//!
+//! [`TableSchema`] / [`ConnectSchema`] are the model: what the bridge writes once per table
+//! schema version (JsonConverter's JSON shape) and what every stage reads. [`Logical`] is a
+//! column's type resolved once from it, by Debezium schema *name* (DESIGN §9: decode by schema
+//! name, not column type). Its Arrow type, its MySQL type, its JSON rendering and the limits
+//! they share are exhaustive `match`es on it ([`logical`]), so adding a type makes the
+//! compiler name every place it must touch: the audit column builder (`compact::columns`), the
+//! journal's JSON (`journal::event`), the target's column type; a unit test in
+//! `apply::values` checks that apply renders every Arrow type [`Logical::arrow_type`] gives.
+
+pub mod cdc;
+pub mod logical;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+pub use logical::{limits, Logical, Text, Unit};
+
+/// A table schema version: the table and its key and row schemas.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TableSchema {
+    /// `schema.table` (PostgreSQL) or `db.table` (MySQL), unquoted.
+    pub table: String,
+    pub topic: String,
+    pub key: Option<ConnectSchema>,
+    pub row: ConnectSchema,
+}
+
+/// A schema the bridge wrote that does not parse: a bridge bug or corruption.
+#[derive(Debug, thiserror::Error)]
+#[error("bad schema JSON: {0}")]
+pub struct SchemaError(#[from] serde_json::Error);
+
+impl TableSchema {
+    pub fn from_json(json: &[u8]) -> Result<TableSchema, SchemaError> {
+        Ok(serde_json::from_slice(json)?)
+    }
+
+    /// The key columns, in key order (empty without a key).
+    pub fn key_columns(&self) -> Vec<String> {
+        self.key
+            .as_ref()
+            .map(|k| {
+                k.fields
+                    .iter()
+                    .map(|f| f.field_name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the table has a primary key (apply needs one).
+    pub fn has_key(&self) -> bool {
+        self.key.as_ref().is_some_and(|k| !k.fields.is_empty())
+    }
+}
+
+/// A Kafka Connect schema in JsonConverter's JSON shape.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectSchema {
+    /// Set on struct fields.
+    #[serde(default)]
+    pub field: Option<String>,
+    #[serde(rename = "type")]
+    pub ty: ConnectType,
+    #[serde(default)]
+    pub optional: bool,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<i64>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub fields: Vec<ConnectSchema>,
+    #[serde(default)]
+    pub items: Option<Box<ConnectSchema>>,
+    #[serde(default)]
+    pub keys: Option<Box<ConnectSchema>>,
+    #[serde(default)]
+    pub values: Option<Box<ConnectSchema>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectType {
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Boolean,
+    String,
+    Bytes,
+    Array,
+    Map,
+    Struct,
+}
+
+impl ConnectSchema {
+    /// The Connect logical / Debezium semantic type name, `""` when none.
+    pub fn logical_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    pub fn field_name(&self) -> &str {
+        self.field.as_deref().unwrap_or("")
+    }
+
+    /// The scale of a Connect `Decimal` (its `scale` parameter; 0 when absent).
+    pub fn decimal_scale(&self) -> i32 {
+        self.parameters
+            .get("scale")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The declared precision of a Connect `Decimal`; absent for e.g. PostgreSQL's `money`.
+    pub fn decimal_precision(&self) -> Option<u32> {
+        self.parameters
+            .get("connect.decimal.precision")
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The source column type Debezium propagates (`column.propagate.source.type`), upper case.
+    pub fn source_type(&self) -> Option<String> {
+        self.parameters
+            .get(names::SOURCE_TYPE)
+            .map(|s| s.to_ascii_uppercase())
+    }
+
+    /// The source column length Debezium propagates, when it is a real bound.
+    pub fn source_length(&self) -> Option<u32> {
+        self.parameters
+            .get(names::SOURCE_LENGTH)
+            .and_then(|l| l.parse::<u32>().ok())
+            .filter(|&l| l > 0 && l < i32::MAX as u32)
+    }
+
+    /// This field's resolved type.
+    pub fn logical(&self) -> Logical {
+        Logical::of(self)
+    }
+}
+
+/// Connect logical type and Debezium semantic type names, and the parameters db-sync reads.
+pub mod names {
+    pub const DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
+    pub const VARIABLE_SCALE_DECIMAL: &str = "io.debezium.data.VariableScaleDecimal";
+    pub const DATE: &str = "io.debezium.time.Date";
+    pub const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
+    pub const TIMESTAMP: &str = "io.debezium.time.Timestamp";
+    pub const MICRO_TIMESTAMP: &str = "io.debezium.time.MicroTimestamp";
+    pub const NANO_TIMESTAMP: &str = "io.debezium.time.NanoTimestamp";
+    pub const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+    pub const TIME: &str = "io.debezium.time.Time";
+    pub const MICRO_TIME: &str = "io.debezium.time.MicroTime";
+    pub const NANO_TIME: &str = "io.debezium.time.NanoTime";
+    pub const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
+    pub const MICRO_DURATION: &str = "io.debezium.time.MicroDuration";
+    pub const ZONED_TIMESTAMP: &str = "io.debezium.time.ZonedTimestamp";
+    pub const UUID: &str = "io.debezium.data.Uuid";
+    pub const JSON: &str = "io.debezium.data.Json";
+    pub const ENUM: &str = "io.debezium.data.Enum";
+    /// Debezium's source-type parameters (`column.propagate.source.type`, on by default).
+    pub const SOURCE_TYPE: &str = "__debezium.source.column.type";
+    pub const SOURCE_LENGTH: &str = "__debezium.source.column.length";
+}
