@@ -3,11 +3,16 @@
 //! the `db-sync` binary.
 //!
 //! One test binary (delta-rs style): it links once, which matters when a build takes minutes.
+//! Shared helpers live in `support/`, one module per service.
 
 mod apply;
+mod apply_outage;
+mod audit_crash;
+mod audit_rows;
+mod audit_store;
+mod audit_types;
 mod bad_input;
 mod capture;
-mod compact;
 mod crash;
 mod docker;
 mod operate;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::apply::{audit_yaml, wait_for_marker};
+use crate::support::target::{audit_yaml, wait_for_marker};
 use crate::schedule::{count, daemon_config};
 use crate::support::*;
 

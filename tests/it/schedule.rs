@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::apply::{
+use crate::support::target::{
     assert_workload_equal, audit_yaml, wait_for_marker, WORKLOAD_SCHEMA, WORKLOAD_TABLES,
 };
 use crate::support::*;
