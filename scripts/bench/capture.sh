@@ -8,18 +8,18 @@
 # Prints events, seconds, events/s and peak RSS (/usr/bin/time -v) per run, the throughput
 # ratios (c)/(a) and (c)/(b), and journal bytes per event. Java sources: scripts/bench/java/.
 #
-# Usage: scripts/bench-capture.sh
+# Usage: scripts/bench/capture.sh
 #   BENCH_ROWS (1000000)  rows in bench.public.bench_rows (recreated when the count differs)
 #   BENCH_KEEP=1          keep the run dir (offsets, journal, logs) under ~/.cache/db-sync/bench
 # The `bench` database is kept for the next run; slots and publications are dropped.
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
+# shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 rows=${BENCH_ROWS:-1000000}
 [[ $rows =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS must be a positive whole number, got '$rows'"
 keep=${BENCH_KEEP:-0}
-invocation="BENCH_ROWS=$rows scripts/bench-capture.sh"
+invocation="BENCH_ROWS=$rows scripts/bench/capture.sh"
 
 bench_setup all
 

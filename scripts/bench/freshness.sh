@@ -18,7 +18,7 @@
 # MISS, the daemon's CPU time and peak RSS, and the command line. Exits 1 when a row never
 # arrived or the daemon did not exit 0 on SIGTERM.
 #
-# Usage: scripts/bench-freshness.sh
+# Usage: scripts/bench/freshness.sh
 #   BENCH_SECONDS (180)            how long the stream of commits lasts
 #   BENCH_RATE (10)                commits per second
 #   BENCH_ROWS_PER_COMMIT (1)      rows each commit inserts
@@ -30,7 +30,7 @@
 #   DB_SYNC_BIN=PATH               a prebuilt db-sync to run instead of the release build
 #                                  (set-up then skips cargo)
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
+# shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 seconds=${BENCH_SECONDS:-180}
@@ -258,6 +258,6 @@ if [[ $daemon_rc != 0 ]]; then
   fail=1
 fi
 echo
-echo "command: BENCH_SECONDS=$seconds BENCH_RATE=$rate BENCH_ROWS_PER_COMMIT=$per_commit BENCH_SCHEDULE_SECONDS=$schedule BENCH_POLL_MS=$poll_ms scripts/bench-freshness.sh"
+echo "command: BENCH_SECONDS=$seconds BENCH_RATE=$rate BENCH_ROWS_PER_COMMIT=$per_commit BENCH_SCHEDULE_SECONDS=$schedule BENCH_POLL_MS=$poll_ms scripts/bench/freshness.sh"
 echo "(daemon) $(printf '%q ' "$bin" --config "$run_dir/config.yaml" run)"
 ((fail == 0)) || { keep=1; exit 1; }

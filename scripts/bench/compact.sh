@@ -10,9 +10,9 @@
 # Prints events, seconds, events/s, peak RSS (/usr/bin/time -v) and output bytes per run,
 # the ratio ours/duckdb in events/s, the JSON-lines and journal sizes, and the command lines.
 #
-# Usage: scripts/bench-compact.sh
+# Usage: scripts/bench/compact.sh
 #   BENCH_EVENTS (1000000)  events in the journal: the snapshot of bench.public.bench_rows
-#                           (N = 1000000, shared with scripts/bench-capture.sh) or of
+#                           (N = 1000000, shared with scripts/bench/capture.sh) or of
 #                           bench.public.bench_rows_<N>; the table is (re)filled when its
 #                           count differs
 #   BENCH_RUNS ("ours duckdb")  which runs to time (e.g. "duckdb" before `compact` exists)
@@ -21,7 +21,7 @@
 # ~/.cache/db-sync/bench/compact-journal-<N>/; delete that dir to capture again. Each run
 # compacts a fresh copy of it, so the audit manifest starts empty.
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
+# shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 n=${BENCH_EVENTS:-1000000}
@@ -35,7 +35,7 @@ run_ours=0 run_duckdb=0
 [[ " $runs " == *" ours "* ]] && run_ours=1
 [[ " $runs " == *" duckdb "* ]] && run_duckdb=1
 keep=${BENCH_KEEP:-0}
-invocation="BENCH_EVENTS=$n scripts/bench-compact.sh"
+invocation="BENCH_EVENTS=$n scripts/bench/compact.sh"
 [[ $runs == "ours duckdb" ]] || invocation="BENCH_RUNS=\"$runs\" $invocation"
 table=bench_rows
 ((n == 1000000)) || table=bench_rows_$n
@@ -79,7 +79,7 @@ declare -A label events secs rss bytes cmdline
 timed() { bench_timed "$@"; }
 
 # engine_config JOURNAL_DIR [AUDIT_URL] — a db-sync config: the engine properties of
-# scripts/bench-capture.sh for public.$table, offsets and history in the run dir.
+# scripts/bench/capture.sh for public.$table, offsets and history in the run dir.
 engine_config() {
   cat <<EOF
 name: bench

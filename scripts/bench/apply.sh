@@ -12,7 +12,7 @@
 # Checks that (ours) and (load) hold the same rows (CHECKSUM TABLE), then prints rows, seconds
 # and rows/s per run and the ratios ours/load and ours/perrow.
 #
-# Usage: scripts/bench-apply.sh
+# Usage: scripts/bench/apply.sh
 #   BENCH_ROWS (1000000)        rows of bench.public.bench_wide (refilled when it differs)
 #   BENCH_PERROW_ROWS (50000)   rows the per-row run writes
 #   BENCH_BATCH_ROWS (5000)     target.batch_rows of (ours)
@@ -21,7 +21,7 @@
 # The journal is captured once (`capture --exit-after-snapshot`) into
 # ~/.cache/db-sync/bench/apply-journal-<N>/; delete it to capture again.
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
+# shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 n=${BENCH_ROWS:-1000000}
@@ -169,5 +169,5 @@ awk -v o="$ours_rate" -v l="$(rate "${rows[load]}" "${secs[load]}")" -v p="$(rat
 echo "same rows: CHECKSUM TABLE $table = loaded = $ours_sum"
 echo "db-sync said: $summary"
 echo
-echo "command: BENCH_ROWS=$n BENCH_BATCH_ROWS=$batch_rows BENCH_LOAD_DATA=$load_data scripts/bench-apply.sh"
+echo "command: BENCH_ROWS=$n BENCH_BATCH_ROWS=$batch_rows BENCH_LOAD_DATA=$load_data scripts/bench/apply.sh"
 for k in ours load perrow; do echo "($k) ${cmdline[$k]}"; done
