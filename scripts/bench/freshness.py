@@ -1,4 +1,4 @@
-"""Load and observers for scripts/bench-freshness.sh (run from the venv of scripts/setup.sh).
+"""Load and observers for scripts/bench/freshness.sh (run from the venv of scripts/setup.sh).
 
 One process, three threads, one clock (time.time(), the host's wall clock, which the local
 PostgreSQL, MariaDB and db-sync share):

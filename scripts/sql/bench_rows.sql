@@ -1,4 +1,4 @@
--- (Re)create public.<tbl> with <rows> rows for the benchmarks (scripts/bench-*.sh):
+-- (Re)create public.<tbl> with <rows> rows for the benchmarks (scripts/bench/*.sh):
 --   psql -1 -v tbl=bench_rows -v rows=1000000 -f scripts/sql/bench_rows.sql
 -- Columns: bigint, int, text, numeric(12,2), timestamptz, boolean, text. Deterministic but
 -- varied values (hashes of id): names ~19-32 chars (avg 24), notes ~28-52 (avg 39), every

@@ -1,4 +1,4 @@
--- (Re)create public.<tbl> with <rows> rows of 10 columns for scripts/bench-apply.sh:
+-- (Re)create public.<tbl> with <rows> rows of 10 columns for scripts/bench/apply.sh:
 --   psql -1 -v tbl=bench_wide -v rows=1000000 -f scripts/sql/bench_wide.sql
 -- The 7 columns of bench_rows.sql (same values) plus a double, a date and a varchar(16).
 set client_min_messages = warning;

@@ -1,5 +1,5 @@
 /*
- * Baselines for scripts/bench-capture.sh: Debezium's embedded engine in a plain JVM, the way
+ * Baselines for scripts/bench/capture.sh: Debezium's embedded engine in a plain JVM, the way
  * people usually embed it, with a consumer that throws every event away. They measure what
  * Debezium alone costs for a PostgreSQL initial snapshot, to compare db-sync's capture with.
  *

@@ -18,7 +18,7 @@
 # MISS, the daemon's CPU time and peak RSS, and the command line. Exits 1 when a row never
 # arrived or the daemon did not exit 0 on SIGTERM.
 #
-# Usage: scripts/bench-freshness.sh
+# Usage: scripts/bench/freshness.sh
 #   BENCH_SECONDS (180)            how long the stream of commits lasts
 #   BENCH_RATE (10)                commits per second
 #   BENCH_ROWS_PER_COMMIT (1)      rows each commit inserts
@@ -30,23 +30,18 @@
 #   DB_SYNC_BIN=PATH               a prebuilt db-sync to run instead of the release build
 #                                  (set-up then skips cargo)
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
+# shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-seconds=${BENCH_SECONDS:-180}
-rate=${BENCH_RATE:-10}
-per_commit=${BENCH_ROWS_PER_COMMIT:-1}
-schedule=${BENCH_SCHEDULE_SECONDS:-5}
-poll_ms=${BENCH_POLL_MS:-150}
-wait_secs=${BENCH_WAIT_SECONDS:-120}
-for v in "$seconds" "$rate" "$per_commit" "$schedule" "$poll_ms" "$wait_secs"; do
-  [[ $v =~ ^[1-9][0-9]*$ ]] ||
-    die "BENCH_SECONDS, BENCH_RATE, BENCH_ROWS_PER_COMMIT, BENCH_SCHEDULE_SECONDS, BENCH_POLL_MS and BENCH_WAIT_SECONDS must be positive whole numbers, got '$v'"
-done
+seconds=$(bench_count BENCH_SECONDS 180)
+rate=$(bench_count BENCH_RATE 10)
+per_commit=$(bench_count BENCH_ROWS_PER_COMMIT 1)
+schedule=$(bench_count BENCH_SCHEDULE_SECONDS 5)
+poll_ms=$(bench_count BENCH_POLL_MS 150)
+wait_secs=$(bench_count BENCH_WAIT_SECONDS 120)
 # "*/7" would fire at second 56 and again at 0: uneven periods.
 ((schedule < 60 && 60 % schedule == 0)) ||
   die "BENCH_SCHEDULE_SECONDS must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30), got $schedule"
-keep=${BENCH_KEEP:-0}
 table=bench_fresh
 mydb=bench_fresh
 budget=$((schedule + 10)) # the target: p99 <= schedule + 10 s
@@ -57,12 +52,10 @@ command -v mariadb >/dev/null || die "the mariadb client is missing: run scripts
 py=$VENV/bin/python
 "$py" -c 'import duckdb, psycopg, pymysql' 2>/dev/null ||
   die "$VENV lacks duckdb, psycopg or pymysql: run scripts/setup.sh"
-my() { mariadb --no-defaults -h 127.0.0.1 -P "$MYSQL_PORT" -uroot "$@"; }
+my() { bench_mariadb "$@"; }
 
 cd "$ROOT"
-mkdir -p "$CACHE_DIR/bench"
-run_dir=$(mktemp -d "$CACHE_DIR/bench/fresh-run.XXXXXX")
-run_id="$(date +%s)_$$"
+bench_run_dir fresh-run
 slot=bench_fresh_$run_id # replication slot and publication, dropped on exit
 pid=""                   # the db-sync run daemon while it runs
 
@@ -89,20 +82,15 @@ cleanup() {
     stop_daemon TERM 30 || stop_daemon KILL 5 || log "warning: db-sync run (pid $pid) did not exit"
   fi
   drop_slot_and_publication bench "$slot"
-  if [[ $keep == 1 ]]; then
-    log "kept $run_dir and the MariaDB database $mydb"
-  else
-    rm -rf "$run_dir"
+  bench_remove_run_dir "and the MariaDB database $mydb"
+  if [[ $keep != 1 ]]; then
     my -e "DROP DATABASE IF EXISTS $mydb" || log "warning: could not drop the MariaDB database $mydb"
   fi
 }
 trap cleanup EXIT
 
 # --- 1. the source table, the target database, the config and the job -------------------
-if [[ -z $(psql_db postgres -Atc "select 1 from pg_database where datname = 'bench'") ]]; then
-  log "creating database bench"
-  psql_db postgres -c "create database bench"
-fi
+bench_db
 psql_db bench -c "drop table if exists public.$table" \
   -c "create table public.$table (id bigint primary key, committed_at timestamptz not null, payload text)"
 my -e "DROP DATABASE IF EXISTS $mydb; CREATE DATABASE $mydb CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
@@ -112,24 +100,11 @@ name: compact
 schedule: "*/$schedule * * * * *"
 kind: compact
 EOF
-cat >"$run_dir/config.yaml" <<EOF
-name: bench_fresh
-source:
-  connector.class: io.debezium.connector.postgresql.PostgresConnector
-  database.hostname: "127.0.0.1"
-  database.port: "$PG_PORT"
-  database.user: postgres
-  database.password: "$PG_SUPERPASS"
-  database.dbname: bench
-  topic.prefix: bench
-  table.include.list: public.$table
-  slot.name: $slot
-  publication.name: $slot
-  publication.autocreate.mode: filtered
-  offset.storage.file.filename: $run_dir/capture/offsets.dat
-  schema.history.internal.file.filename: $run_dir/capture/history.dat
-engine:
-  lib_dir: $ROOT/debezium/lib
+{
+  echo "name: bench_fresh"
+  bench_source "$table" "$slot" "$run_dir/capture" topic.prefix=bench publication.autocreate.mode=filtered
+  bench_engine
+  cat <<EOF
 journal:
   dir: $run_dir/journal
 audit:
@@ -138,6 +113,7 @@ target:
   url: mysql://root@127.0.0.1:$MYSQL_PORT/$mydb
 jobs_dir: $run_dir/jobs
 EOF
+} >"$run_dir/config.yaml"
 
 # --- 2. the daemon, streaming, with the target table created ------------------------------
 log "starting db-sync run (compact every $schedule s); log in $run_dir/run.err"
@@ -222,7 +198,7 @@ val() { awk -v k="$1" '$1 == k { print $2 }' "$run_dir/stats"; }
 rows=$(val rows)
 echo
 echo "freshness benchmark: db-sync run, compact every $schedule s (\"*/$schedule * * * * *\"), bench.public.$table -> MariaDB $(my -N -e 'SELECT VERSION()') + file:// audit"
-echo "host: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); load: $rate commits/s x $per_commit row(s) for $seconds s; observers poll every $poll_ms ms (times are late by up to that)"
+echo "host: $(bench_host); load: $rate commits/s x $per_commit row(s) for $seconds s; observers poll every $poll_ms ms (times are late by up to that)"
 echo
 echo "rows $rows in $(val commits) commits over $(val stream_seconds) s; in target $(val in_target), in audit files $(val in_audit) ($(val audit_files) files, $(val audit_duplicates) rows in more than one); last rows arrived $(val drain_seconds) s after the stream"
 printf '%-32s %8s %8s %8s %8s %8s\n' "seconds after commit" min p50 p99 max mean
@@ -258,6 +234,6 @@ if [[ $daemon_rc != 0 ]]; then
   fail=1
 fi
 echo
-echo "command: BENCH_SECONDS=$seconds BENCH_RATE=$rate BENCH_ROWS_PER_COMMIT=$per_commit BENCH_SCHEDULE_SECONDS=$schedule BENCH_POLL_MS=$poll_ms scripts/bench-freshness.sh"
+echo "command: BENCH_SECONDS=$seconds BENCH_RATE=$rate BENCH_ROWS_PER_COMMIT=$per_commit BENCH_SCHEDULE_SECONDS=$schedule BENCH_POLL_MS=$poll_ms scripts/bench/freshness.sh"
 echo "(daemon) $(printf '%q ' "$bin" --config "$run_dir/config.yaml" run)"
 ((fail == 0)) || { keep=1; exit 1; }

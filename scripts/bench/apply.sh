@@ -12,7 +12,7 @@
 # Checks that (ours) and (load) hold the same rows (CHECKSUM TABLE), then prints rows, seconds
 # and rows/s per run and the ratios ours/load and ours/perrow.
 #
-# Usage: scripts/bench-apply.sh
+# Usage: scripts/bench/apply.sh
 #   BENCH_ROWS (1000000)        rows of bench.public.bench_wide (refilled when it differs)
 #   BENCH_PERROW_ROWS (50000)   rows the per-row run writes
 #   BENCH_BATCH_ROWS (5000)     target.batch_rows of (ours)
@@ -21,31 +21,25 @@
 # The journal is captured once (`capture --exit-after-snapshot`) into
 # ~/.cache/db-sync/bench/apply-journal-<N>/; delete it to capture again.
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
+# shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-n=${BENCH_ROWS:-1000000}
-perrow_n=${BENCH_PERROW_ROWS:-50000}
-batch_rows=${BENCH_BATCH_ROWS:-5000}
+n=$(bench_count BENCH_ROWS 1000000)
+perrow_n=$(bench_count BENCH_PERROW_ROWS 50000)
+batch_rows=$(bench_count BENCH_BATCH_ROWS 5000)
 load_data=${BENCH_LOAD_DATA:-true}
 [[ $load_data == true || $load_data == false ]] || die "BENCH_LOAD_DATA must be true or false, got '$load_data'"
-for v in "$n" "$perrow_n" "$batch_rows"; do
-  [[ $v =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS, BENCH_PERROW_ROWS and BENCH_BATCH_ROWS must be positive whole numbers, got '$v'"
-done
 ((perrow_n <= n)) || perrow_n=$n
-keep=${BENCH_KEEP:-0}
 table=bench_wide
 ((n == 1000000)) || table=bench_wide_$n
 mydb=bench_apply
 
 bench_setup all
 command -v mariadb >/dev/null || die "the mariadb client is missing: run scripts/setup.sh"
-my() { mariadb --no-defaults -h 127.0.0.1 -P "$MYSQL_PORT" -uroot --local-infile=1 "$@"; }
+my() { bench_mariadb --local-infile=1 "$@"; }
 
 cd "$ROOT"
-mkdir -p "$CACHE_DIR/bench"
-run_dir=$(mktemp -d "$CACHE_DIR/bench/apply-run.XXXXXX")
-run_id="$(date +%s)_$$"
+bench_run_dir apply-run
 slot=""
 # Durable commits, as a production server has them (services.sh starts MariaDB with 2 for
 # test speed); restored on exit.
@@ -54,35 +48,17 @@ my -e "SET GLOBAL innodb_flush_log_at_trx_commit = 1"
 cleanup() {
   my -e "SET GLOBAL innodb_flush_log_at_trx_commit = $flush_was" || true
   [[ -z $slot ]] || drop_slot_and_publication bench "$slot"
-  if [[ $keep == 1 ]]; then log "kept $run_dir"; else rm -rf "$run_dir"; fi
+  bench_remove_run_dir
 }
 trap cleanup EXIT
 declare -A label rows secs rss cmdline
-timed() { bench_timed "$@"; }
 
 # config JOURNAL [TARGET] — a db-sync config for public.$table with a file:// audit URL.
 config() {
-  cat <<EOF
-name: bench
-source:
-  connector.class: io.debezium.connector.postgresql.PostgresConnector
-  database.hostname: "127.0.0.1"
-  database.port: "$PG_PORT"
-  database.user: postgres
-  database.password: "$PG_SUPERPASS"
-  database.dbname: bench
-  table.include.list: public.$table
-  slot.name: bench_apply_$run_id
-  publication.name: bench_apply_$run_id
-  offset.storage.file.filename: $run_dir/capture/offsets.dat
-  schema.history.internal.file.filename: $run_dir/capture/history.dat
-engine:
-  lib_dir: $ROOT/debezium/lib
-journal:
-  dir: $1
-audit:
-  url: file://$run_dir/audit
-EOF
+  echo "name: bench"
+  bench_source "$table" "bench_apply_$run_id" "$run_dir/capture"
+  bench_engine
+  printf 'journal:\n  dir: %s\naudit:\n  url: %s\n' "$1" "file://$run_dir/audit"
   if [[ -n ${2:-} ]]; then
     printf 'target:\n  url: %s\n  batch_rows: %s\n  load_data: %s\n' "$2" "$batch_rows" "$load_data"
   fi
@@ -90,7 +66,7 @@ EOF
 
 # --- 1. the journal: cached, or captured --------------------------------------------------
 cache=$CACHE_DIR/bench/apply-journal-$n
-if [[ -d $cache/journal && -f $cache/events && $(<"$cache/events") == "$n" ]]; then
+if bench_journal_cached "$cache" "$n"; then
   log "reusing the journal of $n events in $cache"
 else
   if bench_table "$table" "$n" "$ROOT/scripts/sql/bench_wide.sql"; then
@@ -101,7 +77,7 @@ else
   config "$cache/journal" >"$run_dir/capture.yaml"
   slot=bench_apply_$run_id
   label[capture]="db-sync capture --exit-after-snapshot"
-  timed capture "$bin" --config "$run_dir/capture.yaml" capture --exit-after-snapshot
+  bench_timed capture "$bin" --config "$run_dir/capture.yaml" capture --exit-after-snapshot
   drop_slot_and_publication bench "$slot"
   slot=""
   got=$("$bin" --config "$run_dir/capture.yaml" journal dump | wc -l)
@@ -111,8 +87,7 @@ fi
 
 # --- 2. a fresh copy, audited (not timed), and an empty target database ----------------------
 journal=$run_dir/journal
-cp -R "$cache/journal" "$journal"
-rm -f "$journal/audit-manifest.json"
+bench_journal_copy "$cache" "$journal"
 config "$journal" >"$run_dir/audit.yaml"
 log "auditing the journal first (not timed): the timed run only applies"
 "$bin" --config "$run_dir/audit.yaml" compact --once >/dev/null
@@ -121,7 +96,7 @@ config "$journal" "mysql://root@127.0.0.1:$MYSQL_PORT/$mydb" >"$run_dir/apply.ya
 
 # --- 3. (ours) ----------------------------------------------------------------------------
 label[ours]="db-sync compact (apply)"
-timed ours "$bin" --config "$run_dir/apply.yaml" compact --once
+bench_timed ours "$bin" --config "$run_dir/apply.yaml" compact --once
 rows[ours]=$(my -N -e "SELECT COUNT(*) FROM $mydb.$table")
 [[ ${rows[ours]} == "$n" ]] || { keep=1; die "db-sync applied ${rows[ours]} rows, expected $n (run dir kept)"; }
 summary=$(cat "$run_dir/ours.out")
@@ -132,7 +107,7 @@ log "exporting the rows from PostgreSQL (not timed)"
 psql_db bench -c "\\copy (SELECT id, qty, name, price, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), active::int, note, score, day, code FROM public.$table ORDER BY id) TO '$tsv'"
 my "$mydb" -e "CREATE TABLE loaded LIKE $table"
 label[load]="LOAD DATA LOCAL INFILE"
-timed load mariadb --no-defaults -h 127.0.0.1 -P "$MYSQL_PORT" -uroot --local-infile=1 "$mydb" \
+bench_timed load mariadb --no-defaults -h 127.0.0.1 -P "$MYSQL_PORT" -uroot --local-infile=1 "$mydb" \
   -e "LOAD DATA LOCAL INFILE '$tsv' INTO TABLE loaded CHARACTER SET utf8mb4 (id, qty, name, price, created_at, active, note, score, day, code)"
 rows[load]=$(my -N -e "SELECT COUNT(*) FROM $mydb.loaded")
 ours_sum=$(my -N -e "CHECKSUM TABLE $mydb.$table" | awk '{ print $2 }')
@@ -147,27 +122,21 @@ psql_db bench -At -c "SELECT format('INSERT INTO perrow VALUES (%s, %s, %L, %s, 
   FROM public.$table ORDER BY id LIMIT $perrow_n" >"$sqlfile"
 my "$mydb" -e "CREATE TABLE perrow LIKE $table"
 label[perrow]="one INSERT … ON DUPLICATE KEY UPDATE per row"
-timed perrow bash -c "mariadb --no-defaults -h 127.0.0.1 -P $MYSQL_PORT -uroot $mydb < '$sqlfile'"
+bench_timed perrow bash -c "mariadb --no-defaults -h 127.0.0.1 -P $MYSQL_PORT -uroot $mydb < '$sqlfile'"
 rows[perrow]=$(my -N -e "SELECT COUNT(*) FROM $mydb.perrow")
 [[ ${rows[perrow]} == "$perrow_n" ]] || die "the per-row run wrote ${rows[perrow]} rows, expected $perrow_n"
 
 # --- 6. report ----------------------------------------------------------------------------
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 echo
 echo "apply benchmark: $n rows of bench.public.$table (10 columns) into MariaDB $(my -N -e 'SELECT VERSION()') (InnoDB)"
-echo "host: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); whole-process wall time; innodb_flush_log_at_trx_commit = 1 (durable commits)"
+echo "host: $(bench_host); whole-process wall time; innodb_flush_log_at_trx_commit = 1 (durable commits)"
 echo
-printf '%-50s %9s %9s %10s %12s\n' name rows seconds rows/s "peak RSS MB"
-for k in ours load perrow; do
-  printf '%-50s %9s %9s %10s %12.0f\n' "($k) ${label[$k]}" "${rows[$k]}" "${secs[$k]}" \
-    "$(rate "${rows[$k]}" "${secs[$k]}")" "$(awk -v kb="${rss[$k]}" 'BEGIN { print kb / 1024 }')"
-done
+bench_results rows "50 9 9 10 12" ours load perrow
 echo
-ours_rate=$(rate "${rows[ours]}" "${secs[ours]}")
-awk -v o="$ours_rate" -v l="$(rate "${rows[load]}" "${secs[load]}")" -v p="$(rate "${rows[perrow]}" "${secs[perrow]}")" \
-  'BEGIN { printf "rows/s ratio ours/load = %.2f (target >= 0.6); ours/perrow = %.1f (target >= 20)\n", o / l, o / p }'
+declare -A r
+for k in ours load perrow; do r[$k]=$(bench_rate "${rows[$k]}" "${secs[$k]}"); done
+echo "rows/s ratio ours/load = $(bench_ratio "${r[ours]}" "${r[load]}") (target >= 0.6); ours/perrow = $(bench_ratio "${r[ours]}" "${r[perrow]}" 1) (target >= 20)"
 echo "same rows: CHECKSUM TABLE $table = loaded = $ours_sum"
 echo "db-sync said: $summary"
 echo
-echo "command: BENCH_ROWS=$n BENCH_BATCH_ROWS=$batch_rows BENCH_LOAD_DATA=$load_data scripts/bench-apply.sh"
-for k in ours load perrow; do echo "($k) ${cmdline[$k]}"; done
+bench_commands "BENCH_ROWS=$n BENCH_BATCH_ROWS=$batch_rows BENCH_LOAD_DATA=$load_data scripts/bench/apply.sh" ours load perrow

@@ -10,9 +10,9 @@
 # Prints events, seconds, events/s, peak RSS (/usr/bin/time -v) and output bytes per run,
 # the ratio ours/duckdb in events/s, the JSON-lines and journal sizes, and the command lines.
 #
-# Usage: scripts/bench-compact.sh
+# Usage: scripts/bench/compact.sh
 #   BENCH_EVENTS (1000000)  events in the journal: the snapshot of bench.public.bench_rows
-#                           (N = 1000000, shared with scripts/bench-capture.sh) or of
+#                           (N = 1000000, shared with scripts/bench/capture.sh) or of
 #                           bench.public.bench_rows_<N>; the table is (re)filled when its
 #                           count differs
 #   BENCH_RUNS ("ours duckdb")  which runs to time (e.g. "duckdb" before `compact` exists)
@@ -21,11 +21,10 @@
 # ~/.cache/db-sync/bench/compact-journal-<N>/; delete that dir to capture again. Each run
 # compacts a fresh copy of it, so the audit manifest starts empty.
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
+# shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-n=${BENCH_EVENTS:-1000000}
-[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_EVENTS must be a positive whole number, got '$n'"
+n=$(bench_count BENCH_EVENTS 1000000)
 runs=${BENCH_RUNS:-ours duckdb}
 for r in $runs; do
   case $r in ours | duckdb) ;; *) die "BENCH_RUNS may name ours and duckdb, got '$r'" ;; esac
@@ -34,8 +33,7 @@ done
 run_ours=0 run_duckdb=0
 [[ " $runs " == *" ours "* ]] && run_ours=1
 [[ " $runs " == *" duckdb "* ]] && run_duckdb=1
-keep=${BENCH_KEEP:-0}
-invocation="BENCH_EVENTS=$n scripts/bench-compact.sh"
+invocation="BENCH_EVENTS=$n scripts/bench/compact.sh"
 [[ $runs == "ours duckdb" ]] || invocation="BENCH_RUNS=\"$runs\" $invocation"
 table=bench_rows
 ((n == 1000000)) || table=bench_rows_$n
@@ -47,7 +45,6 @@ if ((run_ours)) && ! "$bin" compact --help >/dev/null 2>&1; then
   die "$bin has no compact command yet: build it with 'cargo build --release', or time only the reference with BENCH_RUNS=duckdb"
 fi
 
-
 # duck SQL — run SQL in DuckDB (in memory, the venv's package); prints the rows as CSV.
 duck() {
   "$py" -c 'import csv, duckdb, sys
@@ -55,9 +52,7 @@ csv.writer(sys.stdout, lineterminator="\n").writerows(duckdb.connect().execute(s
 }
 
 cd "$ROOT"
-mkdir -p "$CACHE_DIR/bench"
-run_dir=$(mktemp -d "$CACHE_DIR/bench/compact-run.XXXXXX") # local disk
-run_id="$(date +%s)_$$"
+bench_run_dir compact-run
 slot=""   # replication slot and publication of a capture, dropped on exit
 build=""  # a journal being captured, removed on exit
 
@@ -66,59 +61,27 @@ cleanup() {
     drop_slot_and_publication bench "$slot"
   fi
   [[ -z $build ]] || rm -rf "$build"
-  if [[ $keep == 1 ]]; then
-    log "kept $run_dir"
-  else
-    rm -rf "$run_dir"
-  fi
+  bench_remove_run_dir
 }
 trap cleanup EXIT
 
 declare -A label events secs rss bytes cmdline
 
-timed() { bench_timed "$@"; }
-
 # engine_config JOURNAL_DIR [AUDIT_URL] — a db-sync config: the engine properties of
-# scripts/bench-capture.sh for public.$table, offsets and history in the run dir.
+# scripts/bench/capture.sh (bench_engine_props) for public.$table, offsets and history in
+# the run dir.
 engine_config() {
-  cat <<EOF
-name: bench
-source:
-  connector.class: io.debezium.connector.postgresql.PostgresConnector
-  database.hostname: "127.0.0.1"
-  database.port: "$PG_PORT"
-  database.user: postgres
-  database.password: "$PG_SUPERPASS"
-  database.dbname: bench
-  topic.prefix: bench
-  plugin.name: pgoutput
-  table.include.list: public.$table
-  snapshot.mode: initial
-  slot.name: bench_compact_$run_id
-  publication.name: bench_compact_$run_id
-  publication.autocreate.mode: filtered
-  offset.storage: org.apache.kafka.connect.storage.FileOffsetBackingStore
-  offset.storage.file.filename: $run_dir/capture/offsets.dat
-  offset.flush.interval.ms: "1000"
-  schema.history.internal: io.debezium.storage.file.history.FileSchemaHistory
-  schema.history.internal.file.filename: $run_dir/capture/history.dat
-  tombstones.on.delete: "false"
-engine:
-  lib_dir: $ROOT/debezium/lib
-  jvm_options: [-Xmx1g]
-journal:
-  dir: $1
-EOF
-  if [[ -n ${2:-} ]]; then
-    echo "audit:"
-    echo "  url: $2"
-  fi
+  echo "name: bench"
+  bench_source "$table" "bench_compact_$run_id" "$run_dir/capture" "${bench_engine_props[@]}"
+  bench_engine -Xmx1g
+  printf 'journal:\n  dir: %s\n' "$1"
+  [[ -z ${2:-} ]] || printf 'audit:\n  url: %s\n' "$2"
 }
 
 # --- 1. the journal: cached, or captured from bench.public.$table --------------------------
 cache=$CACHE_DIR/bench/compact-journal-$n # journal/ and events (the verified count)
 captured=0
-if [[ -d $cache/journal && -f $cache/events && $(<"$cache/events") == "$n" ]]; then
+if bench_journal_cached "$cache" "$n"; then
   log "reusing the journal of $n events in $cache"
 else
   if bench_table "$table" "$n"; then
@@ -130,7 +93,7 @@ else
   engine_config "$build/journal" >"$run_dir/capture.yaml"
   slot=bench_compact_$run_id
   label[capture]="db-sync capture --exit-after-snapshot (builds the journal)"
-  timed capture "$bin" --config "$run_dir/capture.yaml" capture --exit-after-snapshot
+  bench_timed capture "$bin" --config "$run_dir/capture.yaml" capture --exit-after-snapshot
   log "captured in ${secs[capture]} s"
   # The count file is written only once step 2 has verified the journal.
   rm -rf "$cache"
@@ -140,13 +103,12 @@ else
   build=""
   captured=1
 fi
-journal_bytes=$(find "$cache/journal" -name 'segment-*.log' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+journal_bytes=$(bench_bytes "$cache/journal" 'segment-*.log')
 
 # --- 2. a fresh copy of it, and its JSON lines (not timed) ----------------------------------
 journal=$run_dir/journal
 log "copying the journal ($journal_bytes bytes) to $journal"
-cp -R "$cache/journal" "$journal"
-rm -f "$journal/audit-manifest.json"
+bench_journal_copy "$cache" "$journal"
 audit=$run_dir/audit
 engine_config "$journal" "file://$audit" >"$run_dir/compact.yaml"
 jsonl=$run_dir/events.jsonl
@@ -167,7 +129,7 @@ jsonl_bytes=$(stat -c %s "$jsonl")
 # --- 3. (ours) db-sync compact --once -------------------------------------------------------
 if ((run_ours)); then
   label[ours]="db-sync compact"
-  timed ours "$bin" --config "$run_dir/compact.yaml" compact --once
+  bench_timed ours "$bin" --config "$run_dir/compact.yaml" compact --once
   [[ -d $audit ]] || { keep=1; die "db-sync compact wrote nothing under $audit (logs kept in $run_dir)"; }
   mapfile -t files < <(cd "$audit" && find . -type f -name '*.parquet' -printf '%P\n' | sort)
   ((${#files[@]} > 0)) || { keep=1; die "db-sync compact wrote no .parquet file under $audit (logs kept in $run_dir)"; }
@@ -175,7 +137,7 @@ if ((run_ours)); then
     [[ $f =~ ^public\.$table/date=[0-9]{4}-[0-9]{2}-[0-9]{2}/[0-9]+-[0-9]+\.parquet$ ]] ||
       log "warning: $f does not follow <schema>.<table>/date=YYYY-MM-DD/<first>-<last>.parquet"
   done
-  bytes[ours]=$(find "$audit" -type f -name '*.parquet' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  bytes[ours]=$(bench_bytes "$audit" '*.parquet')
   counts=$(duck "select count(*), count(distinct _cdc_seq) from read_parquet('$audit/**/*.parquet', hive_partitioning = false)") ||
     { keep=1; die "DuckDB could not read the Parquet files under $audit (run dir kept: $run_dir)"; }
   events[ours]=${counts%%,*}
@@ -205,7 +167,7 @@ COPY (
                      created_at TIMESTAMPTZ, active BOOLEAN, note VARCHAR)'})
 ) TO '$ref' (FORMAT parquet, COMPRESSION zstd);
 EOF
-  timed duckdb "$py" -c 'import duckdb, sys; duckdb.connect().execute(open(sys.argv[1]).read())' "$run_dir/duckdb.sql"
+  bench_timed duckdb "$py" -c 'import duckdb, sys; duckdb.connect().execute(open(sys.argv[1]).read())' "$run_dir/duckdb.sql"
   bytes[duckdb]=$(stat -c %s "$ref")
   events[duckdb]=$(duck "select count(*) from read_parquet('$ref')")
   [[ ${events[duckdb]} == "$n" ]] ||
@@ -216,29 +178,21 @@ fi
 keys=()
 ((run_ours)) && keys+=(ours)
 ((run_duckdb)) && keys+=(duckdb)
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 echo
 echo "compaction benchmark: $n snapshot events of bench.public.$table (7 columns) -> zstd Parquet"
-echo "host: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); DuckDB $("$py" -c 'import duckdb; print(duckdb.__version__)') (Python); whole-process wall time (start to exit)"
+echo "host: $(bench_host); DuckDB $("$py" -c 'import duckdb; print(duckdb.__version__)') (Python); whole-process wall time (start to exit)"
 echo
-printf '%-26s %10s %9s %11s %13s %14s\n' name events seconds events/s "peak RSS MB" "output bytes"
-for k in "${keys[@]}"; do
-  printf '%-26s %10s %9s %11s %13.0f %14s\n' "($k) ${label[$k]}" "${events[$k]}" "${secs[$k]}" \
-    "$(rate "${events[$k]}" "${secs[$k]}")" "$(awk -v kb="${rss[$k]}" 'BEGIN { print kb / 1024 }')" "${bytes[$k]}"
-done
+bench_results events "26 10 9 11 13 14" "${keys[@]}"
 echo
 if ((run_ours && run_duckdb)); then
-  awk -v a="${secs[ours]}" -v b="${secs[duckdb]}" 'BEGIN { printf "events/s ratio ours/duckdb = %.2f\n", b / a }'
+  echo "events/s ratio ours/duckdb = $(bench_ratio "${secs[duckdb]}" "${secs[ours]}")"
 fi
 awk -v j="$journal_bytes" -v s="$jsonl_bytes" -v n="$n" 'BEGIN {
   printf "input: journal %d bytes (%.1f bytes/event); JSON lines %d bytes (%.1f bytes/event)\n", j, j / n, s, s / n
 }'
 ((run_ours)) && echo "ours wrote ${#files[@]} file(s), e.g. ${files[0]}"
 echo
-echo "command: $invocation"
-for k in "${keys[@]}"; do
-  echo "($k) ${cmdline[$k]}"
-done
+bench_commands "$invocation" "${keys[@]}"
 if ((run_duckdb)); then
   echo "SQL of (duckdb), duckdb.sql:"
   sed 's/^/  /' "$run_dir/duckdb.sql"
