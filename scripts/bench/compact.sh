@@ -19,7 +19,7 @@
 #   BENCH_KEEP=1            keep the run dir (journal copy, JSON lines, outputs, logs)
 # The journal is captured once (`db-sync capture --exit-after-snapshot`) and cached in
 # ~/.cache/db-sync/bench/compact-journal-<N>/; delete that dir to capture again. Each run
-# compacts a fresh copy of it, so the audit manifest starts empty.
+# compacts a fresh copy of it, so the audit progress starts empty.
 set -euo pipefail
 # shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -16,7 +16,7 @@
 #   bench_source TABLE SLOT DIR [K=V...]  the same as the `source:` block of a db-sync config
 #   bench_engine [JVM_OPTION...]     the `engine:` block (debezium/lib, JVM options)
 #   bench_journal_cached CACHE N     true when CACHE/journal is a verified journal of N events
-#   bench_journal_copy CACHE DEST    a fresh copy of CACHE/journal at DEST, no audit manifest
+#   bench_journal_copy CACHE DEST    a fresh copy of CACHE/journal at DEST, no progress files
 #   bench_mariadb ARGS...            the mariadb client on the local MariaDB, as root
 #   bench_timed KEY CMD...           run CMD once under /usr/bin/time -v (wall time, peak RSS)
 #   bench_bytes DIR NAME             bytes in the files called NAME (a glob) under DIR
@@ -213,10 +213,11 @@ bench_journal_cached() {
 }
 
 # bench_journal_copy CACHE DEST — a fresh copy of the journal CACHE/journal at DEST without its
-# audit manifest, so that compaction starts from the first event.
+# progress files (and the one manifest of older versions), so that compaction starts from the
+# first event.
 bench_journal_copy() {
   cp -R "$1/journal" "$2"
-  rm -f "$2/audit-manifest.json"
+  rm -f "$2/audit-progress.json" "$2/apply-progress.json" "$2/audit-manifest.json"
 }
 
 # bench_mariadb ARGS... — the mariadb client on the local MariaDB as root (no option files).
