@@ -2,7 +2,9 @@
 //! MariaDB stopped and restarted), a value it cannot hold, a missing table, missing
 //! privileges. Nothing is lost or doubled, and each failure is one line that names the fix.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::support::target::*;
 use crate::support::*;

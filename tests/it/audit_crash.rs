@@ -4,8 +4,7 @@
 use std::os::unix::process::ExitStatusExt;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use crate::support::audit::*;
 use crate::support::*;

@@ -1,9 +1,7 @@
 //! What audit rows hold: a new file schema after a schema change, unchanged TOAST values marked,
 //! deletes with their before-image, snapshot reads flagged.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use crate::support::audit::*;
 use crate::support::*;

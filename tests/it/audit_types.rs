@@ -1,6 +1,8 @@
 //! Audit files hold every PostgreSQL type of DESIGN §6 exactly: each value read back with
 //! DuckDB equals the source value, type by type.
 
+use std::collections::BTreeMap;
+
 use crate::support::audit::*;
 use crate::support::types::*;
 use crate::support::*;

@@ -9,10 +9,12 @@
 //! - [`s3`]: the S3-compatible server (moto);
 //! - [`process`]: db-sync runs (to completion or in the background) and the journal read back;
 //! - [`audit`]: audit files read back independently with DuckDB, S3 objects downloaded;
+//! - [`compare`]: a PostgreSQL table against its MariaDB copy, value by value;
 //! - [`target`]: apply runs, the apply workload and its comparison with the source;
 //! - [`types`]: the type table of DESIGN §6 and how values are compared.
 
 pub mod audit;
+pub mod compare;
 pub mod mysql;
 pub mod pg;
 pub mod process;

@@ -5,6 +5,8 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use super::compare::*;
+use super::types::{Cmp, PG_EPOCH_US};
 use super::*;
 
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(90);
@@ -71,10 +73,10 @@ pub fn wait_for_markers(p: &Pipeline, capture: &mut Capture, table: &str, n: usi
 
 
 /// A deterministic pseudo-random stream (xorshift), so a failure can be replayed.
-pub struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
+    pub fn next(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
