@@ -52,7 +52,6 @@ const TYPE_COLS: &[Col] = &[
     col("c_texts",    "array_to_json({c})::text", MY, Check::Json),
 ];
 
-
 #[test]
 fn every_type_lands_in_mysql_as_it_left_postgres() {
     // LOAD DATA (the default) and multi-row INSERT must store the same values.
@@ -384,4 +383,3 @@ fn schema_changes_hostile_names_and_tables_without_a_key() {
         .unwrap_or(0);
     assert!(audited > 0, "public.nokey has audit files");
 }
-

@@ -104,7 +104,10 @@ fn each_event_lands_in_one_file(store: Store, test: &str) {
     // Nothing new: nothing written.
     compact(&p);
     let (_, again) = store.files(&p, "copy-again");
-    assert_eq!(again, files, "{store:?}: a run with nothing new changed files");
+    assert_eq!(
+        again, files,
+        "{store:?}: a run with nothing new changed files"
+    );
 }
 
 #[test]

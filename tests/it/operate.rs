@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::target::{audit_yaml, wait_for_marker};
 use crate::schedule::{count, daemon_config};
+use crate::support::target::{audit_yaml, wait_for_marker};
 use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(120);

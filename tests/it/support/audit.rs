@@ -67,7 +67,13 @@ pub fn compact(p: &Pipeline) {
 
 /// Captures the snapshot of a fresh pipeline, runs the `streamed` statements, waits for `total`
 /// events in the journal and stops capture.
-pub fn capture_workload(p: &Pipeline, extra: &str, snapshot: usize, streamed: &[&str], total: usize) {
+pub fn capture_workload(
+    p: &Pipeline,
+    extra: &str,
+    snapshot: usize,
+    streamed: &[&str],
+    total: usize,
+) {
     let mut capture = p.start_capture_with(extra);
     p.wait_for_events(snapshot, &mut capture, SNAPSHOT_WAIT);
     let sql = p.sql();
@@ -467,7 +473,6 @@ pub const SMALL_STREAM: &[&str] = &[
 ];
 pub const SMALL_EVENTS: usize = 10;
 
-
 // ---------------------------------------------------------------------------------------------
 // 7, 8. S3
 
@@ -544,4 +549,3 @@ pub fn download(prefix: &str, into: &Path) -> Vec<(String, u64, Option<String>, 
         out
     })
 }
-

@@ -29,7 +29,8 @@ pub const fn col(name: &'static str, pg: &'static str, my: &'static str, cmp: Ch
 pub const EXACT: Check = Check::Same(Cmp::Exact);
 pub const PG_TEXT: &str = "{c}::text";
 pub const MY: &str = "{c}";
-pub const MY_EPOCH_US: &str = "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c}) AS CHAR)";
+pub const MY_EPOCH_US: &str =
+    "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c}) AS CHAR)";
 pub const MY_TIME_US: &str = "CAST(HOUR({c}) * 3600000000 + MINUTE({c}) * 60000000 + SECOND({c}) * 1000000 + MICROSECOND({c}) AS CHAR)";
 
 pub fn same(check: Check, pg: &Option<String>, my: &Option<String>) -> bool {

@@ -234,4 +234,3 @@ fn pump(
     let _ = from.shutdown(std::net::Shutdown::Both);
     let _ = into.shutdown(std::net::Shutdown::Both);
 }
-

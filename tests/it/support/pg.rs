@@ -250,4 +250,3 @@ fn drop_database(admin: &Sql, db: &str, name: &str) {
             .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")),
     );
 }
-

@@ -145,4 +145,3 @@ impl Pipeline {
             .expect("run db-sync")
     }
 }
-

@@ -34,4 +34,3 @@ pub fn s3_reachable() -> bool {
         })
         .unwrap_or(false)
 }
-

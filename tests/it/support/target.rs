@@ -45,7 +45,13 @@ pub fn wait_for_marker(p: &Pipeline, capture: &mut Capture, table: &str, timeout
 }
 
 /// Waits until the journal holds `n` changes of `table`.
-pub fn wait_for_markers(p: &Pipeline, capture: &mut Capture, table: &str, n: usize, timeout: Duration) {
+pub fn wait_for_markers(
+    p: &Pipeline,
+    capture: &mut Capture,
+    table: &str,
+    n: usize,
+    timeout: Duration,
+) {
     let start = Instant::now();
     loop {
         let mut found = 0;
@@ -70,7 +76,6 @@ pub fn wait_for_markers(p: &Pipeline, capture: &mut Capture, table: &str, n: usi
         std::thread::sleep(Duration::from_millis(250));
     }
 }
-
 
 /// A deterministic pseudo-random stream (xorshift), so a failure can be replayed.
 pub struct Rng(pub u64);
@@ -155,7 +160,6 @@ pub fn assert_workload_equal(sql: &Sql, my: &My) {
     );
 }
 
-
 /// Journals the workload tables' snapshot plus a bulk load of 40,000 `lines` (order ids from
 /// `base`) and a `docs` row; capture keeps running.
 pub fn journal_bulk_load(p: &Pipeline, extra: &str, base: u32) -> Capture {
@@ -183,4 +187,3 @@ pub fn compact_until_applying(p: &Pipeline, my: &My) -> Capture {
     }
     run
 }
-

@@ -2,7 +2,6 @@
 //! render a PostgreSQL value and its copy (in an audit file read by DuckDB, or in MariaDB) as
 //! comparable text, and how to compare them. The type tests of audit files and apply share it.
 
-
 /// How a PostgreSQL value and an audit value, both rendered as text, are compared.
 #[derive(Clone, Copy, Debug)]
 pub enum Cmp {
@@ -257,4 +256,3 @@ pub fn type_matches(pattern: &str, actual: &str) -> bool {
         }
     }
 }
-
