@@ -2,8 +2,8 @@
 //! of one table from its audit files.
 //!
 //! The audit files are replayed in `_cdc_seq` order through the same merge, chunks and
-//! checkpoint table as apply ([`Applier::apply_window`]), in windows of about
-//! [`WINDOW_EVENTS`] changes, each window after the one before it, so the target ends as
+//! checkpoint table as apply ([`Applier::apply_window`]), read batch by batch and applied in
+//! windows of about the memory budget's window bytes (`memory_limit_mb`), each window after the one before it, so the target ends as
 //! the source was at the last replayed change. The checkpoint rows go under the pipeline name
 //! `<name>:backfill:<table>`, cleared when a backfill starts: a retried chunk whose commit was
 //! lost is not applied twice, and a new backfill replays everything again.
@@ -15,12 +15,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 
 use crate::apply::merge::Merger;
-use crate::apply::{Applier, ApplyError, DECODE_ROWS, WINDOW_EVENTS};
+use crate::apply::{Applier, ApplyError};
 use crate::audit::{AuditError, AuditFile, AuditStore};
 use crate::config::Config;
 use crate::state::{locks, ApplyWindow};
@@ -96,8 +96,9 @@ pub async fn backfill(
         });
     }
     let files = in_range(all, opts.since, opts.until);
+    let files = from_latest_snapshot(&store, files, config.budget().batch_bytes).await?;
     let pipeline = format!("{}:backfill:{}", config.name, opts.table);
-    let mut target = Applier::new(tc, &pipeline)?;
+    let mut target = Applier::new(tc, &pipeline, config.budget())?;
     let mut summary = Summary {
         target_table: target.target_name(&opts.table),
         files: files.len(),
@@ -110,6 +111,16 @@ pub async fn backfill(
     } else {
         None
     };
+    // A table without a key cannot be applied: say so before anything is emptied.
+    if let Some(first) = files.first() {
+        let reader = store
+            .open_rows(first, config.budget().batch_bytes, &std::env::temp_dir())
+            .await?;
+        let schema = table_schema(&reader.schema_json, &mut Vec::new(), &store, first)?;
+        if !schema.has_key() {
+            return Err(no_key(&opts.table));
+        }
+    }
     target.prepare().await?;
     target.prune_checkpoints(u64::MAX).await?;
     if opts.truncate {
@@ -117,44 +128,137 @@ pub async fn backfill(
     }
 
     progress.start(files.len() as u64);
+    let budget = config.budget();
+    let scratch = std::env::temp_dir();
     let mut pending: Vec<(Arc<TableSchema>, RecordBatch)> = Vec::new();
-    let mut pending_rows = 0usize;
-    let mut reach = 0u64; // highest last_seq of the files in `pending`
+    let mut pending_bytes = 0usize;
+    let mut reach = 0u64; // highest _cdc_seq in `pending`
     let mut schemas: Vec<(String, Arc<TableSchema>)> = Vec::new();
+    let settings = (tc.batch_rows, tc.truncate.applies());
     for (i, file) in files.iter().enumerate() {
-        // A window ends between files whose sequence ranges do not overlap.
-        if pending_rows >= WINDOW_EVENTS as usize && file.first_seq > reach {
-            apply_pending(
-                &mut target,
-                tc.batch_rows,
-                opts,
-                &mut pending,
-                &mut summary,
-                progress,
-            )
-            .await?;
-            pending_rows = 0;
+        let next_first = files.get(i + 1).map(|f| f.first_seq);
+        let mut reader = store.open_rows(file, budget.batch_bytes, &scratch).await?;
+        let schema = table_schema(&reader.schema_json, &mut schemas, &store, file)?;
+        let mut changes = 0u64;
+        for batch in &mut reader {
+            let batch =
+                within(&batch?, opts.since, opts.until).map_err(|m| read_fail(&store, file, m))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            changes += batch.num_rows() as u64;
+            reach = reach.max(last_seq(&batch));
+            pending_bytes += batch.get_array_memory_size();
+            pending.push((schema.clone(), batch));
+            // A window ends where nothing later can come before it: the rest of this file
+            // follows in order, and the next file must start after everything pending.
+            let clear = next_first.is_none_or(|n| n > reach);
+            if pending_bytes >= budget.window_bytes && clear {
+                apply_pending(
+                    &mut target,
+                    settings,
+                    opts,
+                    &mut pending,
+                    &mut summary,
+                    progress,
+                )
+                .await?;
+                pending_bytes = 0;
+            }
         }
-        let (schema, batches) = read_file(&store, file, &mut schemas, opts).await?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        pending_rows += rows;
-        reach = reach.max(file.last_seq);
-        pending.extend(batches.into_iter().map(|b| (schema.clone(), b)));
-        progress.file_done(rows as u64);
-        if i + 1 == files.len() {
-            apply_pending(
-                &mut target,
-                tc.batch_rows,
-                opts,
-                &mut pending,
-                &mut summary,
-                progress,
-            )
-            .await?;
-        }
+        progress.file_done(changes);
     }
+    apply_pending(
+        &mut target,
+        settings,
+        opts,
+        &mut pending,
+        &mut summary,
+        progress,
+    )
+    .await?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The files to replay when they come from several journals (a pipeline moved to a new host):
+/// a journal with an identity starts with a full snapshot of every table, which brings every
+/// row the source still had. If the latest journal's first file of the table starts with such
+/// a snapshot, the earlier journals' files are left out: rows they hold that the snapshot
+/// did not bring again were deleted while nothing captured.
+async fn from_latest_snapshot(
+    store: &AuditStore,
+    files: Vec<AuditFile>,
+    batch_bytes: usize,
+) -> Result<Vec<AuditFile>, ApplyError> {
+    let Some(latest) = files.last().map(|f| f.journal.clone()) else {
+        return Ok(files);
+    };
+    if latest.is_empty() || files.iter().all(|f| f.journal == latest) {
+        return Ok(files);
+    }
+    let first = files
+        .iter()
+        .find(|f| f.journal == latest)
+        .expect("the last file is of this journal");
+    let mut reader = store
+        .open_rows(first, batch_bytes, &std::env::temp_dir())
+        .await?;
+    let starts_with_snapshot = match reader.next() {
+        Some(batch) => {
+            let batch = batch?;
+            batch
+                .column_by_name(cdc::OP)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .is_some_and(|ops| !ops.is_empty() && ops.value(0) == "r")
+        }
+        None => false,
+    };
+    if !starts_with_snapshot {
+        return Ok(files);
+    }
+    let (kept, skipped): (Vec<AuditFile>, Vec<AuditFile>) =
+        files.into_iter().partition(|f| f.journal == latest);
+    tracing::info!(
+        journal = %latest,
+        skipped = skipped.len(),
+        "replaying from the latest journal's snapshot; the earlier journals' files are left out"
+    );
+    Ok(kept)
+}
+
+/// The largest `_cdc_seq` of a batch (its last row: batches are in sequence order).
+fn last_seq(batch: &RecordBatch) -> u64 {
+    batch
+        .column_by_name(cdc::SEQ)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .filter(|s| !s.is_empty())
+        .map_or(0, |s| s.value(s.len() - 1) as u64)
+}
+
+fn read_fail(store: &AuditStore, file: &AuditFile, message: String) -> ApplyError {
+    ApplyError::Audit(AuditError::Read {
+        location: store.describe_location(file),
+        source: message.into(),
+    })
+}
+
+/// The table schema a file carries, parsed once per distinct schema.
+fn table_schema(
+    json: &str,
+    schemas: &mut Vec<(String, Arc<TableSchema>)>,
+    store: &AuditStore,
+    file: &AuditFile,
+) -> Result<Arc<TableSchema>, ApplyError> {
+    if let Some((_, s)) = schemas.iter().find(|(j, _)| j == json) {
+        return Ok(s.clone());
+    }
+    let s = Arc::new(
+        TableSchema::from_json(json.as_bytes())
+            .map_err(|e| read_fail(store, file, e.to_string()))?,
+    );
+    schemas.push((json.to_string(), s.clone()));
+    Ok(s)
 }
 
 /// The files that can hold changes committed in `[since, until]`: their date partition is the
@@ -171,42 +275,6 @@ fn in_range(
         .filter(|f| since.as_ref().is_none_or(|d| &f.date >= d))
         .filter(|f| until.as_ref().is_none_or(|d| &f.date <= d))
         .collect()
-}
-
-/// Reads one audit file: its table schema (from the file's metadata) and its rows inside the
-/// time range.
-async fn read_file(
-    store: &AuditStore,
-    file: &AuditFile,
-    schemas: &mut Vec<(String, Arc<TableSchema>)>,
-    opts: &Options,
-) -> Result<(Arc<TableSchema>, Vec<RecordBatch>), ApplyError> {
-    let fail = |message: String| {
-        ApplyError::Audit(AuditError::Read {
-            location: store.describe_location(file),
-            source: message.into(),
-        })
-    };
-    let rows = store.read(file, DECODE_ROWS).await?;
-    let schema = match schemas.iter().find(|(j, _)| *j == rows.schema_json) {
-        Some((_, s)) => s.clone(),
-        None => {
-            let s = Arc::new(
-                TableSchema::from_json(rows.schema_json.as_bytes())
-                    .map_err(|e| fail(e.to_string()))?,
-            );
-            schemas.push((rows.schema_json, s.clone()));
-            s
-        }
-    };
-    let mut kept = Vec::with_capacity(rows.batches.len());
-    for b in rows.batches {
-        let b = within(&b, opts.since, opts.until).map_err(fail)?;
-        if b.num_rows() > 0 {
-            kept.push(b);
-        }
-    }
-    Ok((schema, kept))
 }
 
 /// The rows of `batch` committed in `[since, until]`.
@@ -232,10 +300,19 @@ fn within(
     arrow::compute::filter_record_batch(batch, &mask).map_err(|e| e.to_string())
 }
 
+fn no_key(table: &str) -> ApplyError {
+    ApplyError::Config {
+        key: "--table".into(),
+        message: format!(
+            "{table} has no primary key: apply skips it, and so does backfill (add a primary key, or set message.key.columns in source:)"
+        ),
+    }
+}
+
 /// Merges the pending batches in `_cdc_seq` order and applies them as one window.
 async fn apply_pending(
     target: &mut Applier,
-    batch_rows: usize,
+    (batch_rows, truncates): (usize, bool),
     opts: &Options,
     pending: &mut Vec<(Arc<TableSchema>, RecordBatch)>,
     summary: &mut Summary,
@@ -247,16 +324,10 @@ async fn apply_pending(
     }
     if let Some((schema, _)) = batches.first() {
         if !schema.has_key() {
-            return Err(ApplyError::Config {
-                key: "--table".into(),
-                message: format!(
-                    "{} has no primary key: apply skips it, and so does backfill (add a primary key, or set message.key.columns in source:)",
-                    opts.table
-                ),
-            });
+            return Err(no_key(&opts.table));
         }
     }
-    let mut merger = Merger::default();
+    let mut merger = Merger::new(truncates);
     let (mut from, mut to) = (u64::MAX, 0u64);
     for_each_in_seq_order(&batches, |schema, batch| {
         let seqs = batch
@@ -274,12 +345,15 @@ async fn apply_pending(
         from,
         to,
         batch_rows,
+        chunk_bytes: 0,
         changes,
         rows: 0,
         chunks: 0,
         finished_at: None,
     };
-    let done = target.apply_window(&window, &plans, None).await?;
+    let done = target
+        .apply_window(&window, &plans, None, &Default::default(), None)
+        .await?;
     let rows: u64 = plans.iter().map(|p| p.rows() as u64).sum();
     summary.changes += changes;
     summary.deletes += plans.iter().map(|p| p.deletes.len() as u64).sum::<u64>();
@@ -397,6 +471,7 @@ mod tests {
             first_seq: 1,
             last_seq: 1,
             location: object_store::path::Path::from("x"),
+            journal: String::new(),
             size: 0,
         };
         let files = vec![f("2026-11-01"), f("2026-11-02"), f("2026-11-03")];

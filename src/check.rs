@@ -9,6 +9,7 @@
 use mysql_async::prelude::Queryable;
 
 use crate::apply::sql::{redact_url, Session, SqlError};
+use crate::capture::source::pg_error;
 use crate::capture::{self, jvm};
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
@@ -121,8 +122,13 @@ fn check_target(config: &Config, r: &mut Report) {
     r.ok(
         "target",
         format!(
-            "connected to {url} (server {}, database {})",
-            p.version, p.database
+            "connected to {url} {} (server {}, database {})",
+            match &p.tls {
+                Some(cipher) => format!("over TLS ({cipher})"),
+                None => "without TLS".to_string(),
+            },
+            p.version,
+            p.database
         ),
     );
     if p.missing_privileges.is_empty() {
@@ -157,6 +163,8 @@ struct Probe {
     database: String,
     local_infile: bool,
     missing_privileges: Vec<String>,
+    /// The session's TLS cipher, if it uses TLS.
+    tls: Option<String>,
 }
 
 /// One look at the target, without retries or changes: the server, whether the user may do
@@ -171,6 +179,11 @@ async fn probe_target(url: &str, redacted: &str, create_tables: bool) -> Result<
         .await
         .map_err(|e| SqlError::from(e).to_string())?;
     let (version, database, local_infile) = row.unwrap_or_default();
+    let tls: Option<(String, String)> = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .await
+        .map_err(|e| SqlError::from(e).to_string())?;
+    let tls = tls.map(|(_, cipher)| cipher).filter(|c| !c.is_empty());
     let granted: Vec<String> = conn
         .query(format!(
             "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {ME} \
@@ -193,6 +206,7 @@ async fn probe_target(url: &str, redacted: &str, create_tables: bool) -> Result<
         database: database.unwrap_or_default(),
         local_infile: local_infile != 0,
         missing_privileges: missing,
+        tls,
     })
 }
 
@@ -245,7 +259,7 @@ fn missing_listed_jars(config: &Config, jars: &[std::path::PathBuf]) -> Vec<Stri
 }
 
 fn check_postgres(config: &Config, r: &mut Report) {
-    let (pg, source) = match capture::source_pg_config(config, "db-sync check") {
+    let (pg, source, tls) = match capture::source::pg_config(config, "db-sync check") {
         Ok(c) => c,
         Err(e) => {
             r.fail("source", e);
@@ -264,10 +278,24 @@ fn check_postgres(config: &Config, r: &mut Report) {
         }
     };
     rt.block_on(async {
-        let client = match pg.connect(tokio_postgres::NoTls).await {
+        let client = match pg.connect(tls).await {
             Ok((client, conn)) => {
                 tokio::spawn(conn);
-                r.ok("source", format!("connected to {source}"));
+                // pg_stat_ssl is readable by everyone for their own backend.
+                let tls = client
+                    .query_opt(
+                        "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|row| row.get::<_, String>(0));
+                let how = match tls {
+                    Some(version) => format!("over TLS ({version})"),
+                    None => "without TLS".to_string(),
+                };
+                r.ok("source", format!("connected to {source} {how}"));
                 client
             }
             Err(e) => {
@@ -308,20 +336,4 @@ fn check_postgres(config: &Config, r: &mut Report) {
             }
         }
     });
-}
-
-/// The server's own message when there is one (tokio-postgres' Display says only "db error").
-fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s = format!("{s}: {inner}");
-                src = inner.source();
-            }
-            s
-        }
-    }
 }

@@ -137,6 +137,9 @@ impl<E: Classify + std::fmt::Display> From<E> for Failure {
 }
 
 pub fn main() -> ExitCode {
+    // Two TLS stacks are linked (object_store brings aws-lc, the database drivers use ring):
+    // rustls needs the process default named once, before any connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::config::{deserialize_tracked, interpolate, Config};
+use crate::config::{deserialize_tracked, Config};
 use crate::error::{Classify, ErrorKind};
 use crate::state::jobs::{store_run, JobRun};
 
@@ -88,15 +88,15 @@ pub fn load_jobs(dir: &Path) -> Result<Vec<JobSpec>, ScheduleError> {
         };
         let raw =
             std::fs::read_to_string(&file).map_err(|e| invalid(format!("cannot read: {e}")))?;
-        let text = interpolate(&raw, &|name| std::env::var(name).ok())
-            .map_err(|e| invalid(e.to_string()))?;
-        let job: JobFile = deserialize_tracked(&text).map_err(|(key, message)| {
-            if key.is_empty() || key == "." {
-                invalid(message)
-            } else {
-                invalid(format!("`{key}` {message}"))
-            }
-        })?;
+        let job: JobFile = deserialize_tracked(&raw, &|name| std::env::var(name).ok()).map_err(
+            |(key, message)| {
+                if key.is_empty() || key == "." {
+                    invalid(message)
+                } else {
+                    invalid(format!("`{key}` {message}"))
+                }
+            },
+        )?;
         if let Err(e) = Job::new_async(job.schedule.as_str(), |_, _| Box::pin(async {})) {
             return Err(invalid(format!(
                 "`schedule` {:?} is not a cron expression with seconds ({e:?}); e.g. \"0 * * * * *\" runs every minute",

@@ -52,6 +52,15 @@ pub struct Status {
     pub last_apply_window: Option<ApplyWindow>,
     /// Tables apply skips: they have no primary key.
     pub tables_skipped_by_apply: Vec<String>,
+    /// Rows of this pipeline in the target's `_db_sync_rejected` (`target.on_reject:
+    /// quarantine`); `None` when there is no such table (or no target).
+    pub rejected_rows: Option<u64>,
+    /// Why the target could not be asked, if so.
+    pub target_error: Option<String>,
+    /// Full snapshots this journal applied over target tables that had rows: per source
+    /// table, staging or done, and the target rows each deleted (deleted at the source while
+    /// nothing captured it).
+    pub snapshot_sweeps: std::collections::BTreeMap<String, crate::state::Sweep>,
     /// The last run of each scheduled job (`db-sync run`).
     pub jobs: Vec<JobRun>,
     /// The PostgreSQL replication slot: how much WAL it holds back.
@@ -81,8 +90,7 @@ fn slot_status(config: &Config) -> Result<Option<SlotStatus>, String> {
         .get("slot.name")
         .cloned()
         .unwrap_or_default();
-    let (pg, source) =
-        crate::capture::source_pg_config(config, "db-sync status").map_err(|e| e.to_string())?;
+    let config = config.clone();
     // Its own thread and runtime: `collect` may be called from async code (tests do).
     let query = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -90,11 +98,9 @@ fn slot_status(config: &Config) -> Result<Option<SlotStatus>, String> {
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async {
-            let (client, conn) = pg
-                .connect(tokio_postgres::NoTls)
+            let (client, source) = crate::capture::source::connect(&config, "db-sync status")
                 .await
-                .map_err(|e| format!("cannot connect to {source}: {e}"))?;
-            tokio::spawn(conn);
+                .map_err(|e| e.to_string())?;
             client
                 .query_opt(
                     "SELECT active, \
@@ -119,6 +125,37 @@ fn slot_status(config: &Config) -> Result<Option<SlotStatus>, String> {
             unconfirmed_wal_bytes: unconfirmed,
         }))
     }
+}
+
+/// The target's count of this pipeline's rejected rows; `Ok(None)` without a target or table.
+fn rejected_rows(config: &Config) -> Result<Option<u64>, String> {
+    let Some(tc) = &config.target else {
+        return Ok(None);
+    };
+    let url = tc.url.expose().to_string();
+    let pipeline = config.name.clone();
+    // Its own thread and runtime, like the slot query.
+    let query = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let redacted = crate::apply::redact_url(&url);
+            let mut session = crate::apply::sql::Session::new(&url, redacted.clone())
+                .map_err(|e| e.to_string())?;
+            let conn = session
+                .conn()
+                .await
+                .map_err(|e| format!("cannot connect to {redacted}: {e}"))?;
+            crate::apply::rejected::count(conn, &pipeline)
+                .await
+                .map_err(|e| format!("cannot read the rejected rows on {redacted}: {e}"))
+        })
+    });
+    query
+        .join()
+        .map_err(|_| "the target query panicked".to_string())?
 }
 
 /// Seconds since the source committed the first journaled change at or after `seq`; 0 when
@@ -165,6 +202,10 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         Ok(slot) => (slot, None),
         Err(e) => (None, Some(e)),
     };
+    let (rejected_rows, target_error) = match rejected_rows(config) {
+        Ok(n) => (n, None),
+        Err(e) => (None, Some(e)),
+    };
     Ok(Status {
         pipeline: config.name.clone(),
         journal_dir: dir.display().to_string(),
@@ -197,6 +238,9 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         },
         last_apply_window: apply.last.clone(),
         tables_skipped_by_apply: apply.skipped_tables.iter().cloned().collect(),
+        rejected_rows,
+        target_error,
+        snapshot_sweeps: apply.sweeps.clone(),
         jobs: load_runs(dir),
         source_slot,
         source_slot_error,
@@ -240,6 +284,27 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
                 "skipped by apply {} (no primary key)",
                 s.tables_skipped_by_apply.join(", ")
             );
+        }
+        match (&s.rejected_rows, &s.target_error) {
+            (Some(n), _) => println!(
+                "rejected rows    {n} in {} (rows the target cannot hold)",
+                crate::apply::rejected::TABLE
+            ),
+            (None, Some(e)) => println!("target           unknown: {e}"),
+            (None, None) => {}
+        }
+        for (table, sweep) in &s.snapshot_sweeps {
+            match sweep {
+                crate::state::Sweep::NotNeeded => {}
+                crate::state::Sweep::Staging { .. } => println!(
+                    "snapshot sweep   {table}: the snapshot is being applied over existing rows"
+                ),
+                crate::state::Sweep::Done {
+                    rows, finished_at, ..
+                } => println!(
+                    "snapshot sweep   {table}: {rows} target row(s) deleted that the snapshot did not bring ({finished_at})"
+                ),
+            }
         }
     }
     match (&s.source_slot, &s.source_slot_error) {

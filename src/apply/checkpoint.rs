@@ -12,11 +12,13 @@ use super::sql::{sql_string, with_retry, Session, SqlError};
 
 pub const TABLE: &str = "_db_sync_checkpoint";
 
-/// Creates the checkpoint table if it is missing.
+/// Creates the checkpoint table if it is missing. A table from before pipeline keys carried
+/// a journal identity and long table names has a `pipeline` column of 64 characters: it is
+/// widened to 255.
 pub async fn create(session: &mut Session) -> Result<(), SqlError> {
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {} (\
-         `pipeline` VARCHAR(64) NOT NULL, \
+         `pipeline` VARCHAR(255) NOT NULL, \
          `window_from` BIGINT UNSIGNED NOT NULL, \
          `window_to` BIGINT UNSIGNED NOT NULL, \
          `chunk` INT UNSIGNED NOT NULL, \
@@ -29,7 +31,23 @@ pub async fn create(session: &mut Session) -> Result<(), SqlError> {
          ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         quote(TABLE)
     );
-    session.exec(&sql, "creating the checkpoint table").await
+    session.exec(&sql, "creating the checkpoint table").await?;
+    let width: Option<u64> = with_retry!(session, "reading the checkpoint table", |conn| conn
+        .exec_first::<u64, _, _>(
+            "SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'pipeline'",
+            (TABLE,),
+        )
+        .await
+        .map_err(SqlError::from))?;
+    if width.is_some_and(|w| w < 255) {
+        let sql = format!(
+            "ALTER TABLE {} MODIFY `pipeline` VARCHAR(255) NOT NULL",
+            quote(TABLE)
+        );
+        session.exec(&sql, "widening the checkpoint table").await?;
+    }
+    Ok(())
 }
 
 /// The chunks of `pipeline`'s window starting at `from` that already committed.
@@ -58,6 +76,31 @@ pub async fn prune(session: &mut Session, pipeline: &str, before: u64) -> Result
         sql_string(pipeline)
     );
     session.exec(&sql, "pruning the checkpoint table").await
+}
+
+/// The row count recorded for chunk `chunk` of `pipeline`'s window starting at `from`.
+pub async fn row_count(
+    session: &mut Session,
+    pipeline: &str,
+    from: u64,
+    chunk: u32,
+) -> Result<Option<u64>, SqlError> {
+    let sql = format!(
+        "SELECT `row_count` FROM {} WHERE `pipeline` = ? AND `window_from` = ? AND `chunk` = ?",
+        quote(TABLE)
+    );
+    with_retry!(session, "reading the checkpoint table", |conn| conn
+        .exec_first::<u64, _, _>(&sql, (pipeline, from, chunk))
+        .await
+        .map_err(SqlError::from))
+}
+
+/// The statement that sets a chunk's row count once its work is done (a sweep's deletions).
+pub fn set_row_count_sql() -> String {
+    format!(
+        "UPDATE {} SET `row_count` = ? WHERE `pipeline` = ? AND `window_from` = ? AND `chunk` = ?",
+        quote(TABLE)
+    )
 }
 
 /// The statement that records a chunk, first thing in its transaction.

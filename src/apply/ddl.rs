@@ -14,10 +14,11 @@
 //! - When `VARCHAR` widths would pass MySQL's 65,535-byte row limit, the widest non-key ones
 //!   become `LONGTEXT` (stored off-row), so the table can be created at all.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 
 use mysql_async::prelude::Queryable;
 
+use super::coltype::ColType;
 use super::merge::TablePlan;
 use super::sql::{with_retry, Session, SqlError};
 use super::ApplyError;
@@ -41,12 +42,15 @@ pub fn quote(ident: &str) -> String {
     s
 }
 
-/// A column definition: name, type, whether it is part of the key.
+/// A column definition: name, type, whether it is part of the key, its default expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnDef {
     pub name: String,
     pub ty: String,
     pub key: bool,
+    /// The source column's default (`ADD COLUMN … DEFAULT x` fills the rows PostgreSQL filled
+    /// without writing them to the WAL).
+    pub default: Option<String>,
 }
 
 /// Column definitions for `fields`, with the row-size limit kept.
@@ -55,10 +59,15 @@ pub fn column_defs(fields: &[&ConnectSchema], key: &[String]) -> Vec<ColumnDef> 
         .iter()
         .map(|f| {
             let is_key = key.iter().any(|k| k == f.field_name());
+            let logical = f.logical();
             ColumnDef {
                 name: f.field_name().to_string(),
-                ty: f.logical().mysql_type(is_key),
+                ty: logical.mysql_type(is_key),
                 key: is_key,
+                default: f
+                    .default
+                    .as_ref()
+                    .and_then(|v| super::values::default_literal(&logical, v)),
             }
         })
         .collect();
@@ -93,12 +102,7 @@ pub fn column_defs(fields: &[&ConnectSchema], key: &[String]) -> Vec<ColumnDef> 
 pub fn create_table(table: &str, defs: &[ColumnDef], key: &[String], collation: &str) -> String {
     let mut sql = format!("CREATE TABLE IF NOT EXISTS {} (", quote(table));
     for d in defs {
-        sql.push_str(&format!(
-            "{} {} {}, ",
-            quote(&d.name),
-            d.ty,
-            if d.key { "NOT NULL" } else { "NULL" }
-        ));
+        sql.push_str(&format!("{}, ", column_sql(d)));
     }
     let key: Vec<String> = key.iter().map(|k| quote(k)).collect();
     sql.push_str(&format!(
@@ -108,21 +112,46 @@ pub fn create_table(table: &str, defs: &[ColumnDef], key: &[String], collation: 
     sql
 }
 
-/// `ALTER TABLE … ADD COLUMN …` for `defs` (nullable).
+/// A column's definition in DDL: name, type, nullability (keys only are NOT NULL), default.
+fn column_sql(d: &ColumnDef) -> String {
+    let mut sql = format!(
+        "{} {} {}",
+        quote(&d.name),
+        d.ty,
+        if d.key { "NOT NULL" } else { "NULL" }
+    );
+    if let Some(default) = &d.default {
+        sql.push_str(" DEFAULT ");
+        sql.push_str(default);
+    }
+    sql
+}
+
+/// `ALTER TABLE … ADD COLUMN …` for `defs`.
 pub fn add_columns(table: &str, defs: &[ColumnDef]) -> String {
     let adds: Vec<String> = defs
         .iter()
-        .map(|d| format!("ADD COLUMN {} {} NULL", quote(&d.name), d.ty))
+        .map(|d| format!("ADD COLUMN {}", column_sql(d)))
         .collect();
     format!("ALTER TABLE {} {}", quote(table), adds.join(", "))
+}
+
+/// `ALTER TABLE … MODIFY COLUMN …` to `d`'s type.
+pub fn modify_column(table: &str, d: &ColumnDef) -> String {
+    format!(
+        "ALTER TABLE {} MODIFY COLUMN {}",
+        quote(table),
+        column_sql(d)
+    )
 }
 
 /// A target table as apply found or made it.
 #[derive(Debug, Clone)]
 pub struct TargetTable {
     pub name: String,
-    /// Lower-cased column names (MySQL column names are case-insensitive).
-    pub columns: HashSet<String>,
+    /// Lower-cased column names (MySQL column names are case-insensitive) and their types
+    /// (`information_schema.COLUMNS.COLUMN_TYPE`).
+    pub columns: HashMap<String, String>,
     /// No foreign key references it and no trigger is on it: REPLACE is an upsert here.
     pub replace_safe: bool,
 }
@@ -133,34 +162,38 @@ pub async fn describe(
     name: &str,
 ) -> Result<Option<TargetTable>, ApplyError> {
     let what = format!("reading the definition of {}", quote(name));
-    let found: Result<(Vec<String>, u64), SqlError> = with_retry!(session, &what, |conn| {
-        {
-            let columns: Vec<String> = conn
-                .exec(
-                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+    let found: Result<(Vec<(String, String)>, u64), SqlError> =
+        with_retry!(session, &what, |conn| {
+            {
+                let columns: Vec<(String, String)> = conn
+                    .exec(
+                        "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
                      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-                    (name,),
-                )
-                .await?;
-            let blockers: Option<u64> = conn
-                .exec_first(
-                    "SELECT (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                        (name,),
+                    )
+                    .await?;
+                let blockers: Option<u64> = conn
+                    .exec_first(
+                        "SELECT (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
                        WHERE CONSTRAINT_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = ?) + \
                      (SELECT COUNT(*) FROM information_schema.TRIGGERS \
                        WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = ?)",
-                    (name, name),
-                )
-                .await?;
-            Ok::<_, SqlError>((columns, blockers.unwrap_or(0)))
-        }
-    });
+                        (name, name),
+                    )
+                    .await?;
+                Ok::<_, SqlError>((columns, blockers.unwrap_or(0)))
+            }
+        });
     let (columns, blockers) = found.map_err(|e| ApplyError::sql(&session.url, &what, e))?;
     if columns.is_empty() {
         return Ok(None);
     }
     Ok(Some(TargetTable {
         name: name.to_string(),
-        columns: columns.iter().map(|c| c.to_ascii_lowercase()).collect(),
+        columns: columns
+            .into_iter()
+            .map(|(c, t)| (c.to_ascii_lowercase(), t))
+            .collect(),
         replace_safe: blockers == 0,
     }))
 }
@@ -182,27 +215,38 @@ pub async fn binary_collation(session: &mut Session) -> Result<String, ApplyErro
         .unwrap_or_else(|| "utf8mb4_bin".to_string()))
 }
 
-/// Finds the target table of `plan`, creating it or adding the source's new columns when
-/// `create` allows. `collation` is the server's binary collation ([`binary_collation`]).
+/// Finds the target table of `plan`, creating it, adding the source's new columns (with their
+/// defaults) and following the types the source widened, when `create` allows.
+///
+/// `known` holds, per column of this table, the type db-sync last gave it (apply keeps it in
+/// its progress file; backfill has none). A column whose source type changed is modified when
+/// the new type holds every value of the target's (a widening); otherwise apply stops with the
+/// statement to run by hand, unless the target already has the new type. Without a record of
+/// the earlier type, a target column that already holds the new type's values is left as it is.
 pub async fn prepare_table(
     session: &mut Session,
     name: &str,
     plan: &TablePlan,
     create: bool,
     collation: &str,
+    mut known: Option<&mut BTreeMap<String, String>>,
 ) -> Result<TargetTable, ApplyError> {
     let mut table = describe(session, name).await?;
-    // Every column any version in the window has, in order of first appearance.
-    let mut fields = Vec::new();
-    let mut seen = HashSet::new();
+    // Every column any version in the window has, in order of first appearance, each with its
+    // latest definition.
+    let mut order: Vec<String> = Vec::new();
+    let mut latest: HashMap<String, &ConnectSchema> = HashMap::new();
     for v in &plan.versions {
         for f in &v.schema.row.fields {
-            if seen.insert(f.field_name().to_ascii_lowercase()) {
-                fields.push(f);
+            let lower = f.field_name().to_ascii_lowercase();
+            if latest.insert(lower.clone(), f).is_none() {
+                order.push(lower);
             }
         }
     }
+    let fields: Vec<&ConnectSchema> = order.iter().map(|c| latest[c]).collect();
     let defs = column_defs(&fields, &plan.key);
+    let mut changed = false;
     match &table {
         None if !create => {
             return Err(ApplyError::NoTable {
@@ -218,11 +262,13 @@ pub async fn prepare_table(
                 .await
                 .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
             tracing::info!(table = %name, source = %plan.table, "created target table");
+            changed = true;
         }
         Some(t) => {
             let missing: Vec<ColumnDef> = defs
-                .into_iter()
-                .filter(|d| !t.columns.contains(&d.name.to_ascii_lowercase()))
+                .iter()
+                .filter(|d| !t.columns.contains_key(&d.name.to_ascii_lowercase()))
+                .cloned()
                 .collect();
             if !missing.is_empty() {
                 if !create {
@@ -238,16 +284,58 @@ pub async fn prepare_table(
                     .await
                     .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
                 for d in &missing {
-                    tracing::info!(table = %name, column = %d.name, ty = %d.ty, "added target column");
+                    tracing::info!(table = %name, column = %d.name, ty = %d.ty, default = d.default.as_deref().unwrap_or("none"), "added target column");
+                }
+                changed = true;
+            }
+            if create {
+                for d in &defs {
+                    let lower = d.name.to_ascii_lowercase();
+                    let Some(current) = t.columns.get(&lower) else {
+                        continue;
+                    };
+                    let prev = known.as_deref().and_then(|k| k.get(&lower)).cloned();
+                    if prev.as_deref() == Some(d.ty.as_str()) {
+                        continue; // the source type did not change
+                    }
+                    let (want, cur) = (ColType::parse(&d.ty), ColType::parse(current));
+                    if want != cur && want.holds(&cur) {
+                        let sql = modify_column(name, d);
+                        let what = format!("widening column {} of {}", quote(&d.name), quote(name));
+                        session
+                            .exec(&sql, &what)
+                            .await
+                            .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
+                        tracing::info!(table = %name, column = %d.name, from = %current, to = %d.ty, "widened target column: the source widened its type");
+                        changed = true;
+                    } else if want != cur && !(prev.is_none() && cur.holds(&want)) {
+                        return Err(ApplyError::TypeChange(Box::new(super::TypeChange {
+                            source_table: plan.table.clone(),
+                            table: name.to_string(),
+                            column: d.name.clone(),
+                            from: prev.unwrap_or_else(|| current.to_ascii_uppercase()),
+                            to: d.ty.clone(),
+                            statement: modify_column(name, d),
+                        })));
+                    }
+                    if let Some(k) = known.as_deref_mut() {
+                        k.insert(lower, d.ty.clone());
+                    }
                 }
             }
         }
     }
-    if table
-        .as_ref()
-        .is_none_or(|t| t.columns.len() < fields.len())
-    {
+    if changed {
         table = describe(session, name).await?;
+    }
+    if let (Some(k), Some(t)) = (known, &table) {
+        // Record the types of new columns and tables too.
+        for d in &defs {
+            let lower = d.name.to_ascii_lowercase();
+            if t.columns.contains_key(&lower) {
+                k.entry(lower).or_insert_with(|| d.ty.clone());
+            }
+        }
     }
     table.ok_or_else(|| {
         ApplyError::Internal(format!(

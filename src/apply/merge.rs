@@ -2,11 +2,20 @@
 //!
 //! Rows arrive as audit batches (table columns then `_cdc_` columns), in journal order per
 //! table (`_cdc_seq`, never commit time). For each key the last change wins: `d` leaves a
-//! delete, `c`/`u`/`r` an upsert. An update that changes a key arrives from Debezium as a
-//! delete of the old key and a create of the new one, so it needs no special case. A column
-//! the source did not send (`_cdc_unchanged`, PostgreSQL's unchanged TOAST) takes the value
-//! an earlier change in the window gave it; if none did, it stays out of the upsert and the
-//! target keeps its value.
+//! delete, `c`/`u`/`r` an upsert. A column the source did not send (`_cdc_unchanged`,
+//! PostgreSQL's unchanged TOAST) takes the value an earlier change in the window gave it; if
+//! none did, it stays out of the upsert and the target keeps its value.
+//!
+//! An update that changes a key arrives from Debezium as a delete of the old key and, right
+//! after it, a create of the new one that names the old key (`_cdc_old_key`). When that create
+//! lacks an unchanged column, the only copy of the value is the old row: taken from the window
+//! when an earlier change there sent it, otherwise from the target, by *moving* the target row
+//! to the new key (a [`MoveRow`]: `UPDATE … SET key = new … WHERE key = old`) instead of
+//! deleting it. Moves apply after the deletes and before the upserts, in journal order.
+//!
+//! A `t` (TRUNCATE) forgets every earlier change of its table in the window and makes the plan
+//! truncate the table first; later changes stay ([`Merger::new`] with `truncate: false`
+//! ignores truncates, `target.truncate: ignore`).
 //!
 //! Values are rendered to their MySQL text once, here ([`super::values`]), and kept per key in
 //! one compact buffer: memory is about the size of the final rows.
@@ -14,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Int64Array, ListArray, StringArray};
+use arrow::array::{Array, AsArray, Int64Array, ListArray, StringArray, StructArray};
 use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
 
@@ -47,7 +56,7 @@ pub enum Cell<'a> {
     Value(&'a [u8]),
     /// Not sent by the source and not set earlier in the window: leave the target's value.
     Unchanged,
-    /// A value the target cannot hold, with the reason.
+    /// A value the target cannot hold: its text and the reason ([`bad_parts`]).
     Bad(&'a str),
 }
 
@@ -106,7 +115,7 @@ fn push_rendered(out: &mut Vec<u8>, col: &Cells<'_>, row: usize) {
         }
         Err(e) => {
             out.truncate(start);
-            push_cell(out, Cell::Bad(&e.0));
+            push_cell(out, Cell::Bad(&format!("{}\0{}", col.display(row), e.0)));
         }
     }
 }
@@ -123,7 +132,17 @@ pub struct Version {
 
 enum Op {
     Delete,
-    Upsert { version: u32, cells: Box<[u8]> },
+    Upsert {
+        version: u32,
+        cells: Box<[u8]>,
+    },
+    /// The target row of key `from` moves here, then takes the sent cells (its unchanged
+    /// columns keep the values the row has).
+    Move {
+        from: Box<[u8]>,
+        version: u32,
+        cells: Box<[u8]>,
+    },
 }
 
 struct Slot {
@@ -137,14 +156,27 @@ struct TableMerge {
     key: Vec<String>,
     rows: HashMap<Box<[u8]>, Slot>,
     last_seq: i64,
+    /// The key of the last delete and the operation it replaced (`None`: the row was only in
+    /// the target): the create half of a key change, which follows its delete half, takes its
+    /// unchanged values from there.
+    last_delete: Option<(Box<[u8]>, Option<Op>)>,
+    /// A `t` came in the window: the table is emptied before the rest applies.
+    truncate: bool,
 }
 
 /// Merges the changes of a window, table by table.
-#[derive(Default)]
 pub struct Merger {
     tables: HashMap<String, TableMerge>,
+    /// Whether a `t` empties the table (`target.truncate: apply`) or is ignored.
+    apply_truncates: bool,
     /// Changes read (before merging), for the summary.
     pub changes: u64,
+}
+
+impl Default for Merger {
+    fn default() -> Self {
+        Merger::new(true)
+    }
 }
 
 /// A merged upsert: its key cells and its row cells.
@@ -158,27 +190,82 @@ pub struct UpsertGroup {
     pub columns: Vec<usize>,
     /// (key, row cells), in journal order of their last change.
     pub rows: Vec<KeyedRow>,
+    /// The journal sequence of each row's last change (for `_db_sync_rejected`).
+    pub seqs: Vec<i64>,
 }
 
-/// The merged operations of one table.
+/// A key change whose row must move in the target (see the module doc).
+#[derive(Debug)]
+pub struct MoveRow {
+    pub from: Box<[u8]>,
+    pub to: Box<[u8]>,
+    pub seq: i64,
+    pub version: usize,
+    /// Row cells; [`Cell::Unchanged`] ones keep the moved row's values.
+    pub cells: Box<[u8]>,
+}
+
+/// The merged operations of one table, applied in this order: truncate, deletes, moves,
+/// upserts.
 #[derive(Debug)]
 pub struct TablePlan {
     pub table: String,
     pub versions: Vec<Version>,
     pub key: Vec<String>,
+    /// Empty the table before anything else (a `t` in the window).
+    pub truncate: bool,
     /// Keys to delete, in journal order of their last change.
     pub deletes: Vec<Box<[u8]>>,
+    /// The journal sequence of each delete.
+    pub delete_seqs: Vec<i64>,
+    /// Rows to move to a new key, in journal order.
+    pub moves: Vec<MoveRow>,
     pub upserts: Vec<UpsertGroup>,
 }
 
 impl TablePlan {
     /// The row count the plan applies.
     pub fn rows(&self) -> usize {
-        self.deletes.len() + self.upserts.iter().map(|g| g.rows.len()).sum::<usize>()
+        self.deletes.len()
+            + self.moves.len()
+            + self.upserts.iter().map(|g| g.rows.len()).sum::<usize>()
     }
 }
 
 impl Merger {
+    /// A merger; `apply_truncates: false` ignores truncates (`target.truncate: ignore`).
+    pub fn new(apply_truncates: bool) -> Merger {
+        Merger {
+            tables: HashMap::new(),
+            apply_truncates,
+            changes: 0,
+        }
+    }
+
+    /// A truncate of `table` that came under a schema version without the key (Debezium sends
+    /// TRUNCATE keyless; the journal files it under the keyed version when it knows one): the
+    /// same as a `t` row, in journal order with the table's batches.
+    pub fn truncate(&mut self, table: &Arc<TableSchema>) {
+        self.changes += 1;
+        if !self.apply_truncates {
+            return;
+        }
+        let merge = self
+            .tables
+            .entry(table.table.clone())
+            .or_insert_with(|| TableMerge {
+                versions: Vec::new(),
+                key: Vec::new(),
+                rows: HashMap::new(),
+                last_seq: i64::MIN,
+                last_delete: None,
+                truncate: false,
+            });
+        merge.rows.clear();
+        merge.last_delete = None;
+        merge.truncate = true;
+    }
+
     /// Adds a batch of audit rows of `table` (which must have a key). Batches of one table must
     /// come in journal order.
     pub fn push(
@@ -201,6 +288,26 @@ impl Merger {
             .index_of(cdc::UNCHANGED)
             .ok()
             .map(|i| batch.column(i).as_list());
+        // Audit files written before the old key was recorded have no such column.
+        let old_key: Option<&StructArray> = schema
+            .index_of(cdc::OLD_KEY)
+            .ok()
+            .and_then(|i| batch.column(i).as_struct_opt());
+        let old_key_cells = old_key
+            .map(|s| {
+                s.columns()
+                    .iter()
+                    .zip(s.fields())
+                    .map(|(a, f)| {
+                        Cells::new(a).ok_or_else(|| MergeError::Type {
+                            table: name.clone(),
+                            column: format!("{}.{}", cdc::OLD_KEY, f.name()),
+                            ty: a.data_type().to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
         let columns: Vec<String> = schema.fields()[..n]
             .iter()
             .map(|f| f.name().clone())
@@ -225,7 +332,13 @@ impl Merger {
                 key: table.key_columns(),
                 rows: HashMap::new(),
                 last_seq: i64::MIN,
+                last_delete: None,
+                truncate: false,
             });
+        if merge.key.is_empty() {
+            // Opened by a keyless truncate.
+            merge.key = table.key_columns();
+        }
         let key_idx = merge
             .key
             .iter()
@@ -280,7 +393,17 @@ impl Merger {
                 push_rendered(&mut key, &renderers[k], row);
             }
             let new_op = match op.value(row) {
-                "d" => Op::Delete,
+                "d" => {
+                    let prior = merge.rows.remove(key.as_slice()).map(|slot| slot.op);
+                    merge.last_delete = Some((key.as_slice().into(), prior));
+                    Op::Delete
+                }
+                "t" if self.apply_truncates => {
+                    merge.rows.clear();
+                    merge.last_delete = None;
+                    merge.truncate = true;
+                    continue;
+                }
                 "c" | "u" | "r" => {
                     let mut any_unchanged = false;
                     if let Some(list) =
@@ -304,40 +427,86 @@ impl Merger {
                             push_rendered(&mut row_buf, r, row);
                         }
                     }
-                    if any_unchanged {
-                        if let Some(Slot {
-                            op:
-                                Op::Upsert {
-                                    version: before,
-                                    cells: old,
-                                },
-                            ..
-                        }) = merge.rows.get(key.as_slice())
-                        {
-                            row_buf = fill_unchanged(
-                                &row_buf,
-                                &merge.versions[version],
-                                old,
-                                &merge.versions[*before as usize],
-                            );
+                    // The op whose row this change continues: the old key's (a key change)
+                    // or this key's.
+                    let moved_from = match (&old_key, &old_key_cells) {
+                        (Some(o), Some(cells)) if o.is_valid(row) => {
+                            let mut from = Vec::with_capacity(key.len());
+                            for c in cells {
+                                push_rendered(&mut from, c, row);
+                            }
+                            Some(from)
+                        }
+                        _ => None,
+                    };
+                    let mut prior: Option<Op> = None;
+                    if let Some(from) = &moved_from {
+                        prior = match merge.last_delete.take() {
+                            Some((k, op)) if *k == **from => op,
+                            other => {
+                                merge.last_delete = other;
+                                None
+                            }
+                        };
+                    }
+                    if !any_unchanged {
+                        Op::Upsert {
+                            version: version as u32,
+                            cells: row_buf.as_slice().into(),
+                        }
+                    } else {
+                        let current = match &moved_from {
+                            Some(_) => prior.as_ref(),
+                            None => merge.rows.get(key.as_slice()).map(|s| &s.op),
+                        };
+                        let (filled, from) = match current {
+                            Some(Op::Upsert { version: v, cells }) => (
+                                fill_unchanged(
+                                    &row_buf,
+                                    &merge.versions[version],
+                                    cells,
+                                    &merge.versions[*v as usize],
+                                ),
+                                None,
+                            ),
+                            Some(Op::Move {
+                                from,
+                                version: v,
+                                cells,
+                            }) => (
+                                fill_unchanged(
+                                    &row_buf,
+                                    &merge.versions[version],
+                                    cells,
+                                    &merge.versions[*v as usize],
+                                ),
+                                Some(from.clone()),
+                            ),
+                            Some(Op::Delete) | None => (row_buf.clone(), None),
+                        };
+                        let still_unchanged = cells(&filled).any(|c| c == Cell::Unchanged);
+                        // Where the values still missing are: the target row of the original
+                        // key of a chain of moves, or of the old key.
+                        let from = from.or_else(|| moved_from.map(Into::into));
+                        match from {
+                            Some(from) if still_unchanged => Op::Move {
+                                from,
+                                version: version as u32,
+                                cells: filled.into(),
+                            },
+                            _ => Op::Upsert {
+                                version: version as u32,
+                                cells: filled.into(),
+                            },
                         }
                     }
-                    Op::Upsert {
-                        version: version as u32,
-                        cells: row_buf.as_slice().into(),
-                    }
                 }
-                // Truncates and messages are not row changes.
+                // Messages, and truncates that `target.truncate: ignore` leaves alone.
                 _ => continue,
             };
-            match merge.rows.get_mut(key.as_slice()) {
-                Some(slot) => *slot = Slot { seq: s, op: new_op },
-                None => {
-                    merge
-                        .rows
-                        .insert(key.as_slice().into(), Slot { seq: s, op: new_op });
-                }
-            }
+            merge
+                .rows
+                .insert(key.as_slice().into(), Slot { seq: s, op: new_op });
         }
         Ok(())
     }
@@ -350,12 +519,38 @@ impl Merger {
                 .map(|(table, t)| {
                     let mut slots: Vec<(Box<[u8]>, Slot)> = t.rows.into_iter().collect();
                     slots.sort_unstable_by_key(|(_, s)| s.seq);
+                    // A moved row leaves its old key: no delete of that key is needed (or safe:
+                    // it would come first and remove the row the move needs).
+                    let sources: std::collections::HashSet<Box<[u8]>> = slots
+                        .iter()
+                        .filter_map(|(_, s)| match &s.op {
+                            Op::Move { from, .. } => Some(from.clone()),
+                            _ => None,
+                        })
+                        .collect();
                     let mut deletes = Vec::new();
+                    let mut delete_seqs = Vec::new();
+                    let mut moves = Vec::new();
                     let mut upserts: Vec<UpsertGroup> = Vec::new();
                     let mut group_of: HashMap<(usize, Vec<usize>), usize> = HashMap::new();
                     for (key, slot) in slots {
                         match slot.op {
-                            Op::Delete => deletes.push(key),
+                            Op::Delete if sources.contains(&key) => {}
+                            Op::Delete => {
+                                deletes.push(key);
+                                delete_seqs.push(slot.seq);
+                            }
+                            Op::Move {
+                                from,
+                                version,
+                                cells,
+                            } => moves.push(MoveRow {
+                                from,
+                                to: key,
+                                seq: slot.seq,
+                                version: version as usize,
+                                cells,
+                            }),
                             Op::Upsert {
                                 version,
                                 cells: row,
@@ -372,11 +567,13 @@ impl Merger {
                                             version,
                                             columns,
                                             rows: Vec::new(),
+                                            seqs: Vec::new(),
                                         });
                                         upserts.len() - 1
                                     },
                                 );
                                 upserts[g].rows.push((key, row));
+                                upserts[g].seqs.push(slot.seq);
                             }
                         }
                     }
@@ -384,7 +581,10 @@ impl Merger {
                         table,
                         versions: t.versions,
                         key: t.key,
+                        truncate: t.truncate,
                         deletes,
+                        delete_seqs,
+                        moves,
                         upserts,
                     }
                 })
@@ -412,6 +612,11 @@ fn fill_unchanged(new: &[u8], new_version: &Version, old: &[u8], old_version: &V
     out
 }
 
+/// The value text and the reason of a [`Cell::Bad`].
+pub fn bad_parts(bad: &str) -> (&str, &str) {
+    bad.split_once('\0').unwrap_or(("", bad))
+}
+
 /// A key as people read it: `id=7, region=eu`.
 pub fn describe_key(plan_key: &[String], key: &[u8]) -> String {
     plan_key
@@ -421,7 +626,7 @@ pub fn describe_key(plan_key: &[String], key: &[u8]) -> String {
             Cell::Value(v) => format!("{name}={}", String::from_utf8_lossy(v)),
             Cell::Null => format!("{name}=NULL"),
             Cell::Unchanged => format!("{name}=?"),
-            Cell::Bad(m) => format!("{name}=<{m}>"),
+            Cell::Bad(m) => format!("{name}=<{}>", bad_parts(m).1),
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -23,22 +23,25 @@
 //! `backfill` drives it with windows read from audit files instead of the journal.
 
 mod checkpoint;
+mod coltype;
 mod ddl;
 pub mod merge;
+pub mod rejected;
 pub mod sql;
+mod sweep;
 mod values;
 mod write;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
 use crate::audit::AuditError;
-use crate::compact::{self, CompactError};
-use crate::config::{Config, TargetConfig};
+use crate::compact::{self, CompactError, SnapshotMarks};
+use crate::config::{Config, OnReject, TargetConfig};
 use crate::error::{Classify, ErrorKind};
 use crate::journal::{self, JournalError};
-use crate::state::{ApplyProgress, ApplyWindow, AuditProgress, StateError};
+use crate::state::{ApplyProgress, ApplyWindow, AuditProgress, ColumnTypes, StateError, Sweep};
 use ddl::TargetTable;
 use merge::{MergeError, Merger, TablePlan};
 use sql::{with_retry, Session, SqlError};
@@ -72,6 +75,8 @@ pub enum ApplyError {
     NoTable { source_table: String, table: String },
     #[error("apply stopped: target table `{table}` has no column `{column}`, which the source added; add it, or set `target.create_tables: true`")]
     NoColumn { table: String, column: String },
+    #[error("apply stopped: {0}")]
+    TypeChange(Box<TypeChange>),
     #[error("apply stopped: target table `{table}` (for {source_table}){}, key {key}: {message}; change the target column (or the source value), then run compact again: the journal keeps every change not yet applied", column.as_ref().map(|c| format!(", column `{c}`")).unwrap_or_default())]
     Rejected {
         source_table: String,
@@ -84,6 +89,28 @@ pub enum ApplyError {
     Audit(#[from] AuditError),
     #[error("apply stopped: {0}")]
     Internal(String),
+}
+
+/// A source column type change the target table cannot follow without loss.
+#[derive(Debug)]
+pub struct TypeChange {
+    pub source_table: String,
+    pub table: String,
+    pub column: String,
+    pub from: String,
+    pub to: String,
+    /// The statement that would follow it, for the user to judge and run.
+    pub statement: String,
+}
+
+impl std::fmt::Display for TypeChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} changed column `{}` from {} to {}, which target table `{}` cannot follow without loss; check its values, run `{}` on the target, then run compact again (the journal keeps every change not yet applied)",
+            self.source_table, self.column, self.from, self.to, self.table, self.statement
+        )
+    }
 }
 
 impl ApplyError {
@@ -116,6 +143,7 @@ impl Classify for ApplyError {
             ApplyError::Merge(_)
             | ApplyError::NoTable { .. }
             | ApplyError::NoColumn { .. }
+            | ApplyError::TypeChange(_)
             | ApplyError::Rejected { .. }
             | ApplyError::Internal(_) => ErrorKind::Permanent,
         }
@@ -150,6 +178,12 @@ pub struct Applier {
     create_tables: bool,
     table_name: String,
     collation: Option<String>,
+    /// `target.on_reject: quarantine`.
+    quarantine: bool,
+    /// The most bytes of rendered rows one chunk holds.
+    chunk_bytes: usize,
+    /// Source tables with rows in `_db_sync_rejected` (their applied keys clear them).
+    rejects: std::collections::HashSet<String>,
 }
 
 /// What [`Applier::apply_window`] did.
@@ -158,11 +192,25 @@ pub struct WindowDone {
     pub skipped: u32,
     /// Stopped on request before the last chunk.
     pub stopped: bool,
+    /// The snapshot sweeps the window committed: source table, chunk, stage table.
+    pub sweeps: Vec<(String, u32, String)>,
+}
+
+/// The snapshot sweeps of a window: where its tables have full-snapshot rows, and the sweep
+/// state of each table ([`sweep`]).
+#[derive(Default)]
+pub struct SweepPlan<'a> {
+    pub marks: HashMap<String, SnapshotMarks>,
+    pub sweeps: Option<&'a BTreeMap<String, Sweep>>,
 }
 
 impl Applier {
     /// An applier for `target:` (not connected yet); a bad URL is a config error.
-    pub fn new(tc: &TargetConfig, pipeline: &str) -> Result<Applier, ApplyError> {
+    pub fn new(
+        tc: &TargetConfig,
+        pipeline: &str,
+        budget: crate::config::Budget,
+    ) -> Result<Applier, ApplyError> {
         let session = Session::new(tc.url.expose(), redact_url(tc.url.expose())).map_err(|e| {
             ApplyError::Config {
                 key: "target.url".into(),
@@ -176,14 +224,30 @@ impl Applier {
             create_tables: tc.create_tables,
             table_name: tc.table_name.clone(),
             collation: None,
+            quarantine: tc.on_reject == OnReject::Quarantine,
+            chunk_bytes: budget.chunk_bytes,
+            rejects: Default::default(),
         })
     }
 
-    /// Connects (retrying) and creates the checkpoint table if it is missing.
+    /// Connects (retrying) and creates the checkpoint table (and, with `on_reject:
+    /// quarantine`, the rejected-rows table) if missing.
     pub async fn prepare(&mut self) -> Result<(), ApplyError> {
+        let url = self.session.url.clone();
         checkpoint::create(&mut self.session)
             .await
-            .map_err(|e| ApplyError::sql(&self.session.url, "creating the checkpoint table", e))
+            .map_err(|e| ApplyError::sql(&url, "creating the checkpoint table", e))?;
+        if self.quarantine {
+            rejected::create(&mut self.session)
+                .await
+                .map_err(|e| ApplyError::sql(&url, "creating the rejected-rows table", e))?;
+            self.rejects = rejected::tables_with_rejects(&mut self.session, &self.pipeline)
+                .await
+                .map_err(|e| ApplyError::sql(&url, "reading the rejected-rows table", e))?
+                .into_iter()
+                .collect();
+        }
+        Ok(())
     }
 
     pub fn uses_load_data(&self) -> bool {
@@ -210,7 +274,11 @@ impl Applier {
         Ok((name, done))
     }
 
-    async fn prepare_table(&mut self, plan: &TablePlan) -> Result<TargetTable, ApplyError> {
+    async fn prepare_table(
+        &mut self,
+        plan: &TablePlan,
+        known: Option<&mut BTreeMap<String, String>>,
+    ) -> Result<TargetTable, ApplyError> {
         let name = self.target_name(&plan.table);
         let collation = match &self.collation {
             Some(c) => c.clone(),
@@ -225,17 +293,58 @@ impl Applier {
             plan,
             self.create_tables,
             &collation,
+            known,
         )
         .await
     }
 
+    /// Decides, before any of their chunks, which tables whose full snapshot starts in this
+    /// window get a sweep: those whose target table already has rows. Returns whether
+    /// `sweeps` changed (the caller records it before applying).
+    pub async fn plan_sweeps(
+        &mut self,
+        plans: &[TablePlan],
+        marks: &HashMap<String, SnapshotMarks>,
+        sweeps: &mut BTreeMap<String, Sweep>,
+    ) -> Result<bool, ApplyError> {
+        let mut changed = false;
+        for plan in plans {
+            let starts = marks.get(&plan.table).is_some_and(|m| m.rows);
+            if !starts || sweeps.contains_key(&plan.table) {
+                continue;
+            }
+            let target = self.target_name(&plan.table);
+            let stage = sweep::start(&mut self.session, &self.pipeline, &target, &plan.key)
+                .await
+                .map_err(|e| ApplyError::sql(&self.session.url, "starting a snapshot sweep", e))?;
+            let state = match stage {
+                Some(stage) => {
+                    tracing::info!(
+                        table = %plan.table,
+                        target = %target,
+                        "a full snapshot starts over a target table that has rows: the rows it does not bring (deleted at the source meanwhile) go when it completes"
+                    );
+                    Sweep::Staging { stage }
+                }
+                None => Sweep::NotNeeded,
+            };
+            sweeps.insert(plan.table.clone(), state);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// Applies the merged `plans` of `window`: tables prepared, chunks numbered (table by
-    /// table, deletes first, then each upsert group), committed chunks skipped. With `stop`,
-    /// returns at the next chunk boundary once it turns true.
+    /// table: a truncate, deletes, moves, then each upsert group), committed chunks skipped.
+    /// `column_types` holds the types db-sync gave each table's columns (per source table; see
+    /// [`ddl::prepare_table`]), `None` when there is no such record. With `stop`, returns at the
+    /// next chunk boundary once it turns true.
     pub async fn apply_window(
         &mut self,
         window: &ApplyWindow,
         plans: &[TablePlan],
+        mut column_types: Option<&mut ColumnTypes>,
+        sweeps: &SweepPlan<'_>,
         stop: Option<&tokio::sync::watch::Receiver<bool>>,
     ) -> Result<WindowDone, ApplyError> {
         // Names first: two source tables must not land in one target table.
@@ -252,25 +361,67 @@ impl Applier {
                 });
             }
         }
-        let mut tables: Vec<TargetTable> = Vec::with_capacity(plans.len());
+        // `None`: a window with only a truncate of a table the target does not have.
+        let mut tables: Vec<Option<TargetTable>> = Vec::with_capacity(plans.len());
         for p in plans {
-            tables.push(self.prepare_table(p).await?);
+            if p.versions.is_empty() {
+                let name = self.target_name(&p.table);
+                tables.push(ddl::describe(&mut self.session, &name).await?);
+                continue;
+            }
+            let known = column_types
+                .as_deref_mut()
+                .map(|k| k.entry(p.table.clone()).or_default());
+            tables.push(Some(self.prepare_table(p, known).await?));
         }
 
         let batch = window.batch_rows.max(1);
         let mut chunks: Vec<Chunk<'_>> = Vec::new();
+        let mut swept = Vec::new();
         for (plan, target) in plans.iter().zip(&tables) {
-            let work =
-                plan.deletes
-                    .chunks(batch)
-                    .map(Work::Delete)
-                    .chain(plan.upserts.iter().flat_map(|group| {
-                        group
-                            .rows
-                            .chunks(batch)
-                            .map(move |rows| Work::Upsert { group, rows })
-                    }));
+            let Some(target) = target else {
+                continue;
+            };
+            let stage = match sweeps.sweeps.and_then(|s| s.get(&plan.table)) {
+                Some(Sweep::Staging { stage }) => Some(stage.as_str()),
+                _ => None,
+            };
+            let done = sweeps.marks.get(&plan.table).is_some_and(|m| m.done);
+            let sweep = stage.filter(|_| done).map(|stage| Work::Sweep { stage });
+            let truncate = plan.truncate.then_some(Work::Truncate);
+            let max_bytes = if window.chunk_bytes > 0 {
+                window.chunk_bytes
+            } else {
+                self.chunk_bytes
+            };
+            let deletes = spans(plan.deletes.iter().map(|k| k.len()), batch, max_bytes)
+                .into_iter()
+                .map(|r| Work::Delete {
+                    keys: &plan.deletes[r.clone()],
+                    seqs: &plan.delete_seqs[r],
+                });
+            let moves = spans(plan.moves.iter().map(|m| m.cells.len()), batch, max_bytes)
+                .into_iter()
+                .map(|r| Work::Move(&plan.moves[r]));
+            let upserts = plan.upserts.iter().flat_map(|group| {
+                spans(group.rows.iter().map(|(_, r)| r.len()), batch, max_bytes)
+                    .into_iter()
+                    .map(move |r| Work::Upsert {
+                        group,
+                        rows: &group.rows[r.clone()],
+                        seqs: &group.seqs[r],
+                    })
+            });
+            let work = truncate
+                .into_iter()
+                .chain(deletes)
+                .chain(moves)
+                .chain(upserts)
+                .chain(sweep);
             for work in work {
+                if let Work::Sweep { stage } = work {
+                    swept.push((plan.table.clone(), chunks.len() as u32, stage.to_string()));
+                }
                 chunks.push(Chunk {
                     no: chunks.len() as u32,
                     chunks: 0,
@@ -278,6 +429,7 @@ impl Applier {
                     plan,
                     target,
                     work,
+                    stage,
                 });
             }
         }
@@ -301,6 +453,7 @@ impl Applier {
                     chunks: total,
                     skipped,
                     stopped: true,
+                    sweeps: Vec::new(),
                 });
             }
             if committed.contains(&chunk.no) {
@@ -322,13 +475,61 @@ impl Applier {
             chunks: total,
             skipped,
             stopped: false,
+            sweeps: swept,
         })
     }
 
+    /// After the window that committed them: the rows each sweep deleted (its checkpoint row
+    /// says), the stage tables dropped, and the sweeps recorded as done.
+    pub async fn finish_sweeps(
+        &mut self,
+        window_from: u64,
+        done: &[(String, u32, String)],
+        sweeps: &mut BTreeMap<String, Sweep>,
+    ) -> Result<(), ApplyError> {
+        for (table, chunk, stage) in done {
+            let url = self.session.url.clone();
+            let rows =
+                checkpoint::row_count(&mut self.session, &self.pipeline, window_from, *chunk)
+                    .await
+                    .map_err(|e| ApplyError::sql(&url, "reading the checkpoint table", e))?
+                    .unwrap_or(0);
+            sweep::finish(&mut self.session, stage)
+                .await
+                .map_err(|e| ApplyError::sql(&url, "dropping a stage table", e))?;
+            if rows > 0 {
+                tracing::warn!(
+                    table = %table,
+                    rows,
+                    "the full snapshot is complete: deleted {rows} target rows it did not bring (they were deleted at the source while nothing captured it)"
+                );
+            } else {
+                tracing::info!(table = %table, "the full snapshot is complete: the target had no rows it did not bring");
+            }
+            sweeps.insert(
+                table.clone(),
+                Sweep::Done {
+                    rows,
+                    window_from,
+                    finished_at: chrono::Utc::now().to_rfc3339(),
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Applies one chunk in one transaction with its checkpoint row, retrying transient
-    /// failures. A permanent failure names the table, column and key.
+    /// failures. A value the target refuses stops apply, naming the table, column and key; with
+    /// `on_reject: quarantine` its row goes to `_db_sync_rejected` instead, in the same
+    /// transaction, and the rest of the chunk applies.
     async fn apply_chunk(&mut self, chunk: &Chunk<'_>) -> Result<ChunkOutcome, ApplyError> {
-        write::check_values(chunk)?;
+        let mut skip = write::Skip::new();
+        for (i, reject, error) in write::bad_values(chunk) {
+            if !self.quarantine {
+                return Err(error);
+            }
+            skip.entry(i).or_insert(reject);
+        }
         let what = format!(
             "applying chunk {} to {}",
             chunk.no,
@@ -337,13 +538,33 @@ impl Applier {
         let mut fast = self.load_data && write::replace_fits(chunk);
         loop {
             let pipeline = &self.pipeline;
+            let q = write::Quarantine {
+                skip: &skip,
+                resolve: self.quarantine && self.rejects.contains(&chunk.plan.table),
+            };
             let session = &mut self.session;
             let attempt: Result<Attempt, SqlError> = with_retry!(session, &what, |conn| {
-                write::chunk_transaction(conn, pipeline, chunk, fast).await
+                write::chunk_transaction(conn, pipeline, chunk, fast, &q).await
             });
-            let attempt = attempt.map_err(|e| write::rejected(chunk, None, e))?;
+            let attempt = attempt.map_err(|e| write::rejected(chunk, None, e).0)?;
             match attempt {
-                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Done(outcome) => {
+                    if !skip.is_empty() && outcome == ChunkOutcome::Applied {
+                        self.rejects.insert(chunk.plan.table.clone());
+                        for r in skip.values() {
+                            tracing::warn!(
+                                table = %chunk.plan.table,
+                                key = %r.key,
+                                column = r.column.as_deref().unwrap_or("?"),
+                                seq = r.seq,
+                                "the target cannot hold this row ({}); it is in {} and later changes go on",
+                                r.error,
+                                rejected::TABLE
+                            );
+                        }
+                    }
+                    return Ok(outcome);
+                }
                 Attempt::Redo => fast = false,
                 Attempt::Refused(message) => {
                     tracing::warn!(
@@ -353,11 +574,23 @@ impl Applier {
                     self.load_data = false;
                     fast = false;
                 }
-                Attempt::Rejected(e) => {
+                Attempt::Rejected(e, row) => {
                     // Never leave the chunk's transaction open: the next START TRANSACTION on
                     // this connection would commit it.
                     self.session.rollback().await;
-                    return Err(e);
+                    match (row, &e) {
+                        (
+                            Some(i),
+                            ApplyError::Rejected {
+                                column, message, ..
+                            },
+                        ) if self.quarantine && !skip.contains_key(&i) => {
+                            skip.insert(i, chunk.reject(i, column.clone(), message.clone()));
+                            // INSERT names the row, LOAD DATA does not.
+                            fast = false;
+                        }
+                        _ => return Err(e),
+                    }
                 }
             }
         }
@@ -383,12 +616,16 @@ pub async fn apply_audited(
     let started = Instant::now();
     let mut progress = ApplyProgress::load(&dir)?;
     let placeholder = compact::placeholder(config);
+    let budget = config.budget();
     let mut applier: Option<Applier> = None;
     let mut summary: Option<Summary> = None;
     // The next window's merge runs on another core while this window's chunks are applied.
     let mut ahead: Option<(ApplyWindow, MergeTask)> = None;
     // The audit stage ran before this one under the same lock: it does not move meanwhile.
     let audited_through = AuditProgress::load(&dir)?.audited_through;
+    let identity = crate::state::identity::Identity::load(&dir)?
+        .unwrap_or_else(crate::state::identity::Identity::legacy);
+    let has_identity = !identity.journal.is_empty();
     loop {
         let window = match progress.pending.clone() {
             Some(w) => {
@@ -404,7 +641,7 @@ pub async fn apply_audited(
                     progress.applied_through,
                     audited_through,
                     &dir,
-                    tc.batch_rows,
+                    (tc.batch_rows, budget.chunk_bytes, budget.window_bytes),
                 )?
                 else {
                     break;
@@ -423,13 +660,18 @@ pub async fn apply_audited(
         };
         let task = match ahead.take() {
             Some((w, task)) if w == window => task,
-            _ => spawn_merge(&dir, &window, &placeholder),
+            _ => spawn_merge(&dir, &window, &placeholder, tc.truncate.applies(), budget),
         };
         let merged = task
             .await
             .map_err(|e| ApplyError::Internal(format!("the merge thread failed: {e}")))??;
-        if let Some(w) = next_window(window.to, audited_through, &dir, tc.batch_rows)? {
-            let task = spawn_merge(&dir, &w, &placeholder);
+        if let Some(w) = next_window(
+            window.to,
+            audited_through,
+            &dir,
+            (tc.batch_rows, budget.chunk_bytes, budget.window_bytes),
+        )? {
+            let task = spawn_merge(&dir, &w, &placeholder, tc.truncate.applies(), budget);
             ahead = Some((w, task));
         }
         for table in &merged.skipped {
@@ -440,13 +682,37 @@ pub async fn apply_audited(
         let a = match applier.as_mut() {
             Some(a) => a,
             None => {
-                let mut a = Applier::new(tc, &config.name)?;
+                let key = identity.checkpoint_key(&config.name);
+                let mut a = Applier::new(tc, &key, budget)?;
                 a.prepare().await?;
                 applier.insert(a)
             }
         };
+        // A legacy journal (no identity) may hold incremental snapshot rows from before they
+        // were marked as such: no sweeps there.
+        if has_identity
+            && a.plan_sweeps(&merged.plans, &merged.marks, &mut progress.sweeps)
+                .await?
+        {
+            progress.store(&dir)?;
+        }
         let applying = Instant::now();
-        let done = a.apply_window(&window, &merged.plans, stop).await?;
+        let sweeps = std::mem::take(&mut progress.sweeps);
+        let plan = SweepPlan {
+            marks: merged.marks,
+            sweeps: Some(&sweeps),
+        };
+        let done = a
+            .apply_window(
+                &window,
+                &merged.plans,
+                Some(&mut progress.column_types),
+                &plan,
+                stop,
+            )
+            .await;
+        progress.sweeps = sweeps;
+        let done = done?;
         if done.stopped {
             tracing::info!(
                 from = window.from,
@@ -455,6 +721,8 @@ pub async fn apply_audited(
             );
             break;
         }
+        a.finish_sweeps(window.from, &done.sweeps, &mut progress.sweeps)
+            .await?;
         let mut finished = window.clone();
         finished.changes = merged.changes;
         finished.rows = merged.plans.iter().map(|p| p.rows() as u64).sum();
@@ -495,7 +763,7 @@ fn next_window(
     applied_through: u64,
     audited_through: u64,
     dir: &Path,
-    batch_rows: usize,
+    (batch_rows, chunk_bytes, window_bytes): (usize, usize, usize),
 ) -> Result<Option<ApplyWindow>, ApplyError> {
     let mut from = applied_through + 1;
     if from > audited_through {
@@ -507,10 +775,12 @@ fn next_window(
     // Deleted before they were applied (no target was configured then): the caller says so
     // when it records the window.
     from = from.max(first);
+    let to = journal::window_end(dir, from, audited_through, WINDOW_EVENTS, window_bytes)?;
     Ok(Some(ApplyWindow {
         from,
-        to: audited_through.min(from + WINDOW_EVENTS - 1),
+        to,
         batch_rows,
+        chunk_bytes,
         changes: 0,
         rows: 0,
         chunks: 0,
@@ -522,35 +792,83 @@ type MergeTask = tokio::task::JoinHandle<Result<Merged, ApplyError>>;
 
 struct Merged {
     plans: Vec<TablePlan>,
+    marks: HashMap<String, SnapshotMarks>,
     skipped: BTreeSet<String>,
     changes: u64,
     seconds: f64,
 }
 
 /// Reads and merges one window on a blocking thread.
-fn spawn_merge(dir: &Path, window: &ApplyWindow, placeholder: &str) -> MergeTask {
+fn spawn_merge(
+    dir: &Path,
+    window: &ApplyWindow,
+    placeholder: &str,
+    apply_truncates: bool,
+    budget: crate::config::Budget,
+) -> MergeTask {
     let dir = dir.to_path_buf();
     let placeholder = placeholder.to_string();
     let (from, to) = (window.from, window.to);
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let mut merger = Merger::default();
+        let mut merger = Merger::new(apply_truncates);
         let mut skipped = BTreeSet::new();
-        compact::decode_in_order(&dir, from, to, &placeholder, DECODE_ROWS, |table, batch| {
-            if !table.has_key() {
-                skipped.insert(table.table.clone());
-                return Ok(());
-            }
-            merger.push(table, &batch).map_err(ApplyError::from)
-        })?;
+        let sizes = (DECODE_ROWS, budget.batch_bytes);
+        let marks =
+            compact::decode_in_order(&dir, from, to, &placeholder, sizes, |table, batch| {
+                if !table.has_key() {
+                    if only_truncates(&batch) {
+                        merger.truncate(table);
+                    } else {
+                        skipped.insert(table.table.clone());
+                    }
+                    return Ok(());
+                }
+                merger.push(table, &batch).map_err(ApplyError::from)
+            })?;
         let changes = merger.changes;
         Ok(Merged {
             plans: merger.finish(),
+            marks,
             skipped,
             changes,
             seconds: started.elapsed().as_secs_f64(),
         })
     })
+}
+
+/// Whether every row of an audit batch is a truncate (`_cdc_op` = `t`).
+fn only_truncates(batch: &arrow::array::RecordBatch) -> bool {
+    use arrow::array::{Array, AsArray};
+    batch
+        .column_by_name(crate::types::cdc::OP)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .is_some_and(|ops| !ops.is_empty() && (0..ops.len()).all(|i| ops.value(i) == "t"))
+}
+
+/// Consecutive ranges over items of `sizes`: each at most `max_rows` items and about
+/// `max_bytes` (at least one item), so a chunk of large rows stays small. Depends only on the
+/// sizes, so a re-run cuts the same chunks.
+fn spans(
+    sizes: impl Iterator<Item = usize>,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes, mut n) = (0, 0usize, 0);
+    for (i, size) in sizes.enumerate() {
+        if i > start && (i - start >= max_rows || bytes + size > max_bytes) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+        n = i + 1;
+    }
+    if start < n {
+        out.push(start..n);
+    }
+    out
 }
 
 /// The target table name for source table `schema.table` (`target.table_name`).
@@ -564,6 +882,21 @@ fn target_name(template: &str, source: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_cut_by_rows_and_by_bytes() {
+        assert_eq!(spans([1usize; 5].into_iter(), 2, 100), [0..2, 2..4, 4..5]);
+        assert_eq!(
+            spans([60usize, 60, 10, 10].into_iter(), 10, 100),
+            [0..1, 1..4]
+        );
+        assert_eq!(
+            spans([500usize].into_iter(), 10, 100),
+            vec![0..1],
+            "a row larger than the budget"
+        );
+        assert!(spans(std::iter::empty(), 10, 100).is_empty());
+    }
 
     #[test]
     fn target_names_follow_the_template() {

@@ -80,10 +80,26 @@ impl From<mysql_async::Error> for SqlError {
                 message: s.message,
                 fatal: false,
             },
+            // A certificate that does not verify will not verify on the next attempt either.
+            Error::Io(io) if tls_failure(&io) => SqlError {
+                code: None,
+                message: format!(
+                    "{}; check ssl-mode and ssl-ca in target.url",
+                    chain(&io).replace('\n', " ")
+                ),
+                transient: false,
+                fatal: true,
+            },
             Error::Io(io) => SqlError {
                 code: None,
                 message: io.to_string(),
                 transient: true,
+                fatal: true,
+            },
+            Error::Driver(DriverError::NoClientSslFlagFromServer) => SqlError {
+                code: None,
+                message: "the target does not offer TLS, and target.url asks for it (ssl-mode): enable TLS on the server, or set ssl-mode=PREFERRED or DISABLED".into(),
+                transient: false,
                 fatal: true,
             },
             Error::Driver(
@@ -104,6 +120,44 @@ impl From<mysql_async::Error> for SqlError {
             },
         }
     }
+}
+
+/// Whether an I/O failure is a TLS handshake that failed (a certificate, a protocol), not a
+/// connection that dropped.
+fn tls_failure(e: &mysql_async::IoError) -> bool {
+    if matches!(e, mysql_async::IoError::Tls(_)) {
+        return true;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        src = err.source();
+    }
+    false
+}
+
+/// An error and its causes, joined.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        src = inner.source();
+    }
+    s
 }
 
 impl std::fmt::Display for SqlError {
@@ -151,9 +205,132 @@ pub struct UrlError {
     pub message: String,
 }
 
+/// How the target connection uses TLS: `ssl-mode` in `target.url`, as the MySQL client
+/// means it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Disabled,
+    /// The default: TLS when the server offers it (unverified), plain otherwise.
+    Preferred,
+    /// TLS, certificate not verified.
+    Required,
+    /// TLS, certificate verified against `ssl-ca` (or the built-in roots), host name not.
+    VerifyCa,
+    /// TLS, certificate and host name verified.
+    VerifyIdentity,
+}
+
+/// `target.url` with MySQL's `ssl-mode` and `ssl-ca` parameters (also spelled `ssl_mode`,
+/// `ssl_ca`) taken out and turned into driver options; the driver's own `require_ssl`,
+/// `verify_ca` and `verify_identity` parameters still work, and then `ssl-mode` is not implied.
+pub fn target_opts(url: &str) -> Result<(OptsBuilder, TlsMode), UrlError> {
+    let bad = |message: String| UrlError { message };
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut rest = Vec::new();
+    let (mut mode, mut ca) = (None, None);
+    let mut native_tls = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(v);
+        match k.to_ascii_lowercase().replace('_', "-").as_str() {
+            "ssl-mode" | "sslmode" => {
+                mode = Some(match value.to_ascii_uppercase().replace('-', "_").as_str() {
+                    "DISABLED" => TlsMode::Disabled,
+                    "PREFERRED" => TlsMode::Preferred,
+                    "REQUIRED" => TlsMode::Required,
+                    "VERIFY_CA" => TlsMode::VerifyCa,
+                    "VERIFY_IDENTITY" => TlsMode::VerifyIdentity,
+                    other => {
+                        return Err(bad(format!(
+                            "ssl-mode={other} is not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"
+                        )))
+                    }
+                })
+            }
+            "ssl-ca" => ca = Some(std::path::PathBuf::from(value)),
+            "require-ssl" | "verify-ca" | "verify-identity" => {
+                native_tls = true;
+                rest.push(pair);
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let opts = Opts::from_url(&url).map_err(|e| bad(e.to_string()))?;
+    let mode = match mode {
+        Some(m) => m,
+        None if native_tls => return Ok((OptsBuilder::from_opts(opts), TlsMode::Required)),
+        None if ca.is_some() => TlsMode::VerifyCa,
+        None => TlsMode::Preferred,
+    };
+    if let Some(ca) = &ca {
+        if !ca.is_file() {
+            return Err(bad(format!(
+                "ssl-ca={} is not a readable file",
+                ca.display()
+            )));
+        }
+    }
+    let ssl = match mode {
+        TlsMode::Disabled => None,
+        TlsMode::Preferred | TlsMode::Required => Some(
+            mysql_async::SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+        ),
+        TlsMode::VerifyCa | TlsMode::VerifyIdentity => {
+            let mut ssl = mysql_async::SslOpts::default()
+                .with_danger_skip_domain_validation(mode == TlsMode::VerifyCa);
+            if let Some(ca) = ca {
+                ssl = ssl.with_root_certs(vec![ca.into()]);
+            }
+            Some(ssl)
+        }
+    };
+    Ok((OptsBuilder::from_opts(opts).ssl_opts(ssl), mode))
+}
+
+/// `%XX` escapes decoded (a path in a URL parameter).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens a connection within [`CONNECT_TIMEOUT`]; `Err` only for the timeout.
+async fn connect(opts: Opts) -> Result<Result<Conn, mysql_async::Error>, SqlError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
+        .await
+        .map_err(|_| SqlError {
+            code: None,
+            message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            transient: true,
+            fatal: true,
+        })
+}
+
 /// One connection to the target, reopened as needed.
 pub struct Session {
     opts: Opts,
+    /// `ssl-mode=PREFERRED` (the default): the plain options, for a server without TLS.
+    plain: Option<Opts>,
     /// `target.url` with the password hidden, for messages.
     pub url: String,
     conn: Option<Conn>,
@@ -162,21 +339,22 @@ pub struct Session {
 impl Session {
     /// A session for `url` (not connected yet); `redacted` is how messages show it.
     pub fn new(url: &str, redacted: String) -> Result<Session, UrlError> {
-        let opts = Opts::from_url(url).map_err(|e| UrlError {
-            message: e.to_string(),
-        })?;
+        let (builder, mode) = target_opts(url)?;
+        let opts: Opts = builder
+            .init(SESSION.to_vec())
+            .prefer_socket(false)
+            .stmt_cache_size(64)
+            .into();
         if opts.db_name().is_none() {
             return Err(UrlError {
                 message: "names no database".into(),
             });
         }
-        let opts: Opts = OptsBuilder::from_opts(opts)
-            .init(SESSION.to_vec())
-            .prefer_socket(false)
-            .stmt_cache_size(64)
-            .into();
+        let plain = (mode == TlsMode::Preferred)
+            .then(|| OptsBuilder::from_opts(opts.clone()).ssl_opts(None).into());
         Ok(Session {
             opts,
+            plain,
             url: redacted,
             conn: None,
         })
@@ -185,15 +363,19 @@ impl Session {
     /// The connection, opened if needed (within a 10 s timeout).
     pub async fn conn(&mut self) -> Result<&mut Conn, SqlError> {
         if self.conn.is_none() {
-            let conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(self.opts.clone()))
-                .await
-                .map_err(|_| SqlError {
-                    code: None,
-                    message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                    transient: true,
-                    fatal: true,
-                })??;
-            self.conn = Some(conn);
+            let mut conn = connect(self.opts.clone()).await?;
+            if let Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) = &conn
+            {
+                if let Some(plain) = self.plain.take() {
+                    // ssl-mode=PREFERRED and a server without TLS: plain from now on.
+                    tracing::debug!(target = %self.url, "the target offers no TLS; connecting without");
+                    self.opts = plain;
+                    conn = connect(self.opts.clone()).await?;
+                }
+            }
+            self.conn = Some(conn?);
         }
         Ok(self.conn.as_mut().expect("set above"))
     }
@@ -313,6 +495,39 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssl_mode_and_ssl_ca_come_out_of_the_url() {
+        let mode = |url: &str| target_opts(url).map(|(_, m)| m);
+        assert_eq!(mode("mysql://u:p@h/db").unwrap(), TlsMode::Preferred);
+        assert_eq!(
+            mode("mysql://u:p@h/db?ssl-mode=DISABLED").unwrap(),
+            TlsMode::Disabled
+        );
+        assert_eq!(
+            mode("mysql://u:p@h/db?ssl_mode=required").unwrap(),
+            TlsMode::Required
+        );
+        assert_eq!(
+            mode("mysql://u:p@h/db?tcp_nodelay=true&ssl-mode=VERIFY_IDENTITY").unwrap(),
+            TlsMode::VerifyIdentity
+        );
+        assert_eq!(
+            mode("mysql://u:p@h/db?require_ssl=true").unwrap(),
+            TlsMode::Required
+        );
+        let e = mode("mysql://u:p@h/db?ssl-mode=sometimes").unwrap_err();
+        assert!(e.message.contains("ssl-mode=SOMETIMES"), "{}", e.message);
+        let e = mode("mysql://u:p@h/db?ssl-ca=%2Fno%2Fsuch.pem").unwrap_err();
+        assert!(e.message.contains("ssl-ca=/no/such.pem"), "{}", e.message);
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let url = format!("mysql://u:p@h/db?ssl-ca={}", ca.path().display());
+        assert_eq!(mode(&url).unwrap(), TlsMode::VerifyCa);
+        let (opts, _) = target_opts(&url).unwrap();
+        let opts: Opts = opts.into();
+        assert_eq!(opts.db_name(), Some("db"));
+        assert!(opts.ssl_opts().is_some());
+    }
 
     #[test]
     fn server_messages_name_column_and_row() {

@@ -20,7 +20,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::Datelike as _;
 
-use crate::types::limits;
+use crate::types::{limits, Logical, Unit};
 
 /// A value the target cannot store exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,28 @@ impl<'a> Cells<'a> {
 
     pub fn is_null(&self, row: usize) -> bool {
         self.array().is_null(row)
+    }
+
+    /// The value at `row` as people read it (Arrow's display), for messages and the rejected
+    /// rows table: also for values [`Cells::write`] refuses.
+    pub fn display(&self, row: usize) -> String {
+        // Dates and times by our own formatting, which spells years beyond 9999 and before 1
+        // (Arrow's formatter refuses some of them).
+        match self {
+            Cells::Timestamp(a) => {
+                return crate::journal::event::format_timestamp_us(
+                    a.value(row),
+                    a.timezone().is_some(),
+                )
+            }
+            Cells::Date(a) => return crate::journal::event::format_date(i64::from(a.value(row))),
+            _ => {}
+        }
+        let options = arrow::util::display::FormatOptions::default();
+        match arrow::util::display::ArrayFormatter::try_new(self.array(), &options) {
+            Ok(f) => f.value(row).to_string(),
+            Err(_) => "(no text form)".into(),
+        }
     }
 
     /// Appends the text of the (non-null) value at `row` to `out`.
@@ -257,6 +279,74 @@ fn write_time(out: &mut Vec<u8>, us: i64) -> Result<(), Unrepresentable> {
         v % 1_000_000
     );
     Ok(())
+}
+
+/// A column default (the Connect schema's, in the bridge's wire form: see
+/// [`crate::types::ConnectSchema::default`]) as a MySQL default expression, parenthesised so
+/// that TEXT, BLOB and JSON columns take it too. `None` when the type has no literal form here
+/// or the value does not fit the column: the column is then added without a default.
+pub fn default_literal(logical: &Logical, value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value as J;
+    let text = |out: Vec<u8>| String::from_utf8(out).ok();
+    let quoted = |s: &str| format!("('{}')", s.replace('\\', "\\\\").replace('\'', "''"));
+    let literal = match (logical, value) {
+        (
+            Logical::Int8 | Logical::Int16 | Logical::Int32 | Logical::Int64 | Logical::Duration,
+            J::Number(n),
+        ) => n.as_i64()?.to_string(),
+        (Logical::Float32 | Logical::Float64, J::Number(n)) => {
+            let mut out = Vec::new();
+            write_float(&mut out, n.as_f64()?).ok()?;
+            text(out)?
+        }
+        (Logical::Boolean, J::Bool(b)) => if *b { "1" } else { "0" }.to_string(),
+        (Logical::Text(_), J::String(s)) => return Some(quoted(s)),
+        (Logical::Decimal { .. }, J::String(s))
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') =>
+        {
+            s.clone()
+        }
+        (Logical::Date, J::Number(n)) => {
+            let mut out = Vec::new();
+            write_date(&mut out, i32::try_from(n.as_i64()?).ok()?).ok()?;
+            return Some(quoted(&text(out)?));
+        }
+        (Logical::Timestamp(unit), J::Number(n)) => {
+            let v = n.as_i64()?;
+            let us = match unit {
+                Unit::Nano if v % 1000 == 0 => v / 1000,
+                Unit::Nano => return None,
+                _ => v.checked_mul(unit.to_micros())?,
+            };
+            let mut out = Vec::new();
+            write_timestamp(&mut out, us).ok()?;
+            return Some(quoted(&text(out)?));
+        }
+        (Logical::ZonedTimestamp, J::String(s)) => {
+            let us = crate::compact::parse_zoned_timestamp(s).ok()?;
+            let mut out = Vec::new();
+            write_timestamp(&mut out, us).ok()?;
+            return Some(quoted(&text(out)?));
+        }
+        (Logical::Time(unit), J::Number(n)) => {
+            let v = n.as_i64()?;
+            let us = match unit {
+                Unit::Nano if v % 1000 == 0 => v / 1000,
+                Unit::Nano => return None,
+                _ => v.checked_mul(unit.to_micros())?,
+            };
+            let mut out = Vec::new();
+            write_time(&mut out, us).ok()?;
+            return Some(quoted(&text(out)?));
+        }
+        (Logical::Bytes, J::String(hex)) if hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("X'{hex}'")
+        }
+        _ => return None,
+    };
+    Some(format!("({literal})"))
 }
 
 /// A list cell as a JSON array (DESIGN §6: arrays → JSON).

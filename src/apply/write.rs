@@ -13,21 +13,24 @@
 //! Any warning other than MySQL 8's deprecation of `VALUES()` stops the chunk: a value that
 //! would be truncated or rounded is an error, not a silent change.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 use super::checkpoint;
 use super::ddl::{quote, TargetTable};
-use super::merge::{cells, describe_key, Cell, KeyedRow, TablePlan, UpsertGroup};
+use super::merge::{
+    bad_parts, cells, describe_key, Cell, KeyedRow, MoveRow, TablePlan, UpsertGroup,
+};
+use super::rejected::{self, Reject};
 use super::sql::{column_in_message, row_in_message, SqlError};
 use super::values::{write_hex, write_load_data_field};
 use super::ApplyError;
 use crate::failpoint;
 
 /// MySQL's limit on placeholders in one prepared statement.
-const MAX_PARAMS: usize = 65_535;
+pub const MAX_PARAMS: usize = 65_535;
 /// "'VALUES function' is deprecated" (MySQL 8.0.20+): the form MariaDB needs.
 const WARN_DEPRECATED: u16 = 1287;
 
@@ -47,28 +50,98 @@ pub struct Chunk<'a> {
     pub plan: &'a TablePlan,
     pub target: &'a TargetTable,
     pub work: Work<'a>,
+    /// The stage table of the table's snapshot sweep, while one is staging keys.
+    pub stage: Option<&'a str>,
 }
 
 pub enum Work<'a> {
-    Delete(&'a [Box<[u8]>]),
+    /// Empty the table (a `t` in the window), before its other chunks.
+    Truncate,
+    Delete {
+        keys: &'a [Box<[u8]>],
+        seqs: &'a [i64],
+    },
+    /// Move rows to their new keys (key changes whose row the target holds).
+    Move(&'a [MoveRow]),
     Upsert {
         group: &'a UpsertGroup,
         rows: &'a [KeyedRow],
+        seqs: &'a [i64],
     },
+    /// The table's full snapshot is complete: delete the target rows whose keys are not in
+    /// the stage table (see [`super::sweep`]).
+    Sweep { stage: &'a str },
 }
 
 impl Chunk<'_> {
     pub fn rows(&self) -> usize {
         match &self.work {
-            Work::Delete(keys) => keys.len(),
+            Work::Truncate | Work::Sweep { .. } => 0,
+            Work::Delete { keys, .. } => keys.len(),
+            Work::Move(rows) => rows.len(),
             Work::Upsert { rows, .. } => rows.len(),
+        }
+    }
+
+    /// The key of row `i`.
+    pub fn key(&self, i: usize) -> &[u8] {
+        match &self.work {
+            Work::Truncate | Work::Sweep { .. } => &[],
+            Work::Delete { keys, .. } => &keys[i],
+            Work::Move(rows) => &rows[i].to,
+            Work::Upsert { rows, .. } => &rows[i].0,
+        }
+    }
+
+    /// The journal sequence of row `i`'s change.
+    pub fn seq(&self, i: usize) -> i64 {
+        match &self.work {
+            Work::Truncate | Work::Sweep { .. } => 0,
+            Work::Delete { seqs, .. } | Work::Upsert { seqs, .. } => seqs[i],
+            Work::Move(rows) => rows[i].seq,
+        }
+    }
+
+    /// Row `i`'s cells and their column names (none for a delete).
+    fn row_cells(&self, i: usize) -> Option<(&[u8], &[String])> {
+        match &self.work {
+            Work::Truncate | Work::Sweep { .. } | Work::Delete { .. } => None,
+            Work::Move(rows) => {
+                Some((&rows[i].cells, &self.plan.versions[rows[i].version].columns))
+            }
+            Work::Upsert { group, rows, .. } => {
+                Some((&rows[i].1, &self.plan.versions[group.version].columns))
+            }
+        }
+    }
+
+    /// A refused row as `_db_sync_rejected` records it.
+    pub fn reject(&self, i: usize, column: Option<String>, error: String) -> Reject {
+        let value = column.as_ref().and_then(|c| {
+            let (row, names) = self.row_cells(i)?;
+            let at = names.iter().position(|n| n.eq_ignore_ascii_case(c))?;
+            match cells(row).nth(at)? {
+                Cell::Value(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                Cell::Bad(b) => Some(bad_parts(b).0.to_string()),
+                Cell::Null | Cell::Unchanged => None,
+            }
+        });
+        Reject {
+            key: describe_key(&self.plan.key, self.key(i)),
+            column,
+            value,
+            error,
+            seq: self.seq(i),
         }
     }
 
     fn operation(&self) -> &'static str {
         match self.work {
-            Work::Delete(_) => "delete",
+            Work::Truncate => "truncate",
+            Work::Delete { .. } => "delete",
+            Work::Move(_) => "move",
             Work::Upsert { .. } => "upsert",
+            Work::Sweep { .. } => "sweep",
         }
     }
 }
@@ -80,8 +153,19 @@ pub enum Attempt {
     Redo,
     /// The server refuses `LOAD DATA LOCAL`: roll back, say so once, use INSERT from now on.
     Refused(String),
-    /// A value the target refuses: the chunk stops (rolled back by the caller).
-    Rejected(ApplyError),
+    /// A value the target refuses (rolled back by the caller), and the row it is in when the
+    /// server said.
+    Rejected(ApplyError, Option<usize>),
+}
+
+/// Rows of a chunk set aside for `_db_sync_rejected`, by their index in the chunk.
+pub type Skip = BTreeMap<usize, Reject>;
+
+/// `target.on_reject: quarantine` for one chunk: the rows to set aside, and whether applied
+/// keys may have entries to clear.
+pub struct Quarantine<'a> {
+    pub skip: &'a Skip,
+    pub resolve: bool,
 }
 
 /// One attempt at `chunk` in one transaction on `conn`. `fast`: upserts through LOAD DATA.
@@ -91,7 +175,14 @@ pub async fn chunk_transaction(
     pipeline: &str,
     chunk: &Chunk<'_>,
     fast: bool,
+    q: &Quarantine<'_>,
 ) -> Result<Attempt, SqlError> {
+    if let Work::Truncate = chunk.work {
+        truncate(conn, chunk).await?;
+    }
+    let keep: Vec<usize> = (0..chunk.rows())
+        .filter(|i| !q.skip.contains_key(i))
+        .collect();
     conn.query_drop("START TRANSACTION").await?;
     let params = (
         pipeline,
@@ -101,7 +192,7 @@ pub async fn chunk_transaction(
         chunk.chunks,
         chunk.target.name.clone(),
         chunk.operation(),
-        chunk.rows() as u32,
+        keep.len() as u32,
     );
     if let Err(e) = conn.exec_drop(checkpoint::insert_sql(), params).await {
         let e = SqlError::from(e);
@@ -111,41 +202,82 @@ pub async fn chunk_transaction(
         }
         return Err(e);
     }
+    if !q.skip.is_empty() {
+        let rejects: Vec<&Reject> = q.skip.values().collect();
+        rejected::record(
+            conn,
+            pipeline,
+            &chunk.plan.table,
+            &chunk.target.name,
+            &rejects,
+        )
+        .await?;
+    }
+    if q.resolve {
+        let applied: Vec<String> = keep
+            .iter()
+            .map(|&i| describe_key(&chunk.plan.key, chunk.key(i)))
+            .collect();
+        rejected::resolve(conn, pipeline, &chunk.plan.table, &applied).await?;
+    }
     let written = match &chunk.work {
-        Work::Delete(keys) => delete(conn, chunk, keys).await,
-        Work::Upsert { group, rows } if fast => match load_data(conn, chunk, group, rows).await {
-            Ok(0) => Ok(()),
-            Ok(warnings) => {
-                tracing::debug!(
-                    warnings,
-                    chunk = chunk.no,
-                    "LOAD DATA warned; redoing the chunk with INSERT to find the value"
-                );
-                conn.query_drop("ROLLBACK").await?;
-                return Ok(Attempt::Redo);
+        // Done above, outside the transaction (TRUNCATE commits by itself).
+        Work::Truncate => Ok(()),
+        Work::Sweep { stage } => {
+            let key = &chunk.plan.key;
+            let at: [usize; 0] = [];
+            match super::sweep::sweep(conn, &chunk.target.name, stage, key).await {
+                Ok(rows) => conn
+                    .exec_drop(
+                        checkpoint::set_row_count_sql(),
+                        (rows, pipeline, chunk.window.0, chunk.no),
+                    )
+                    .await
+                    .map_err(|e| classify(chunk, &at, e)),
+                Err(e) => Err(classify(chunk, &at, e)),
             }
-            Err(e) if matches!(e.code, Some(1148 | 3948 | 4166)) => {
-                conn.query_drop("ROLLBACK").await?;
-                return Ok(Attempt::Refused(e.to_string()));
+        }
+        Work::Delete { keys, .. } => delete(conn, chunk, keys, &keep).await,
+        Work::Move(rows) => move_rows(conn, chunk, rows, &keep).await,
+        Work::Upsert { group, rows, .. } if fast => {
+            match load_data(conn, chunk, group, rows, &keep).await {
+                Ok(0) => Ok(()),
+                Ok(warnings) => {
+                    tracing::debug!(
+                        warnings,
+                        chunk = chunk.no,
+                        "LOAD DATA warned; redoing the chunk with INSERT to find the value"
+                    );
+                    conn.query_drop("ROLLBACK").await?;
+                    return Ok(Attempt::Redo);
+                }
+                Err(e) if matches!(e.code, Some(1148 | 3948 | 4166)) => {
+                    conn.query_drop("ROLLBACK").await?;
+                    return Ok(Attempt::Refused(e.to_string()));
+                }
+                Err(e) if e.transient || e.code.is_none() => return Err(e),
+                Err(e) => {
+                    // A value the server refused (strict mode): redo with INSERT, whose error
+                    // names the row, hence the key.
+                    tracing::debug!(
+                        chunk = chunk.no,
+                        "LOAD DATA failed ({e}); redoing the chunk with INSERT to find the value"
+                    );
+                    conn.query_drop("ROLLBACK").await?;
+                    return Ok(Attempt::Redo);
+                }
             }
-            Err(e) if e.transient || e.code.is_none() => return Err(e),
-            Err(e) => {
-                // A value the server refused (strict mode): redo with INSERT, whose error
-                // names the row, hence the key.
-                tracing::debug!(
-                    chunk = chunk.no,
-                    "LOAD DATA failed ({e}); redoing the chunk with INSERT to find the value"
-                );
-                conn.query_drop("ROLLBACK").await?;
-                return Ok(Attempt::Redo);
-            }
-        },
-        Work::Upsert { group, rows } => upsert(conn, chunk, group, rows).await,
+        }
+        Work::Upsert { group, rows, .. } => upsert(conn, chunk, group, rows, &keep).await,
+    };
+    let written = match (written, chunk.stage) {
+        (Ok(()), Some(stage)) => stage_keys(conn, chunk, stage).await,
+        (written, _) => written,
     };
     match written {
         Ok(()) => {}
         Err(Stop::Sql(e)) => return Err(e),
-        Err(Stop::Rejected(e)) => return Ok(Attempt::Rejected(e)),
+        Err(Stop::Rejected(e, row)) => return Ok(Attempt::Rejected(e, row)),
     }
     failpoint::hit("apply.before_commit");
     conn.query_drop("COMMIT").await?;
@@ -153,11 +285,24 @@ pub async fn chunk_transaction(
     Ok(Attempt::Done(ChunkOutcome::Applied))
 }
 
+/// Stages the keys an upsert or move chunk wrote, for its table's snapshot sweep. Rows set
+/// aside for `_db_sync_rejected` are staged too: the source has them.
+async fn stage_keys(conn: &mut Conn, chunk: &Chunk<'_>, stage: &str) -> Result<(), Stop> {
+    if !matches!(chunk.work, Work::Upsert { .. } | Work::Move(_)) {
+        return Ok(());
+    }
+    let keys = (0..chunk.rows()).map(|i| cells(chunk.key(i)).map(param).collect());
+    super::sweep::stage(conn, stage, &chunk.plan.key, keys)
+        .await
+        .map_err(|e| Stop::Sql(e.into()))
+}
+
 /// Why a statement of a chunk stopped it.
 enum Stop {
     /// For the retry loop.
     Sql(SqlError),
-    Rejected(ApplyError),
+    /// A refused value, and its row in the chunk when known.
+    Rejected(ApplyError, Option<usize>),
 }
 
 impl From<SqlError> for Stop {
@@ -186,65 +331,79 @@ pub fn replace_fits(chunk: &Chunk<'_>) -> bool {
         .iter()
         .map(|&c| version.columns[c].to_ascii_lowercase())
         .collect();
-    chunk.target.columns.iter().all(|c| sent.contains(c))
+    chunk.target.columns.keys().all(|c| sent.contains(c))
 }
 
-/// A value the target cannot hold stops the chunk before it starts, naming column and key.
-pub fn check_values(chunk: &Chunk<'_>) -> Result<(), ApplyError> {
+/// The values the target cannot hold, found before the chunk starts: each row's index, its
+/// `_db_sync_rejected` record, and the error that stops apply with `on_reject: stop`.
+pub fn bad_values(chunk: &Chunk<'_>) -> Vec<(usize, Reject, ApplyError)> {
     let plan = chunk.plan;
-    let bad = |column: &str, key: &[u8], reason: &str| ApplyError::Rejected {
-        source_table: plan.table.clone(),
-        table: chunk.target.name.clone(),
-        column: Some(column.to_string()),
-        key: describe_key(&plan.key, key),
-        message: reason.to_string(),
+    let mut out = Vec::new();
+    let mut note = |i: usize, column: &str, b: &str| {
+        let (value, reason) = bad_parts(b);
+        let error = ApplyError::Rejected {
+            source_table: plan.table.clone(),
+            table: chunk.target.name.clone(),
+            column: Some(column.to_string()),
+            key: describe_key(&plan.key, chunk.key(i)),
+            message: reason.to_string(),
+        };
+        let mut reject = chunk.reject(i, Some(column.to_string()), reason.to_string());
+        reject.value = Some(value.to_string());
+        out.push((i, reject, error));
     };
-    match &chunk.work {
-        Work::Delete(keys) => {
-            for key in *keys {
-                for (i, cell) in cells(key).enumerate() {
-                    if let Cell::Bad(reason) = cell {
-                        return Err(bad(&plan.key[i], key, reason));
-                    }
-                }
-            }
+    for i in 0..chunk.rows() {
+        let bad_key = cells(chunk.key(i)).enumerate().find_map(|(k, c)| match c {
+            Cell::Bad(b) => Some((k, b)),
+            _ => None,
+        });
+        if let Some((k, b)) = bad_key {
+            note(i, &plan.key[k], b);
+            continue;
         }
-        Work::Upsert { group, rows } => {
-            let columns = &plan.versions[group.version].columns;
-            for (key, row) in *rows {
-                for (i, cell) in cells(row).enumerate() {
-                    if let Cell::Bad(reason) = cell {
-                        return Err(bad(&columns[i], key, reason));
-                    }
-                }
+        if let Some((row, names)) = chunk.row_cells(i) {
+            if let Some((c, b)) = cells(row).enumerate().find_map(|(c, cell)| match cell {
+                Cell::Bad(b) => Some((c, b)),
+                _ => None,
+            }) {
+                note(i, &names[c], b);
             }
         }
     }
-    Ok(())
+    out
 }
 
 /// The error for a statement the server refused: the column and row from the server's
-/// message when it gives them, mapped to the row's key.
-pub fn rejected(chunk: &Chunk<'_>, keys: Option<&[&[u8]]>, e: SqlError) -> ApplyError {
-    let row = row_in_message(&e.message);
-    let key = match (keys, row) {
-        (Some(keys), Some(n)) if n >= 1 && n <= keys.len() => {
-            describe_key(&chunk.plan.key, keys[n - 1])
-        }
-        (Some(keys), None) if keys.len() == 1 => describe_key(&chunk.plan.key, keys[0]),
-        _ => format!("one of {} rows of chunk {}", chunk.rows(), chunk.no),
+/// message when it gives them, mapped to the row's key. `rows` are the chunk indices of the
+/// statement's rows, in order; the index of the refused row comes back when the server named
+/// it.
+pub fn rejected(
+    chunk: &Chunk<'_>,
+    rows: Option<&[usize]>,
+    e: SqlError,
+) -> (ApplyError, Option<usize>) {
+    let named = row_in_message(&e.message);
+    let row = match (rows, named) {
+        (Some(rows), Some(n)) if n >= 1 && n <= rows.len() => Some(rows[n - 1]),
+        (Some([only]), None) => Some(*only),
+        _ => None,
     };
-    ApplyError::Rejected {
+    let key = match row {
+        Some(i) => describe_key(&chunk.plan.key, chunk.key(i)),
+        None => format!("one of {} rows of chunk {}", chunk.rows(), chunk.no),
+    };
+    let error = ApplyError::Rejected {
         source_table: chunk.plan.table.clone(),
         table: chunk.target.name.clone(),
         column: column_in_message(&e.message),
         key,
         message: e.to_string(),
-    }
+    };
+    (error, row)
 }
 
 /// Fails on any warning but MySQL 8's deprecation notice, naming the row's key.
-async fn check_warnings(conn: &mut Conn, chunk: &Chunk<'_>, keys: &[&[u8]]) -> Result<(), Stop> {
+async fn check_warnings(conn: &mut Conn, chunk: &Chunk<'_>, rows: &[usize]) -> Result<(), Stop> {
     if conn.get_warnings() == 0 {
         return Ok(());
     }
@@ -254,16 +413,19 @@ async fn check_warnings(conn: &mut Conn, chunk: &Chunk<'_>, keys: &[&[u8]]) -> R
         .find(|(_, code, _)| *code != WARN_DEPRECATED)
     {
         None => Ok(()),
-        Some((level, code, message)) => Err(Stop::Rejected(rejected(
-            chunk,
-            Some(keys),
-            SqlError {
-                code: Some(code),
-                message: format!("{level}: {message}"),
-                transient: false,
-                fatal: false,
-            },
-        ))),
+        Some((level, code, message)) => {
+            let (e, row) = rejected(
+                chunk,
+                Some(rows),
+                SqlError {
+                    code: Some(code),
+                    message: format!("{level}: {message}"),
+                    transient: false,
+                    fatal: false,
+                },
+            );
+            Err(Stop::Rejected(e, row))
+        }
     }
 }
 
@@ -274,17 +436,141 @@ fn param(cell: Cell<'_>) -> Value {
     }
 }
 
+/// Empties the table. `TRUNCATE TABLE` commits by itself, so it runs before the chunk's
+/// transaction records the chunk: a crash in between truncates again on the re-run, which
+/// changes nothing (no later chunk of the table runs before this one is recorded). Where
+/// TRUNCATE is refused (a foreign key references the table, or the user lacks DROP), the
+/// chunk's own transaction deletes every row instead.
+async fn truncate(conn: &mut Conn, chunk: &Chunk<'_>) -> Result<(), SqlError> {
+    let sql = format!("TRUNCATE TABLE {}", quote(&chunk.target.name));
+    match conn.query_drop(&sql).await.map_err(SqlError::from) {
+        Ok(()) => Ok(()),
+        // 1701: referenced by a foreign key; 1142: no DROP privilege.
+        Err(e) if matches!(e.code, Some(1701 | 1142)) => {
+            tracing::debug!(table = %chunk.target.name, "TRUNCATE refused ({e}); deleting every row instead");
+            conn.query_drop("START TRANSACTION").await?;
+            conn.query_drop(format!("DELETE FROM {}", quote(&chunk.target.name)))
+                .await?;
+            conn.query_drop("COMMIT").await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves each row to its new key, keeping the columns the change did not send (unchanged
+/// TOAST). If the old row is there, a stale row at the new key goes and the old row takes the
+/// new key and the sent cells; if only the new key's row is there (a rerun, a backfill), it
+/// takes the sent cells. A row at neither key (removed by hand) is inserted with what the
+/// change sent, and said. Running a move twice gives the same row.
+async fn move_rows(
+    conn: &mut Conn,
+    chunk: &Chunk<'_>,
+    rows: &[MoveRow],
+    keep: &[usize],
+) -> Result<(), Stop> {
+    let plan = chunk.plan;
+    let table = quote(&chunk.target.name);
+    let key_match = plan
+        .key
+        .iter()
+        .map(|k| format!("{} <=> ?", quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    for &i in keep {
+        let m = &rows[i];
+        let version = &plan.versions[m.version];
+        let at = [i];
+        let to: Vec<Value> = cells(&m.to).map(param).collect();
+        let from: Vec<Value> = cells(&m.from).map(param).collect();
+        let mut sets = Vec::new();
+        let mut params = Vec::new();
+        let mut names = Vec::new();
+        for (c, cell) in cells(&m.cells).enumerate() {
+            if cell == Cell::Unchanged {
+                continue;
+            }
+            sets.push(format!("{} = ?", quote(&version.columns[c])));
+            names.push(quote(&version.columns[c]));
+            params.push(param(cell));
+        }
+        // Which row carries the unchanged columns: the old key's if the target still has it,
+        // else the new key's (a rerun, or a backfill that already moved it). Never delete
+        // the only copy of a value the source did not send again.
+        let from_exists: Option<u8> = conn
+            .exec_first(
+                format!("SELECT 1 FROM {table} WHERE {key_match} LIMIT 1"),
+                from.clone(),
+            )
+            .await
+            .map_err(|e| classify(chunk, &at, e))?;
+        let carrier = if from_exists.is_some() {
+            conn.exec_drop(format!("DELETE FROM {table} WHERE {key_match}"), to)
+                .await
+                .map_err(|e| classify(chunk, &at, e))?;
+            Some(from)
+        } else {
+            let to_exists: Option<u8> = conn
+                .exec_first(
+                    format!("SELECT 1 FROM {table} WHERE {key_match} LIMIT 1"),
+                    to.clone(),
+                )
+                .await
+                .map_err(|e| classify(chunk, &at, e))?;
+            to_exists.map(|_| to)
+        };
+        match carrier {
+            Some(key) => {
+                let mut update = params;
+                update.extend(key);
+                conn.exec_drop(
+                    format!("UPDATE {table} SET {} WHERE {key_match}", sets.join(", ")),
+                    update,
+                )
+                .await
+                .map_err(|e| classify(chunk, &at, e))?;
+            }
+            None => {
+                tracing::warn!(
+                    table = %chunk.target.name,
+                    from = %describe_key(&plan.key, &m.from),
+                    to = %describe_key(&plan.key, &m.to),
+                    "a key change found no row to move in the target; inserting the new row with the columns the source sent (the others are NULL)"
+                );
+                conn.exec_drop(
+                    format!(
+                        "INSERT INTO {table} ({}) VALUES ({})",
+                        names.join(", "),
+                        vec!["?"; names.len()].join(", ")
+                    ),
+                    params,
+                )
+                .await
+                .map_err(|e| classify(chunk, &at, e))?;
+            }
+        }
+        check_warnings(conn, chunk, &at).await?;
+    }
+    Ok(())
+}
+
 /// A server error: transient ones retry, others name the row.
-fn classify(chunk: &Chunk<'_>, keys: &[&[u8]], e: mysql_async::Error) -> Stop {
+fn classify(chunk: &Chunk<'_>, rows: &[usize], e: mysql_async::Error) -> Stop {
     let e = SqlError::from(e);
     if e.transient || e.code.is_none() {
         Stop::Sql(e)
     } else {
-        Stop::Rejected(rejected(chunk, Some(keys), e))
+        let (e, row) = rejected(chunk, Some(rows), e);
+        Stop::Rejected(e, row)
     }
 }
 
-async fn delete(conn: &mut Conn, chunk: &Chunk<'_>, keys: &[Box<[u8]>]) -> Result<(), Stop> {
+async fn delete(
+    conn: &mut Conn,
+    chunk: &Chunk<'_>,
+    keys: &[Box<[u8]>],
+    keep: &[usize],
+) -> Result<(), Stop> {
     let key_cols: Vec<String> = chunk.plan.key.iter().map(|k| quote(k)).collect();
     let per_stmt = (MAX_PARAMS / key_cols.len()).max(1);
     let lhs = if key_cols.len() == 1 {
@@ -297,18 +583,20 @@ async fn delete(conn: &mut Conn, chunk: &Chunk<'_>, keys: &[Box<[u8]>]) -> Resul
     } else {
         format!("({})", vec!["?"; key_cols.len()].join(", "))
     };
-    for part in keys.chunks(per_stmt) {
+    for part in keep.chunks(per_stmt) {
         let sql = format!(
             "DELETE FROM {} WHERE {lhs} IN ({})",
             quote(&chunk.target.name),
             vec![tuple.as_str(); part.len()].join(", ")
         );
-        let params: Vec<Value> = part.iter().flat_map(|k| cells(k).map(param)).collect();
-        let refs: Vec<&[u8]> = part.iter().map(|k| &k[..]).collect();
+        let params: Vec<Value> = part
+            .iter()
+            .flat_map(|&i| cells(&keys[i]).map(param))
+            .collect();
         conn.exec_drop(&sql, params)
             .await
-            .map_err(|e| classify(chunk, &refs, e))?;
-        check_warnings(conn, chunk, &refs).await?;
+            .map_err(|e| classify(chunk, part, e))?;
+        check_warnings(conn, chunk, part).await?;
     }
     Ok(())
 }
@@ -318,6 +606,7 @@ async fn upsert(
     chunk: &Chunk<'_>,
     group: &UpsertGroup,
     rows: &[KeyedRow],
+    keep: &[usize],
 ) -> Result<(), Stop> {
     let version = &chunk.plan.versions[group.version];
     let names: Vec<String> = group
@@ -341,7 +630,7 @@ async fn upsert(
         updates.push(format!("{q} = {q}"));
     }
     let tuple = format!("({})", vec!["?"; names.len()].join(", "));
-    for part in statement_parts(rows, names.len()) {
+    for part in statement_parts(rows, keep, names.len()) {
         let sql = format!(
             "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
             quote(&chunk.target.name),
@@ -350,35 +639,39 @@ async fn upsert(
             updates.join(", ")
         );
         let mut params = Vec::with_capacity(part.len() * names.len());
-        for (_, row) in part {
-            params.extend(cells(row).filter(|c| *c != Cell::Unchanged).map(param));
+        for &i in part {
+            params.extend(
+                cells(&rows[i].1)
+                    .filter(|c| *c != Cell::Unchanged)
+                    .map(param),
+            );
         }
-        let refs: Vec<&[u8]> = part.iter().map(|(k, _)| &k[..]).collect();
         conn.exec_drop(&sql, params)
             .await
-            .map_err(|e| classify(chunk, &refs, e))?;
-        check_warnings(conn, chunk, &refs).await?;
+            .map_err(|e| classify(chunk, part, e))?;
+        check_warnings(conn, chunk, part).await?;
     }
     Ok(())
 }
 
 /// Rows per statement: within MySQL's placeholder limit and well inside the default
-/// `max_allowed_packet` (16 MB), whatever the row size.
-fn statement_parts(rows: &[KeyedRow], columns: usize) -> Vec<&[KeyedRow]> {
+/// `max_allowed_packet` (16 MB), whatever the row size. Parts of `keep` (row indices).
+fn statement_parts<'k>(rows: &[KeyedRow], keep: &'k [usize], columns: usize) -> Vec<&'k [usize]> {
     const MAX_BYTES: usize = 4 << 20;
     let max_rows = (MAX_PARAMS / columns.max(1)).max(1);
     let mut parts = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (i, (_, row)) in rows.iter().enumerate() {
-        if i > start && (i - start == max_rows || bytes + row.len() > MAX_BYTES) {
-            parts.push(&rows[start..i]);
-            start = i;
+    for (n, &i) in keep.iter().enumerate() {
+        let len = rows[i].1.len();
+        if n > start && (n - start == max_rows || bytes + len > MAX_BYTES) {
+            parts.push(&keep[start..n]);
+            start = n;
             bytes = 0;
         }
-        bytes += row.len();
+        bytes += len;
     }
-    if start < rows.len() {
-        parts.push(&rows[start..]);
+    if start < keep.len() {
+        parts.push(&keep[start..]);
     }
     parts
 }
@@ -389,6 +682,7 @@ async fn load_data(
     chunk: &Chunk<'_>,
     group: &UpsertGroup,
     rows: &[KeyedRow],
+    keep: &[usize],
 ) -> Result<u16, SqlError> {
     let version = &chunk.plan.versions[group.version];
     let mut targets = Vec::with_capacity(group.columns.len());
@@ -402,8 +696,9 @@ async fn load_data(
             targets.push(q);
         }
     }
-    let mut data = Vec::with_capacity(rows.iter().map(|(_, r)| r.len() + 16).sum());
-    for (_, row) in rows {
+    let mut data = Vec::with_capacity(keep.iter().map(|&i| rows[i].1.len() + 16).sum());
+    for &i in keep {
+        let row = &rows[i].1;
         let mut first = true;
         for (c, cell) in cells(row).enumerate() {
             if cell == Cell::Unchanged {

@@ -85,24 +85,43 @@ pub struct AuditFile {
     pub date: String,
     pub first_seq: u64,
     pub last_seq: u64,
+    /// The id of the journal that wrote it ("" for a journal from before identities).
+    pub journal: String,
     pub location: ObjectPath,
     pub size: u64,
 }
 
 impl AuditFile {
-    /// Parses `<table>/date=<date>/<first>-<last>.parquet` (relative to the prefix); `None`
-    /// for anything else (staging files, foreign objects).
+    /// Parses `<table>/date=<date>/<first>-<last>[.<journal>].parquet` (relative to the
+    /// prefix); `None` for anything else (staging files, foreign objects).
     fn parse(relative: &[&str], location: ObjectPath, size: u64) -> Option<AuditFile> {
         let [table, date, name] = relative else {
             return None;
         };
         let date = date.strip_prefix("date=")?;
-        let (first, last) = name.strip_suffix(".parquet")?.split_once('-')?;
+        let stem = name.strip_suffix(".parquet")?;
+        let (range, journal) = match stem.split_once('.') {
+            Some((range, journal))
+                if !journal.is_empty() && journal.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                (range, journal)
+            }
+            Some(_) => return None,
+            None => (stem, ""),
+        };
+        let (first, last) = range.split_once('-')?;
+        // Object names percent-encode what S3 advises against and every non-ASCII byte
+        // (object_store's rule): the table is the decoded name.
+        let table = percent_encoding::percent_decode_str(table)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
         Some(AuditFile {
-            table: table.to_string(),
+            table,
             date: date.to_string(),
             first_seq: first.parse().ok()?,
             last_seq: last.parse().ok()?,
+            journal: journal.to_string(),
             location,
             size,
         })
@@ -175,15 +194,21 @@ impl AuditStore {
         Err(bad("use file://PATH or s3://BUCKET/PREFIX"))
     }
 
-    /// The location of an audit file: `<prefix>/<table>/date=<date>/<first>-<last>.parquet`.
+    /// The location of an audit file:
+    /// `<prefix>/<table>/date=<date>/<first>-<last>.<journal>.parquet` (no `.<journal>` for a
+    /// journal from before identities). The journal's id keeps two journals' files apart.
     pub fn file_location(
         &self,
         table: &str,
         date: &str,
-        first_seq: u64,
-        last_seq: u64,
+        (first_seq, last_seq): (u64, u64),
+        journal: &str,
     ) -> ObjectPath {
-        let name = format!("{first_seq}-{last_seq}.parquet");
+        let name = if journal.is_empty() {
+            format!("{first_seq}-{last_seq}.parquet")
+        } else {
+            format!("{first_seq}-{last_seq}.{journal}.parquet")
+        };
         let parts = [table.to_string(), format!("date={date}"), name];
         parts
             .iter()
@@ -219,6 +244,39 @@ impl AuditStore {
             .collect();
         files.sort_by(|a, b| (&a.table, a.first_seq).cmp(&(&b.table, b.first_seq)));
         Ok(files)
+    }
+
+    /// Makes a published `file://` file durable: fsyncs it and the directories on its path
+    /// (object_store's local store renames a finished file into place but syncs nothing), so
+    /// that a power loss after the progress file counts it cannot lose it. A no-op for `s3://`,
+    /// where a completed upload is durable.
+    pub fn sync_local(&self, location: &ObjectPath) -> Result<(), AuditError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let fail = |e: std::io::Error| AuditError::Write {
+            url: self.url.clone(),
+            location: location.to_string(),
+            source: Box::new(e),
+        };
+        let mut path = root.clone();
+        let mut dirs = vec![root.clone()];
+        let parts: Vec<_> = location.parts().collect();
+        for (i, part) in parts.iter().enumerate() {
+            path.push(part.as_ref());
+            if i + 1 < parts.len() {
+                dirs.push(path.clone());
+            }
+        }
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(fail)?;
+        for dir in dirs.iter().rev() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(fail)?;
+        }
+        Ok(())
     }
 
     /// Checks that the store answers and the bucket exists, before any work is done.
@@ -281,13 +339,19 @@ mod tests {
             AuditStore::open(&cfg(&format!("file://{}", dir.path().display()), &[])).unwrap();
         assert_eq!(
             store
-                .file_location("public.orders", "2026-11-24", 7, 42)
+                .file_location("public.orders", "2026-11-24", (7, 42), "")
                 .as_ref(),
             "public.orders/date=2026-11-24/7-42.parquet"
         );
+        assert_eq!(
+            store
+                .file_location("public.orders", "2026-11-24", (7, 42), "0a1b2c")
+                .as_ref(),
+            "public.orders/date=2026-11-24/7-42.0a1b2c.parquet"
+        );
         let s3 = AuditStore::open(&cfg("s3://b/some/prefix/", &[("region", "us-east-1")])).unwrap();
         assert_eq!(
-            s3.file_location("a.b", "2026-01-01", 1, 2).as_ref(),
+            s3.file_location("a.b", "2026-01-01", (1, 2), "").as_ref(),
             "some/prefix/a.b/date=2026-01-01/1-2.parquet"
         );
     }
@@ -305,10 +369,32 @@ mod tests {
             (f.table.as_str(), f.date.as_str(), f.first_seq, f.last_seq),
             ("public.orders", "2026-11-24", 7, 42)
         );
+        let g = AuditFile::parse(
+            &["public.orders", "date=2026-11-24", "7-42.0a1b2c.parquet"],
+            loc.clone(),
+            9,
+        )
+        .unwrap();
+        assert_eq!((g.first_seq, g.journal.as_str()), (7, "0a1b2c"));
+        // A unicode table name is percent-encoded in the object name, decoded in the listing.
+        let store = AuditStore::open(&cfg("file:///tmp/x", &[])).unwrap();
+        let at = store.file_location("public.ñandú", "2026-11-24", (7, 42), "");
+        assert!(
+            at.as_ref()
+                .ends_with("public.%C3%B1and%C3%BA/date=2026-11-24/7-42.parquet"),
+            "{at}"
+        );
+        let all: Vec<_> = at.parts().collect();
+        let parts = &all[all.len() - 3..];
+        let parts: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
+        let h = AuditFile::parse(&parts, at.clone(), 9).unwrap();
+        assert_eq!(h.table, "public.ñandú");
         for bad in [
             &["public.orders", "date=2026-11-24", "7-42.parquet.tmp"][..],
             &["public.orders", "2026-11-24", "7-42.parquet"],
             &["public.orders", "date=2026-11-24", "x-42.parquet"],
+            &["public.orders", "date=2026-11-24", "7-42.parquet#1"],
+            &["public.orders", "date=2026-11-24", "7-42.tmp.parquet"],
             &["public.orders", "7-42.parquet"],
         ] {
             assert!(AuditFile::parse(bad, loc.clone(), 0).is_none(), "{bad:?}");

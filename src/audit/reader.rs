@@ -12,11 +12,33 @@ use parquet::file::metadata::ParquetMetaData;
 use super::{AuditError, AuditFile, AuditStore, TABLE_SCHEMA_METADATA};
 use crate::types::TableSchema;
 
-/// One audit file's content.
-pub struct FileRows {
+/// An audit file being read, batch by batch ([`AuditStore::open_rows`]).
+pub struct FileReader {
     /// The table schema as the journal held it (JSON).
     pub schema_json: String,
-    pub batches: Vec<RecordBatch>,
+    location: String,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    /// A downloaded copy, removed on drop.
+    temporary: Option<std::path::PathBuf>,
+}
+
+impl Iterator for FileReader {
+    type Item = Result<RecordBatch, AuditError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let location = &self.location;
+        self.reader
+            .next()
+            .map(|b| b.map_err(|e| read_error(location, e)))
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        if let Some(p) = &self.temporary {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// The table schema JSON an audit file's metadata holds, if any.
@@ -67,13 +89,36 @@ impl AuditStore {
             .map_err(|e| read_error(&location, e))
     }
 
-    /// Reads a whole audit file (one request), its rows in batches of `batch_rows`. A file
-    /// without its table schema is an error that says how to get one.
-    pub async fn read(&self, file: &AuditFile, batch_rows: usize) -> Result<FileRows, AuditError> {
+    /// Opens an audit file to read its rows batch by batch, each about `batch_bytes` (sized
+    /// from the file's own row sizes), so a file of any size and rows of any size read in
+    /// bounded memory. `file://` files are read in place; an `s3://` file is copied into
+    /// `scratch` first (and removed when the reader is dropped). A file without its table
+    /// schema is an error that says how to get one.
+    pub async fn open_rows(
+        &self,
+        file: &AuditFile,
+        batch_bytes: usize,
+        scratch: &Path,
+    ) -> Result<FileReader, AuditError> {
         let location = self.describe_location(file);
-        let bytes = self.bytes(file).await?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| read_error(&location, e))?;
+        let (path, temporary) = match &self.local_root {
+            Some(root) => {
+                let mut p = root.clone();
+                for part in file.location.parts().skip(self.prefix.parts().count()) {
+                    p.push(part.as_ref());
+                }
+                (p, false)
+            }
+            None => {
+                let name = file.location.filename().unwrap_or("audit.parquet");
+                let p = scratch.join(format!("{}-{name}", std::process::id()));
+                self.download(file, &p).await?;
+                (p, true)
+            }
+        };
+        let f = std::fs::File::open(&path).map_err(|e| read_error(&location, e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| read_error(&location, e))?;
         let schema_json = schema_json(builder.metadata()).ok_or_else(|| {
             read_error(
                 &location,
@@ -82,15 +127,20 @@ impl AuditStore {
                 )),
             )
         })?;
-        let batches = builder
+        let meta = builder.metadata();
+        let rows: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
+        let bytes: i64 = meta.row_groups().iter().map(|g| g.total_byte_size()).sum();
+        let per_row = (bytes / rows.max(1)).max(1) as usize;
+        let batch_rows = (batch_bytes / per_row).clamp(1, 8192);
+        let reader = builder
             .with_batch_size(batch_rows)
             .build()
-            .map_err(|e| read_error(&location, e))?
-            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| read_error(&location, e))?;
-        Ok(FileRows {
+        Ok(FileReader {
             schema_json,
-            batches,
+            location,
+            reader,
+            temporary: temporary.then_some(path),
         })
     }
 

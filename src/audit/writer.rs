@@ -7,7 +7,8 @@
 //!   window's events (`<first_seq>-<last_seq>.parquet` per table, commit date and schema
 //!   version, see [`crate::compact::plan`]), so a re-run after a crash anywhere rewrites the
 //!   same names and never adds a second copy.
-//! - **Whole files.** A file is published only when complete (see [`crate::audit`]).
+//! - **Whole files.** A file is published only when complete (see [`crate::audit`]), and on
+//!   `file://` it is fsynced with its directories before the progress file counts it.
 //! - **Bounded memory.** Events are decoded in batches of `audit.batch_rows` per file being
 //!   written; a window of any size streams through.
 //! - **Nothing lost on failure.** An unreachable or unauthorised store fails before anything
@@ -195,7 +196,9 @@ async fn write_files(
 ) -> Result<u64, AuditRunError> {
     let placeholder = compact::placeholder(config);
     let batch_rows = config.audit.batch_rows;
+    let batch_bytes = config.budget().batch_bytes;
     let progress = progress_bar(plan.events());
+    let journal_id = crate::state::identity::journal_id(dir)?;
 
     // Bounded: at most a few decoded batches wait for the encoder.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Decoded, CompactError>>(4);
@@ -211,7 +214,7 @@ async fn write_files(
                     &dir,
                     range,
                     &plan,
-                    batch_rows,
+                    (batch_rows, batch_bytes),
                     &placeholder,
                     &progress,
                     |d| tx.blocking_send(Ok(d)).is_ok(),
@@ -229,7 +232,12 @@ async fn write_files(
     while let Some(item) = rx.recv().await {
         let Decoded { file, batch } = item?;
         let fp = &plan.files[file];
-        let location = store.file_location(&fp.table.table, &fp.date, fp.first_seq, fp.last_seq);
+        let location = store.file_location(
+            &fp.table.table,
+            &fp.date,
+            (fp.first_seq, fp.last_seq),
+            &journal_id,
+        );
         let write_err = |e: parquet::errors::ParquetError| AuditError::Write {
             url: store.url.clone(),
             location: location.to_string(),
@@ -247,10 +255,16 @@ async fn write_files(
         }
         let (writer, rows) = writers.get_mut(&file).expect("inserted above");
         writer.write(&batch).await.map_err(write_err)?;
+        // A row group per batch's worth of bytes, not per `batch_rows` rows: rows of large
+        // values must not pile up in the writer.
+        if writer.in_progress_size() >= batch_bytes {
+            writer.flush().await.map_err(write_err)?;
+        }
         *rows += batch.num_rows() as u64;
         if *rows == fp.rows {
             let (writer, _) = writers.remove(&file).expect("present");
             writer.close().await.map_err(write_err)?;
+            store.sync_local(&location)?;
             published += 1;
             tracing::debug!(file = %location, rows = fp.rows, "published audit file");
             failpoint::hit("compact.after_file");

@@ -14,7 +14,10 @@
 //!   ends `run` with one line naming the cause.
 
 pub mod jvm;
+mod prepare;
+pub mod publication;
 pub mod signal;
+pub mod source;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -47,6 +50,12 @@ pub enum CaptureError {
     /// The engine stopped with an error (connection, credentials, source settings).
     #[error("capture failed: {0}")]
     Engine(String),
+    /// The pipeline's local state disagrees with itself or with the source (one line with
+    /// the recovery).
+    #[error("capture refused: {0}")]
+    StateMismatch(String),
+    #[error("{0}")]
+    State(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -56,7 +65,9 @@ impl Classify for CaptureError {
         match self {
             CaptureError::Setup(_) => ErrorKind::Config,
             CaptureError::CreateDir { .. } => ErrorKind::Config,
-            CaptureError::Engine(_) => ErrorKind::Permanent,
+            CaptureError::Engine(_) | CaptureError::StateMismatch(_) | CaptureError::State(_) => {
+                ErrorKind::Permanent
+            }
             CaptureError::Journal(e) => e.kind(),
         }
     }
@@ -85,15 +96,24 @@ pub struct Options {
 }
 
 const DEFAULT_HEARTBEAT_MS: &str = "10000";
+/// Debezium's offsets and schema history, in the state directory.
+pub const OFFSETS_FILE: &str = "debezium-offsets.dat";
+pub const HISTORY_FILE: &str = "debezium-history.dat";
+
+/// The pipeline's state directory (`journal.dir`) as an absolute path.
+pub fn state_dir(config: &Config) -> PathBuf {
+    std::path::absolute(&config.journal.dir).unwrap_or_else(|_| config.journal.dir.clone())
+}
 const DEFAULT_OFFSET_FLUSH_MS: &str = "1000";
 
 /// The Debezium properties for `config`: safe defaults, overridden by anything in `source:`.
 ///
-/// Defaults: offsets and schema history in files under `data/`; a short offset flush so little
+/// Defaults: offsets and schema history in the state directory; a short offset flush so little
 /// is re-delivered after a crash; a heartbeat; for PostgreSQL, `pgoutput`, a slot and a
-/// publication named after the pipeline with the publication limited to the included tables,
-/// and a heartbeat action that emits a logical message, so the slot advances even when only
-/// tables outside the pipeline change (DESIGN §9).
+/// publication named after the pipeline with the publication limited to the included tables
+/// and publishing a partitioned table's changes under its own name, TRUNCATE captured, and a
+/// heartbeat action that emits a logical message, so the slot advances even when only tables
+/// outside the pipeline change (DESIGN §9).
 pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
     let name = &config.name;
     let ident: String = name
@@ -116,9 +136,12 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
         "offset.storage",
         "org.apache.kafka.connect.storage.FileOffsetBackingStore",
     );
+    // Debezium's own state lives with the journal, by absolute path: a process started from
+    // another working directory finds the same files (DESIGN §2, §9).
+    let state = state_dir(config);
     set(
         "offset.storage.file.filename",
-        &format!("data/offsets/{name}.dat"),
+        &state.join(OFFSETS_FILE).display().to_string(),
     );
     set("offset.flush.interval.ms", DEFAULT_OFFSET_FLUSH_MS);
     set(
@@ -127,9 +150,20 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
     );
     set(
         "schema.history.internal.file.filename",
-        &format!("data/history/{name}.dat"),
+        &state.join(HISTORY_FILE).display().to_string(),
     );
     set("tombstones.on.delete", "false");
+    // Rows of megabytes must not pile up in the engine's queue. Debezium 3.6's snapshot does
+    // not keep to `max.queue.size.in.bytes` (measured: the queue passed it many times over), so
+    // the queue is bounded by records too: 256 queued and 128 per batch hold rows of 1 MB in
+    // the default 1 GB heap; small rows lose little (one fsync per 128 rows). The bridge
+    // journals a batch in pieces of 16 MB.
+    set(
+        "max.queue.size.in.bytes",
+        &((config.memory_limit_mb << 20) / 8).to_string(),
+    );
+    set("max.queue.size", "256");
+    set("max.batch.size", "128");
     set("heartbeat.interval.ms", DEFAULT_HEARTBEAT_MS);
     // Source column types and lengths in the schema: apply creates VARCHAR(n), CHAR(n).
     set("column.propagate.source.type", ".*");
@@ -138,6 +172,20 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
         set("slot.name", &format!("dbsync_{ident}"));
         set("publication.name", &format!("dbsync_{ident}"));
         set("publication.autocreate.mode", "filtered");
+        // A partitioned table's changes arrive under its own name, whichever partition
+        // they touch (DESIGN §9); without this only its snapshot would.
+        set("publish.via.partition.root", "true");
+        // TRUNCATE is a change like any other (DESIGN §2); Debezium skips it by default.
+        set("skipped.operations", "none");
+        // The snapshot reads through a cursor, 10,240 rows a fetch by default: gigabytes when
+        // rows are megabytes. The JDBC driver starts at 4 rows, then sizes each fetch to a
+        // tenth of the heap by the largest row it has seen, up to 10,240 (the `database.`
+        // properties reach the driver). A single fetch beyond a tenth of the heap (a row of
+        // more than ~25 MB at -Xmx1g) is the driver's one-line error naming maxResultBuffer.
+        set("snapshot.fetch.size", "4");
+        set("database.adaptiveFetch", "true");
+        set("database.adaptiveFetchMaximum", "10240");
+        set("database.maxResultBuffer", "10p");
         set(
             "heartbeat.action.query",
             "SELECT pg_logical_emit_message(false, 'db-sync-heartbeat', now()::text)",
@@ -165,33 +213,6 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
         p.insert("table.include.list".into(), list);
     }
     p
-}
-
-/// A PostgreSQL source as `source:` names it: the client config (5 s connect timeout) and a
-/// description (`host:port/db as user`, no password) for messages.
-pub fn source_pg_config(
-    config: &Config,
-    application: &str,
-) -> Result<(tokio_postgres::Config, String), SourceConfigError> {
-    let prop = |k: &str, d: &str| config.source_prop(k).unwrap_or_else(|| d.to_string());
-    let host = prop("database.hostname", "localhost");
-    let port = prop("database.port", "5432");
-    let user = prop("database.user", "postgres");
-    let dbname = prop("database.dbname", "postgres");
-    let password = config.source_prop("database.password").unwrap_or_default();
-    let port_num = port.parse::<u16>().map_err(|_| SourceConfigError {
-        key: "database.port".into(),
-        message: format!("{port:?} is not a port number"),
-    })?;
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(&host)
-        .port(port_num)
-        .user(&user)
-        .dbname(&dbname)
-        .password(password)
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .application_name(application);
-    Ok((pg, format!("{host}:{port}/{dbname} as {user}")))
 }
 
 /// The files named by the engine properties whose directories must exist.
@@ -245,9 +266,16 @@ impl Sink {
                 }
                 wire::Entry::Event { jvm_id, .. } if state.signal_ids.contains(&jvm_id) => {}
                 wire::Entry::Event { jvm_id, body } => {
-                    let id = *state.schema_ids.get(&jvm_id).ok_or_else(|| {
+                    let mut id = *state.schema_ids.get(&jvm_id).ok_or_else(|| {
                         format!("bridge sent an event of unknown schema {jvm_id}")
                     })?;
+                    // A TRUNCATE comes without a key: journal it under its table's keyed
+                    // schema, so apply sees it in order with the table's rows.
+                    if body.first() == Some(&b't') {
+                        if let Some(keyed) = state.journal.keyed_twin(id) {
+                            id = keyed;
+                        }
+                    }
                     events.push((id, body));
                 }
             }
@@ -332,8 +360,12 @@ pub async fn run(
     options: Options,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, CaptureError> {
+    let mut identity = prepare::identity(config).await?;
     let journal = Journal::open(&config.journal.dir, config.journal.segment_max_bytes)?;
     let props = engine_properties(config);
+    prepare::adopt_legacy_files(config, &props);
+    prepare::check_offsets(config, &props, &journal, &identity)?;
+    prepare::check_source(config, &mut identity).await?;
     for file in engine_files(&props) {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| CaptureError::CreateDir {
@@ -343,6 +375,7 @@ pub async fn run(
         }
     }
     signal::ensure_table(config).await;
+    publication::ensure_partition_root(config).await;
     let vm = jvm::start(&config.engine.lib_dir, &config.engine.jvm_options, natives)?;
     tracing::info!(
         journal = %config.journal.dir.display(),
@@ -503,7 +536,11 @@ mod tests {
         assert_eq!(p["heartbeat.interval.ms"], "500");
         assert_eq!(p["slot.name"], "dbsync_shop_1");
         assert_eq!(p["publication.autocreate.mode"], "filtered");
-        assert_eq!(p["offset.storage.file.filename"], "data/offsets/Shop-1.dat");
+        let state = std::path::absolute("data/journal").unwrap();
+        assert_eq!(
+            p["offset.storage.file.filename"],
+            state.join(OFFSETS_FILE).display().to_string()
+        );
         assert_eq!(p["offset.flush.interval.ms"], "1000");
         assert!(p["heartbeat.action.query"].contains("pg_logical_emit_message"));
         assert_eq!(p["signal.data.collection"], "public.dbsync_signal_shop_1");

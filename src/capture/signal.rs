@@ -7,7 +7,7 @@
 //! capture then reads the table again in chunks (an incremental snapshot) and the rows arrive
 //! as `r` events through the journal, the audit files and apply.
 
-use super::SourceConfigError;
+use super::source::SourceError;
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
 
@@ -18,12 +18,7 @@ pub enum SignalError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Source(#[from] SourceConfigError),
-    #[error("cannot connect to the source {described}: {source}")]
-    Connect {
-        described: String,
-        source: tokio_postgres::Error,
-    },
+    Source(#[from] SourceError),
     #[error("{what}: {source}")]
     Sql {
         what: String,
@@ -34,8 +29,10 @@ pub enum SignalError {
 impl Classify for SignalError {
     fn kind(&self) -> ErrorKind {
         match self {
-            SignalError::Usage(_) | SignalError::Source(_) => ErrorKind::Config,
-            SignalError::Connect { .. } => ErrorKind::Transient,
+            SignalError::Usage(_) | SignalError::Source(SourceError::Config(_)) => {
+                ErrorKind::Config
+            }
+            SignalError::Source(SourceError::Connect { .. }) => ErrorKind::Transient,
             SignalError::Sql { .. } => ErrorKind::Permanent,
         }
     }
@@ -79,13 +76,7 @@ fn create_sql(collection: &str) -> String {
 }
 
 async fn connect(config: &Config, app: &str) -> Result<tokio_postgres::Client, SignalError> {
-    let (pg, described) = super::source_pg_config(config, app)?;
-    let (client, conn) = pg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|source| SignalError::Connect { described, source })?;
-    tokio::spawn(conn);
-    Ok(client)
+    Ok(super::source::connect(config, app).await?.0)
 }
 
 /// Creates the signalling table when it is missing (capture start). A failure is a warning:

@@ -5,15 +5,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Int64Builder, ListBuilder, StringBuilder, StructArray,
+    TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::SchemaRef;
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Fields, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use super::columns::Col;
 use crate::journal::event::format_lsn;
 use crate::journal::event::{self, Cursor, DecodeError, EventHeader};
-use crate::types::{cdc, TableSchema};
+use crate::types::{cdc, ConnectSchema, TableSchema};
 
 /// Columns whose type the mapping does not know (written as JSON text).
 pub fn unknown_columns(table: &TableSchema) -> Vec<String> {
@@ -38,8 +40,66 @@ pub struct RowBatch {
     tx: StringBuilder,
     snapshot: BooleanBuilder,
     unchanged: ListBuilder<StringBuilder>,
+    /// `_cdc_old_key`, for tables with a key.
+    old_key: Option<OldKey>,
     rows: usize,
+    /// Journal bytes of the events in the batch: what its Arrow arrays take, about.
+    bytes: usize,
     capacity: usize,
+}
+
+/// Builds `_cdc_old_key`: a struct of the key columns, null except on the create half of a
+/// key-changing update.
+struct OldKey {
+    fields: Fields,
+    cols: Vec<Col>,
+    valid: Vec<bool>,
+}
+
+impl OldKey {
+    fn new(table: &TableSchema, capacity: usize) -> Option<OldKey> {
+        let DataType::Struct(fields) = cdc::old_key_type(table)? else {
+            unreachable!("the old key is a struct")
+        };
+        let key = table.key.as_ref()?;
+        Some(OldKey {
+            fields,
+            cols: key.fields.iter().map(|f| Col::new(f, capacity)).collect(),
+            valid: Vec::with_capacity(capacity),
+        })
+    }
+
+    fn push(
+        &mut self,
+        key: &ConnectSchema,
+        c: &mut Cursor<'_>,
+        placeholder: &str,
+    ) -> Result<(), DecodeError> {
+        let bitmap = c.take(key.fields.len().div_ceil(8))?;
+        for (i, (f, col)) in key.fields.iter().zip(self.cols.iter_mut()).enumerate() {
+            if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                col.append_null();
+            } else {
+                col.append(f, c, placeholder)?;
+            }
+        }
+        self.valid.push(true);
+        Ok(())
+    }
+
+    fn push_null(&mut self) {
+        for col in &mut self.cols {
+            col.append_null();
+        }
+        self.valid.push(false);
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let arrays: Vec<ArrayRef> = self.cols.iter_mut().map(Col::finish).collect();
+        let valid = std::mem::take(&mut self.valid);
+        let nulls = (!valid.iter().all(|v| *v)).then(|| NullBuffer::from(valid));
+        Arc::new(StructArray::new(self.fields.clone(), arrays, nulls))
+    }
 }
 
 impl RowBatch {
@@ -52,7 +112,6 @@ impl RowBatch {
             .map(|f| Col::new(f, capacity))
             .collect();
         RowBatch {
-            table,
             schema,
             cols,
             op: StringBuilder::with_capacity(capacity, capacity),
@@ -62,8 +121,11 @@ impl RowBatch {
             tx: StringBuilder::with_capacity(capacity, capacity * 8),
             snapshot: BooleanBuilder::with_capacity(capacity),
             unchanged: ListBuilder::new(StringBuilder::new()),
+            old_key: OldKey::new(&table, capacity),
             rows: 0,
+            bytes: 0,
             capacity,
+            table,
         }
     }
 
@@ -92,9 +154,13 @@ impl RowBatch {
                 event::skip_struct(&self.table.row, &mut c)?;
             }
         }
-        if h.flags & event::AFTER != 0 && !want_before {
-            self.push_image(&mut c, placeholder, &mut unchanged)?;
-            imaged = true;
+        if h.flags & event::AFTER != 0 {
+            if want_before {
+                event::skip_struct(&self.table.row, &mut c)?;
+            } else {
+                self.push_image(&mut c, placeholder, &mut unchanged)?;
+                imaged = true;
+            }
         }
         if !imaged {
             for col in &mut self.cols {
@@ -117,8 +183,25 @@ impl RowBatch {
                 .append_value(self.table.row.fields[i].field_name());
         }
         self.unchanged.append(true);
+        match (&mut self.old_key, &self.table.key) {
+            (Some(old), Some(key)) if h.has_old_key() => old.push(key, &mut c, placeholder)?,
+            (Some(old), _) => old.push_null(),
+            (None, _) if h.has_old_key() => {
+                return Err(DecodeError(
+                    "old key flagged but the schema has no key".into(),
+                ))
+            }
+            (None, _) => {}
+        }
         self.rows += 1;
+        self.bytes += body.len();
         Ok(())
+    }
+
+    /// Whether the batch should be sent: `max_rows` rows, or `max_bytes` of events (rows of
+    /// megabyte values must not pile up, nor pass Arrow's 2 GiB of offsets per array).
+    pub fn is_full(&self, max_rows: usize, max_bytes: usize) -> bool {
+        self.rows >= max_rows.max(1) || self.bytes >= max_bytes
     }
 
     fn push_image(
@@ -149,7 +232,11 @@ impl RowBatch {
         arrays.push(Arc::new(self.tx.finish()));
         arrays.push(Arc::new(self.snapshot.finish()));
         arrays.push(Arc::new(self.unchanged.finish()));
+        if let Some(old) = &mut self.old_key {
+            arrays.push(old.finish());
+        }
         self.rows = 0;
+        self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), arrays)
             .expect("columns are built from the same schema")
     }

@@ -32,6 +32,7 @@ use crate::journal::{self, JournalError};
 use crate::types::TableSchema;
 
 pub use batch::{unknown_columns, RowBatch, UnknownTypeWarnings};
+pub use columns::parse_zoned_timestamp;
 
 /// The placeholder Debezium sends for an unchanged TOASTed value unless configured otherwise.
 pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
@@ -198,13 +199,14 @@ pub struct Decoded {
 }
 
 /// Reads the window `from..=to` again and decodes each event into its file's batch; hands a
-/// batch to `send` when it is full or its file is complete. `send` returning `false` (the
+/// batch to `send` when it holds `batch_rows` rows or `batch_bytes` of events, or its file is
+/// complete. `send` returning `false` (the
 /// writer went away) stops the read. Runs on a thread of its own.
 pub fn decode_window(
     dir: &Path,
     (from, to): (u64, u64),
     plan: &Plan,
-    batch_rows: usize,
+    (batch_rows, batch_bytes): (usize, usize),
     placeholder: &str,
     progress: &indicatif::ProgressBar,
     mut send: impl FnMut(Decoded) -> bool,
@@ -243,7 +245,7 @@ pub fn decode_window(
                 file,
                 batch: last.finish(),
             })?;
-        } else if rows.rows() >= rows.capacity().max(1) {
+        } else if rows.is_full(rows.capacity(), batch_bytes) {
             deliver(Decoded {
                 file,
                 batch: rows.finish(),
@@ -260,18 +262,29 @@ pub fn decode_window(
     result.map_err(decode_error)
 }
 
-/// Decodes events `from..=to` into change-row batches of at most `batch_rows` rows and hands
-/// each table's batches to `sink` in journal order; a batch ends where its table's schema
-/// version changes. Batches of different tables interleave. Used by apply, which merges per
-/// key and so needs each table's changes in order.
+/// Where a window holds rows of a table's full (initial or blocking) snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotMarks {
+    /// The window has rows of the table's full snapshot.
+    pub rows: bool,
+    /// The window has the snapshot's last row of the table: the snapshot is complete.
+    pub done: bool,
+}
+
+/// Decodes events `from..=to` into change-row batches of at most `batch_rows` rows (or about
+/// `batch_bytes` of events) and hands each table's batches to `sink` in journal order; a batch
+/// ends where its table's schema version changes. Batches of different tables interleave.
+/// Used by apply, which merges per key and so needs each table's changes in order. Returns
+/// each table's [`SnapshotMarks`] where it has any.
 pub fn decode_in_order<E: From<CompactError>>(
     dir: &Path,
     from: u64,
     to: u64,
     placeholder: &str,
-    batch_rows: usize,
+    (batch_rows, batch_bytes): (usize, usize),
     mut sink: impl FnMut(&Arc<TableSchema>, RecordBatch) -> Result<(), E>,
-) -> Result<(), E> {
+) -> Result<HashMap<String, SnapshotMarks>, E> {
+    let mut marks: HashMap<String, SnapshotMarks> = HashMap::new();
     let mut schemas = SchemaIndex::default();
     // table → (schema version, rows so far)
     let mut open: HashMap<String, (usize, RowBatch)> = HashMap::new();
@@ -289,6 +302,15 @@ pub fn decode_in_order<E: From<CompactError>>(
                 return Ok(false);
             }
         }
+        let h = EventHeader::parse(e.body).map_err(|err| JournalError::Undecodable {
+            seq: e.seq,
+            what: format!("{} ({})", err, table.table),
+        })?;
+        if h.is_full_snapshot() {
+            let m = marks.entry(table.table.clone()).or_default();
+            m.rows = true;
+            m.done |= h.is_table_snapshot_last();
+        }
         let (_, rows) = open
             .entry(table.table.clone())
             .or_insert_with(|| (version, RowBatch::new(table.clone(), batch_rows)));
@@ -297,7 +319,7 @@ pub fn decode_in_order<E: From<CompactError>>(
                 seq: e.seq,
                 what: format!("{} ({})", err, table.table),
             })?;
-        if rows.rows() >= batch_rows {
+        if rows.is_full(batch_rows, batch_bytes) {
             let batch = rows.finish();
             if let Err(err) = sink(&table, batch) {
                 failed = Some(err);
@@ -317,7 +339,7 @@ pub fn decode_in_order<E: From<CompactError>>(
             sink(&schemas.schemas[version], rows.finish())?;
         }
     }
-    Ok(())
+    Ok(marks)
 }
 
 fn decode_error(e: JournalError) -> CompactError {

@@ -3,12 +3,16 @@
 //! Loading is three steps, each with errors that name the key path:
 //! 1. `.env` beside the working directory is loaded into the environment (never overriding
 //!    variables already set);
-//! 2. `${VAR}` / `${VAR:-default}` are interpolated in the raw text;
-//! 3. the YAML is parsed into plain structs that deny unknown keys, then [`Config::validate`]
-//!    checks values.
+//! 2. the YAML is parsed, then `${VAR}` / `${VAR:-default}` are substituted into its string
+//!    values: a value from the environment is always the exact string it holds (a password
+//!    with ` #` or `: `, a `0012`), never YAML to be parsed again;
+//! 3. the values are deserialized into plain structs that deny unknown keys (numbers and
+//!    booleans may be given as strings, so `${PORT}` works for them), then
+//!    [`Config::validate`] checks values.
 //!
 //! Secrets (passwords, keys) are wrapped in [`Secret`], whose `Debug` and `Display` print `***`.
 
+mod flex;
 mod interpolate;
 mod secret;
 
@@ -36,8 +40,6 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("{path}: {message}")]
-    Interpolate { path: PathBuf, message: String },
 }
 
 impl crate::error::Classify for ConfigError {
@@ -64,9 +66,39 @@ pub struct Config {
     pub target: Option<TargetConfig>,
     #[serde(default = "default_jobs_dir")]
     pub jobs_dir: PathBuf,
+    /// The memory db-sync's own work stays within, whatever the row size: decode batches,
+    /// apply windows and chunks, backfill reads (see [`Config::budget`]). The JVM's heap is
+    /// `engine.jvm_options`' to set.
+    #[serde(default = "default_memory_limit_mb", deserialize_with = "flex::parse")]
+    pub memory_limit_mb: u64,
     /// The file this was loaded from, for error messages.
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `memory_limit_mb` shared out among the work that holds rows in memory. Each stage holds
+/// at most a few units of its share at once (a batch being filled and one being written; a
+/// window being applied and the next being merged), which keeps the sum within the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Bytes of journal events one decoded batch holds (also keeps Arrow's 2 GiB offsets far).
+    pub batch_bytes: usize,
+    /// Bytes of journal events one apply window (or backfill window) spans.
+    pub window_bytes: usize,
+    /// Bytes of rendered rows one chunk (one transaction, one LOAD DATA stream) holds.
+    pub chunk_bytes: usize,
+}
+
+impl Budget {
+    pub fn of(limit_mb: u64) -> Budget {
+        let limit = usize::try_from(limit_mb.max(64) << 20).unwrap_or(usize::MAX);
+        Budget {
+            batch_bytes: (limit / 16).min(64 << 20),
+            window_bytes: limit / 8,
+            // Under the 16 MiB max_allowed_packet of MariaDB's default, whatever the limit.
+            chunk_bytes: (limit / 32).min(8 << 20),
+        }
+    }
 }
 
 /// A map of string properties (`source:`, `audit.options`). `Debug` redacts secret-bearing keys.
@@ -154,10 +186,13 @@ impl Default for EngineConfig {
 pub struct JournalConfig {
     #[serde(default = "default_journal_dir")]
     pub dir: PathBuf,
-    #[serde(default = "default_segment_max_bytes")]
+    #[serde(
+        default = "default_segment_max_bytes",
+        deserialize_with = "flex::parse"
+    )]
     pub segment_max_bytes: u64,
     /// Hours a sealed, audited segment is kept when nothing applies it (used by compaction).
-    #[serde(default = "default_retain_hours")]
+    #[serde(default = "default_retain_hours", deserialize_with = "flex::parse")]
     pub retain_hours: u64,
 }
 
@@ -181,7 +216,7 @@ pub struct AuditConfig {
     #[serde(default)]
     pub options: Props,
     /// Rows per Parquet row group and per decoded batch: bounds compaction's memory.
-    #[serde(default = "default_audit_batch_rows")]
+    #[serde(default = "default_audit_batch_rows", deserialize_with = "flex::parse")]
     pub batch_rows: usize,
 }
 
@@ -199,17 +234,51 @@ impl Default for AuditConfig {
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub url: Secret,
-    #[serde(default = "default_batch_rows")]
+    #[serde(default = "default_batch_rows", deserialize_with = "flex::parse")]
     pub batch_rows: usize,
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", deserialize_with = "flex::parse")]
     pub create_tables: bool,
     /// The target table of a source table: `{schema}` and `{table}` are replaced.
     #[serde(default = "default_table_name")]
     pub table_name: String,
     /// Write upserts with `LOAD DATA LOCAL INFILE` where that is safe (falls back to
     /// multi-row INSERT, saying so once, when the server refuses it).
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", deserialize_with = "flex::parse")]
     pub load_data: bool,
+    /// What a source TRUNCATE does to the target table.
+    #[serde(default)]
+    pub truncate: TruncateMode,
+    /// What happens to a row the target cannot hold.
+    #[serde(default)]
+    pub on_reject: OnReject,
+}
+
+/// `target.truncate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncateMode {
+    /// Empty the target table in order (changes after the truncate stay).
+    #[default]
+    Apply,
+    /// Leave the target table as it is (the truncate is still audited).
+    Ignore,
+}
+
+impl TruncateMode {
+    pub fn applies(self) -> bool {
+        self == TruncateMode::Apply
+    }
+}
+
+/// `target.on_reject`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnReject {
+    /// Stop apply with one line naming the table, column and key (the journal keeps it all).
+    #[default]
+    Stop,
+    /// Put the row in `_db_sync_rejected` and go on; a later change of the key replaces it.
+    Quarantine,
 }
 
 fn default_table_name() -> String {
@@ -243,6 +312,9 @@ fn default_batch_rows() -> usize {
 fn default_true() -> bool {
     true
 }
+fn default_memory_limit_mb() -> u64 {
+    512
+}
 fn default_jobs_dir() -> PathBuf {
     PathBuf::from("jobs")
 }
@@ -272,11 +344,7 @@ impl Config {
         raw: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = interpolate(raw, env).map_err(|e| ConfigError::Interpolate {
-            path: path.to_path_buf(),
-            message: e.0,
-        })?;
-        let mut config: Config = deserialize_tracked(&text).map_err(|(key, message)| {
+        let mut config: Config = deserialize_tracked(raw, env).map_err(|(key, message)| {
             if key.is_empty() || key == "." {
                 ConfigError::Parse {
                     path: path.to_path_buf(),
@@ -350,6 +418,12 @@ impl Config {
                 ),
             ));
         }
+        if self.memory_limit_mb < 64 {
+            return Err(self.invalid(
+                "memory_limit_mb",
+                format!("is {}; use at least 64 (default 512)", self.memory_limit_mb),
+            ));
+        }
         if self.audit.batch_rows == 0 {
             return Err(self.invalid("audit.batch_rows", "must be at least 1 (default 65536)"));
         }
@@ -376,6 +450,11 @@ impl Config {
         Ok(())
     }
 
+    /// How `memory_limit_mb` is shared out.
+    pub fn budget(&self) -> Budget {
+        Budget::of(self.memory_limit_mb)
+    }
+
     /// The Debezium connector class, e.g. `io.debezium.connector.postgresql.PostgresConnector`.
     pub fn connector_class(&self) -> String {
         self.source
@@ -399,35 +478,56 @@ impl Config {
     }
 }
 
-/// Deserializes, returning the dotted path of the offending key and the message on failure.
-/// Parses YAML into `T`; on failure, the key path and a message without serde_yaml's position
-/// and path noise.
+/// Parses YAML into `T`, substituting `${VAR}` into its string values with `env`; on failure,
+/// the dotted path of the offending key (empty for the document) and a message.
 pub(crate) fn deserialize_tracked<T: serde::de::DeserializeOwned>(
     text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<T, (String, String)> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        // serde_yaml appends "at line L column C"; the key path already says where.
-        let full = e.inner().to_string();
-        let mut message = full.split(" at line ").next().unwrap_or(&full);
-        // serde_yaml prefixes its own path ("journal: unknown field"); ours is already named.
-        let mut prefix = key.as_str();
-        loop {
-            if let Some(rest) = message
-                .strip_prefix(prefix)
-                .and_then(|m| m.strip_prefix(": "))
-            {
-                message = rest;
-                break;
-            }
-            match prefix.rfind('.') {
-                Some(i) => prefix = &prefix[..i],
-                None => break,
+    let mut value: serde_json::Value = if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            (
+                String::new(),
+                format!("not valid YAML: {}", e.to_string().replace('\n', " ")),
+            )
+        })?
+    };
+    interpolate_values(&mut value, env, &mut Vec::new())?;
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| (e.path().to_string(), e.inner().to_string()))
+}
+
+/// Substitutes `${VAR}` into every string value (not into keys), naming the key of a value
+/// that cannot be resolved.
+fn interpolate_values(
+    value: &mut serde_json::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    path: &mut Vec<String>,
+) -> Result<(), (String, String)> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('$') => {
+            *s = interpolate(s, env).map_err(|e| (path.join("."), e.0))?;
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                interpolate_values(item, env, path)?;
+                path.pop();
             }
         }
-        (key, message.to_string())
-    })
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                path.push(k.clone());
+                interpolate_values(v, env, path)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -122,3 +122,33 @@ fn scalar_source_values_become_strings() {
         Some("false")
     );
 }
+
+#[test]
+fn values_from_the_environment_are_taken_verbatim() {
+    let env = env_of(&[
+        ("PW", "p#ss: w0rd"),
+        ("ZEROS", "0012"),
+        ("ROWS", "250"),
+        ("YES", "false"),
+    ]);
+    let text = format!(
+        "{MINIMAL}  database.password: ${{PW}}\n  database.dbname: ${{ZEROS}}\ntarget:\n  url: mysql://u:${{PW}}@h/db\n  batch_rows: ${{ROWS}}\n  load_data: ${{YES}}\n"
+    );
+    let c = Config::parse(Path::new("c.yaml"), &text, &env).unwrap();
+    assert_eq!(c.source_prop("database.password").unwrap(), "p#ss: w0rd");
+    assert_eq!(c.source_prop("database.dbname").unwrap(), "0012");
+    let t = c.target.unwrap();
+    assert_eq!(t.url.expose(), "mysql://u:p#ss: w0rd@h/db");
+    assert_eq!((t.batch_rows, t.load_data), (250, false));
+    let e = Config::parse(
+        Path::new("c.yaml"),
+        &format!("{MINIMAL}  database.password: ${{NOPE}}\n"),
+        &env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`source.database.password`") && e.contains("NOPE"),
+        "names the key and the variable: {e}"
+    );
+}

@@ -19,6 +19,14 @@ pub const TX: u8 = 8;
 pub const KEY: u8 = 16;
 pub const BEFORE: u8 = 32;
 pub const AFTER: u8 = 64;
+/// A second flags byte follows the first (bodies written before it have none).
+pub const EXT: u8 = 128;
+/// `flags2`: the create half of a key-changing update carries the old key after the row.
+pub const OLD_KEY: u8 = 1;
+/// `flags2`: the last row of a table's initial (blocking) snapshot.
+pub const TABLE_SNAPSHOT_LAST: u8 = 2;
+/// `flags2`: a row of an incremental (signalled) snapshot, not of the initial one.
+pub const INCREMENTAL: u8 = 4;
 
 /// A malformed event body or schema: a bridge bug or corruption, never user input.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +42,8 @@ fn err<T>(what: impl Into<String>) -> Result<T, DecodeError> {
 pub struct EventHeader<'a> {
     pub op: u8,
     pub flags: u8,
+    /// The second flags byte, 0 when absent.
+    pub flags2: u8,
     /// Source commit time, microseconds since the epoch (UTC).
     pub ts_us: i64,
     /// PostgreSQL (last commit LSN, change LSN); orders and de-duplicates streaming events.
@@ -50,6 +60,7 @@ impl<'a> EventHeader<'a> {
         let mut c = Cursor::new(body);
         let op = c.u8()?;
         let flags = c.u8()?;
+        let flags2 = if flags & EXT != 0 { c.u8()? } else { 0 };
         let ts_us = c.u64()? as i64;
         let (position, position_text) = if flags & PG_POSITION != 0 {
             let commit_lsn = c.u64()?;
@@ -72,6 +83,7 @@ impl<'a> EventHeader<'a> {
         Ok(EventHeader {
             op,
             flags,
+            flags2,
             ts_us,
             position,
             position_text,
@@ -86,6 +98,22 @@ impl<'a> EventHeader<'a> {
 
     pub fn is_last_snapshot_record(&self) -> bool {
         self.flags & SNAPSHOT_LAST != 0
+    }
+
+    /// The create half of a key-changing update: the old key follows the row.
+    pub fn has_old_key(&self) -> bool {
+        self.flags2 & OLD_KEY != 0
+    }
+
+    /// The last row of its table's initial snapshot.
+    pub fn is_table_snapshot_last(&self) -> bool {
+        self.flags2 & TABLE_SNAPSHOT_LAST != 0
+    }
+
+    /// A row of a full (initial or blocking) snapshot, which brings every row of its table;
+    /// an incremental snapshot's rows interleave with changes instead.
+    pub fn is_full_snapshot(&self) -> bool {
+        self.is_snapshot() && self.flags2 & INCREMENTAL == 0
     }
 }
 
@@ -116,6 +144,11 @@ pub fn to_json(seq: u64, schema: &TableSchema, body: &[u8]) -> Result<Value, Dec
     } else {
         Value::Null
     };
+    let old_key = match (&schema.key, h.has_old_key()) {
+        (Some(k), true) => Some(decode_struct(k, &mut c)?),
+        (None, true) => return err("old key flagged but the schema has no key"),
+        _ => None,
+    };
     if !c.rest().is_empty() {
         return err(format!("{} bytes left after the values", c.rest().len()));
     }
@@ -134,6 +167,10 @@ pub fn to_json(seq: u64, schema: &TableSchema, body: &[u8]) -> Result<Value, Dec
     m.insert("key".into(), key);
     m.insert("before".into(), before);
     m.insert("after".into(), after);
+    // Only the create half of a key-changing update has one.
+    if let Some(old) = old_key {
+        m.insert("old_key".into(), old);
+    }
     Ok(Value::Object(m))
 }
 

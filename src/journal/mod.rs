@@ -28,10 +28,12 @@
 //!
 //! # Crashes and corruption
 //!
-//! A crash can leave only the unacknowledged tail of the active segment torn. On open, the
-//! writer truncates the active segment at its first bad frame and says how many bytes went;
-//! Debezium re-delivers them. A bad frame in a sealed segment is never skipped: reading it
-//! is an error naming the segment and offset.
+//! A crash can leave only the unacknowledged tail of the active segment torn: a frame cut
+//! short, or a last frame whose bytes did not all reach the disk, with nothing whole after
+//! it. On open, the writer truncates such a tail and says how many bytes went; Debezium
+//! re-delivers them. Any other bad frame is corruption and never skipped or truncated: a bad
+//! frame in a sealed segment, or one in the active segment with whole frames after it, is an
+//! error naming the segment and offset.
 //!
 //! # De-duplication
 //!
@@ -190,8 +192,12 @@ impl Journal {
             segment::read_header(path)?;
         }
         let Some((_, active_path)) = segments.last().cloned() else {
+            // A new journal numbers from its identity's first sequence (after every earlier
+            // journal's audit files, see `state::identity`), else from 1.
+            let first_seq =
+                state::identity::Identity::load(dir)?.map_or(1, |id| id.first_seq.max(1));
             let header = Header {
-                first_seq: 1,
+                first_seq,
                 last_mark: None,
                 next_schema_id: 1,
             };
@@ -239,6 +245,20 @@ impl Journal {
             }
         };
         let valid_len = frames.offset();
+        if let Some(bad) = &torn {
+            // Only a frame cut short at the very end is a torn tail; a bad frame with good
+            // frames after it is corruption, and truncating would lose the good ones.
+            if let Some(next) = segment::valid_frame_after(&bytes, bad.offset) {
+                return Err(JournalError::Corrupt {
+                    segment: active_path.clone(),
+                    offset: bad.offset,
+                    what: format!(
+                        "{}, with whole frames after it (from offset {next}), so not a torn tail",
+                        bad.what
+                    ),
+                });
+            }
+        }
         if let Some(bad) = torn {
             let dropped = bytes.len() as u64 - valid_len;
             tracing::warn!(
@@ -301,6 +321,29 @@ impl Journal {
         self.next_schema_id += 1;
         self.remember_schema(id, json);
         Ok(id)
+    }
+
+    /// For a schema without a key, the latest schema of the same table and row that has one.
+    ///
+    /// Debezium sends a TRUNCATE without a key, so its schema version lacks the key its
+    /// table's rows have; journaled under the keyed version, it reaches apply in order with
+    /// the table's other changes instead of looking like a table apply cannot key.
+    pub fn keyed_twin(&self, id: u32) -> Option<u32> {
+        let parse = |json: &[u8]| serde_json::from_slice::<serde_json::Value>(json).ok();
+        let this = parse(self.schema_json.get(&id)?)?;
+        let keyless = |v: &serde_json::Value| {
+            v["key"].is_null() || v["key"]["fields"].as_array().is_some_and(|f| f.is_empty())
+        };
+        if !keyless(&this) {
+            return None;
+        }
+        self.schema_json
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .filter_map(|(other, json)| Some((*other, parse(json)?)))
+            .filter(|(_, v)| !keyless(v) && v["table"] == this["table"] && v["row"] == this["row"])
+            .map(|(other, _)| other)
+            .max()
     }
 
     /// The sequence number the next event gets.
@@ -503,6 +546,31 @@ pub fn seal(
     Ok(())
 }
 
+/// The last sequence of the window that starts at `from`: at most `max_events` events and
+/// about `max_bytes` of event bodies (at least one event), and never past `through`.
+pub fn window_end(
+    dir: &Path,
+    from: u64,
+    through: u64,
+    max_events: u64,
+    max_bytes: usize,
+) -> Result<u64, JournalError> {
+    let mut end = from;
+    let mut bytes = 0usize;
+    read_events(dir, from, |e| {
+        if e.seq > through || e.seq >= from + max_events.max(1) {
+            return Ok(false);
+        }
+        if e.seq > from && bytes + e.body.len() > max_bytes {
+            return Ok(false);
+        }
+        bytes += e.body.len();
+        end = e.seq;
+        Ok(true)
+    })?;
+    Ok(end.min(through))
+}
+
 /// Deletes sealed segments whose every event is at or below `through` and that were last
 /// written before `cutoff`. Never the active segment. Returns the paths deleted.
 pub fn delete_segments_through(
@@ -626,8 +694,13 @@ pub fn read_events(
                         return Ok(());
                     }
                 }
-                // The active segment's tail may be mid-write or torn: its end, not corruption.
-                Err(_) if is_active => break,
+                // The active segment's tail may be mid-write or torn: its end, not corruption,
+                // unless whole frames follow the bad one.
+                Err(bad)
+                    if is_active && segment::valid_frame_after(&bytes, bad.offset).is_none() =>
+                {
+                    break
+                }
                 Err(bad) => {
                     return Err(JournalError::Corrupt {
                         segment: path.clone(),

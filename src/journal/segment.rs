@@ -197,6 +197,28 @@ impl<'a> Frames<'a> {
     }
 }
 
+/// The offset of the first whole, CRC-checked frame that starts after `from`, if any: what
+/// tells corruption (good frames follow a bad one) from a torn tail (nothing good follows).
+/// Only candidates whose length fits and whose kind byte is known are CRC-checked, so a
+/// scan of a large segment costs little more than reading it.
+pub fn valid_frame_after(bytes: &[u8], from: u64) -> Option<u64> {
+    let start = usize::try_from(from).ok()?.saturating_add(1);
+    let end = bytes.len().checked_sub(FRAME_HEADER_LEN + 1)?;
+    (start..=end).find_map(|at| {
+        let len = u32_at(bytes, at) as usize;
+        let payload_at = at + FRAME_HEADER_LEN;
+        let kind_ok = matches!(
+            (bytes[payload_at], len),
+            (KIND_SCHEMA, 5..) | (KIND_EVENT, 13..)
+        );
+        if !kind_ok || len > MAX_FRAME_LEN as usize || payload_at + len > bytes.len() {
+            return None;
+        }
+        let payload = &bytes[payload_at..payload_at + len];
+        (crc32c::crc32c(payload) == u32_at(bytes, at + 4)).then_some(at as u64)
+    })
+}
+
 /// Appends a schema frame to `out`.
 pub fn put_schema(out: &mut Vec<u8>, id: u32, json: &[u8]) {
     let start = begin_frame(out);

@@ -311,6 +311,83 @@ fn a_torn_tail_is_truncated_on_open() {
     assert_eq!(seqs(tmp.path()), vec![1, 2, 3, 4]);
 }
 
+/// A one-segment journal of five events, and its active segment's path and frame offsets.
+fn active_journal(dir: &Path) -> (PathBuf, Vec<usize>) {
+    let mut j = Journal::open(dir, 1 << 20).unwrap();
+    let a = j.schema_id(SCHEMA_A).unwrap();
+    for i in 0..5u64 {
+        let e = body_a(b'c', false, Some((i + 1, 1)), i as i64, Some("payload"));
+        j.append([(a, &e[..])]).unwrap();
+    }
+    drop(j);
+    let (_, path) = segment::list(dir).unwrap().pop().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let mut frames = Frames::new(&bytes);
+    let mut offsets = Vec::new();
+    loop {
+        let at = frames.offset() as usize;
+        match frames.next() {
+            Ok(Some(_)) => offsets.push(at),
+            _ => break,
+        }
+    }
+    (path, offsets)
+}
+
+#[test]
+fn the_active_segment_tells_a_torn_tail_from_corruption() {
+    // A torn length: the last frame's header cut short.
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, offsets) = active_journal(tmp.path());
+    let last = *offsets.last().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..last + 3]).unwrap();
+    let j = Journal::open(tmp.path(), 1 << 20).unwrap();
+    assert_eq!(
+        j.next_seq(),
+        5,
+        "the torn frame goes, the four before it stay"
+    );
+    drop(j);
+
+    // A torn payload: the last frame cut short.
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = active_journal(tmp.path());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+    assert_eq!(Journal::open(tmp.path(), 1 << 20).unwrap().next_seq(), 5);
+
+    // A flipped bit in the last complete frame: nothing whole after it, a torn tail.
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = active_journal(tmp.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 4;
+    bytes[at] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(Journal::open(tmp.path(), 1 << 20).unwrap().next_seq(), 5);
+
+    // A flipped bit mid-segment: good frames follow, so it is corruption. Opening refuses,
+    // naming the segment and offset, and the file keeps every byte.
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, offsets) = active_journal(tmp.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let third = offsets[3];
+    bytes[third + 12] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Journal::open(tmp.path(), 1 << 20).err().expect("refuses");
+    let msg = err.to_string();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains(&format!("offset {third}")), "{msg}");
+    assert!(msg.contains("not a torn tail"), "{msg}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing truncated");
+    // Readers refuse too, instead of stopping at the bad frame as at a tail.
+    assert!(matches!(
+        dump(tmp.path(), 0),
+        Err(JournalError::Corrupt { .. })
+    ));
+}
+
 /// Writes a two-segment journal and returns the sealed segment's path.
 fn sealed_journal(dir: &Path) -> PathBuf {
     let mut j = Journal::open(dir, 1 << 20).unwrap();

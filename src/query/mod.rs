@@ -258,14 +258,16 @@ fn define_views(
                 continue;
             }
         };
-        let columns: Vec<String> = query_strings(
+        let all: Vec<String> = query_strings(
             conn,
             &format!("SELECT column_name FROM (DESCRIBE {changes})"),
         )
-        .map_err(|e| duck_err(&what, e))?
-        .into_iter()
-        .filter(|c| !c.starts_with(cdc::PREFIX))
-        .collect();
+        .map_err(|e| duck_err(&what, e))?;
+        let has_old_key = all.iter().any(|c| c == cdc::OLD_KEY);
+        let columns: Vec<String> = all
+            .into_iter()
+            .filter(|c| !c.starts_with(cdc::PREFIX))
+            .collect();
         let unchanged: Vec<String> = query_strings(
             conn,
             &format!(
@@ -277,15 +279,68 @@ fn define_views(
         .into_iter()
         .filter(|c| columns.contains(c))
         .collect();
+        let history = History {
+            has_old_key,
+            journals: journal_ranges(paths),
+        };
         exec(&state_view(
-            schema, name, &changes, &columns, &key, &unchanged,
+            schema, name, &changes, &columns, &key, &unchanged, &history,
         ))?;
     }
     Ok(catalog)
 }
 
-/// The `CREATE VIEW` of a table's state: the latest change per key unless it is a delete, with
-/// each `unchanged` column filled from the key's latest change that sent it.
+/// What the state view needs to know of a table's history besides its columns.
+struct History {
+    /// The files have `_cdc_old_key` (written since key changes carry the old key).
+    has_old_key: bool,
+    /// The sequence range of each journal whose files these are, oldest first.
+    journals: Vec<(u64, u64)>,
+}
+
+/// The sequence range of each journal among audit files `paths` (named
+/// `<first>-<last>[.<journal>].parquet`), oldest first.
+fn journal_ranges(paths: &[PathBuf]) -> Vec<(u64, u64)> {
+    let mut by_journal: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for p in paths {
+        let Some(stem) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".parquet"))
+        else {
+            continue;
+        };
+        let (range, journal) = stem.split_once('.').unwrap_or((stem, ""));
+        let Some((first, last)) = range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let e = by_journal
+            .entry(journal.to_string())
+            .or_insert((first, last));
+        e.0 = e.0.min(first);
+        e.1 = e.1.max(last);
+    }
+    let mut ranges: Vec<(u64, u64)> = by_journal.into_values().collect();
+    ranges.sort();
+    ranges
+}
+
+/// The `CREATE VIEW` of a table's state: the changes after the table's last truncate, the
+/// latest change per key unless it is a delete, with each `unchanged` column filled from the
+/// row's history.
+///
+/// A new journal (a pipeline moved to a new host) starts with a full snapshot, which brings
+/// every row the source still has: a row of an earlier journal that the latest journal's
+/// snapshot did not bring again was deleted while nothing captured, so the history starts at
+/// the latest journal that has snapshot rows of the table.
+///
+/// A row's history is its key's earlier changes and, for the create half of an update that
+/// changed the key (`_cdc_old_key`), the old key's: the fill walks back through `pred` (each
+/// change's predecessor in its lineage, deletes left out) until a change that sent the column,
+/// so a NULL the source really sent stays NULL and a value that moved with its row follows it.
 fn state_view(
     schema: &str,
     name: &str,
@@ -293,33 +348,104 @@ fn state_view(
     columns: &[String],
     key: &[String],
     unchanged: &[String],
+    history: &History,
 ) -> String {
-    let partition = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
     let (seq, op, unchanged_col) = (ident(cdc::SEQ), ident(cdc::OP), ident(cdc::UNCHANGED));
-    let mut fills = String::new();
+    let has_old_key = history.has_old_key;
+    let key_struct = format!(
+        "struct_pack({})",
+        key.iter()
+            .map(|k| format!("{} := {}", ident(k), ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let lineage_key = if has_old_key {
+        format!("coalesce({}, {key_struct})", ident(cdc::OLD_KEY))
+    } else {
+        key_struct.clone()
+    };
+    let sent = |c: &str, row: &str| {
+        format!(
+            "NOT list_contains(coalesce({row}.{unchanged_col}, []::VARCHAR[]), {})",
+            lit(c)
+        )
+    };
+    let mut ctes = Vec::new();
+    let mut epoch = String::new();
+    if history.journals.len() > 1 {
+        let values = history
+            .journals
+            .iter()
+            .map(|(lo, hi)| format!("({lo}, {hi})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ctes.push(format!("\"__j\"(\"__lo\", \"__hi\") AS (VALUES {values})"));
+        ctes.push(format!(
+            "\"__epoch\" AS (SELECT coalesce(max(j.\"__lo\"), -1) AS \"__s\" FROM \"__j\" j \
+             WHERE EXISTS (SELECT 1 FROM {changes} c WHERE c.{op} = 'r' AND c.{seq} BETWEEN j.\"__lo\" AND j.\"__hi\"))"
+        ));
+        epoch = format!(" AND {seq} >= (SELECT \"__s\" FROM \"__epoch\")");
+    }
+    ctes.extend([
+        format!(
+            "\"__c\" AS (SELECT *, {key_struct} AS \"__k\", {lineage_key} AS \"__pk\" FROM {changes} \
+             WHERE {seq} > (SELECT coalesce(max({seq}), -1) FROM {changes} WHERE {op} = 't'){epoch})"
+        ),
+        format!(
+            "\"__latest\" AS (SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY \"__k\" ORDER BY {seq} DESC) AS \"__rn\" FROM \"__c\") \
+             WHERE \"__rn\" = 1 AND {op} NOT IN ('d', 't'))"
+        ),
+    ]);
+    if !unchanged.is_empty() {
+        ctes.push(format!(
+            "\"__nd\" AS (SELECT * FROM \"__c\" WHERE {op} NOT IN ('d', 't'))"
+        ));
+        // A change's predecessor: the key's previous change, or for the create half of a key
+        // change, the old key's latest change before it. (DuckDB allows no ASOF JOIN in a
+        // recursive query, so a window for the first, a correlated subquery for the second.)
+        ctes.push(format!(
+            "\"__lag\" AS (SELECT {seq}, \"__k\", \"__pk\", lag({seq}) OVER (PARTITION BY \"__k\" ORDER BY {seq}) AS \"__l\" FROM \"__nd\")"
+        ));
+        ctes.push(format!(
+            "\"__pred\" AS (SELECT x.{seq} AS \"__seq\", CASE WHEN x.\"__pk\" = x.\"__k\" THEN x.\"__l\" \
+             ELSE (SELECT max(p.{seq}) FROM \"__nd\" p WHERE p.\"__k\" = x.\"__pk\" AND p.{seq} < x.{seq}) END AS \"__prev\" \
+             FROM \"__lag\" x)"
+        ));
+    }
+    let mut joins = String::new();
     let mut out = Vec::with_capacity(columns.len());
     for c in columns {
         match unchanged.iter().position(|u| u == c) {
             Some(i) => {
-                fills.push_str(&format!(
-                    ", last_value(CASE WHEN NOT list_contains(coalesce({unchanged_col}, []::VARCHAR[]), {}) \
-                     THEN struct_pack(v := {}) END IGNORE NULLS) OVER (PARTITION BY {partition} ORDER BY {seq} \
-                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS \"__db_sync_fill_{i}\"",
-                    lit(c),
-                    ident(c)
+                let walk = format!("\"__walk_{i}\"");
+                ctes.push(format!(
+                    "{walk}(\"__seq0\", \"__cur\", \"__val\", \"__done\") AS (\
+                     SELECT l.{seq}, l.{seq}, l.{col}, false FROM \"__latest\" l WHERE NOT {sent_l} \
+                     UNION ALL \
+                     SELECT w.\"__seq0\", p.{seq}, p.{col}, {sent_p} FROM {walk} w \
+                     JOIN \"__pred\" q ON q.\"__seq\" = w.\"__cur\" \
+                     JOIN \"__nd\" p ON p.{seq} = q.\"__prev\" WHERE NOT w.\"__done\")",
+                    col = ident(c),
+                    sent_l = sent(c, "l"),
+                    sent_p = sent(c, "p"),
+                ));
+                joins.push_str(&format!(
+                    " LEFT JOIN (SELECT \"__seq0\", \"__val\" FROM {walk} WHERE \"__done\") f{i} ON f{i}.\"__seq0\" = l.{seq}"
                 ));
                 out.push(format!(
-                    "struct_extract(\"__db_sync_fill_{i}\", 'v') AS {}",
-                    ident(c)
+                    "CASE WHEN {} THEN l.{col} ELSE f{i}.\"__val\" END AS {col}",
+                    sent(c, "l"),
+                    col = ident(c)
                 ));
             }
-            None => out.push(ident(c)),
+            None => out.push(format!("l.{}", ident(c))),
         }
     }
     format!(
-        "CREATE VIEW {}.{} AS SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {partition} ORDER BY {seq} DESC) AS \"__db_sync_rn\"{fills} FROM {changes}) WHERE \"__db_sync_rn\" = 1 AND {op} <> 'd'",
+        "CREATE VIEW {}.{} AS WITH RECURSIVE {} SELECT {} FROM \"__latest\" l{joins}",
         ident(schema),
         ident(name),
+        ctes.join(", "),
         out.join(", ")
     )
 }
@@ -422,6 +548,7 @@ mod tests {
             first_seq: first,
             last_seq: first,
             location: object_store::path::Path::from("x"),
+            journal: String::new(),
             size: 0,
         }
     }
@@ -441,7 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn the_state_view_fills_unchanged_columns_per_key() {
+    fn the_state_view_fills_unchanged_columns_through_the_rows_history() {
         let sql = state_view(
             "public",
             "docs",
@@ -449,19 +576,63 @@ mod tests {
             &["id".into(), "body".into()],
             &["id".into()],
             &["body".into()],
+            &History {
+                has_old_key: true,
+                journals: vec![(1, 9)],
+            },
         );
         assert!(
-            sql.contains("PARTITION BY \"id\" ORDER BY \"_cdc_seq\" DESC"),
+            sql.contains("PARTITION BY \"__k\" ORDER BY \"_cdc_seq\" DESC"),
             "{sql}"
         );
         assert!(
-            sql.contains("list_contains(coalesce(\"_cdc_unchanged\", []::VARCHAR[]), 'body')"),
+            sql.contains("coalesce(\"_cdc_old_key\", struct_pack(\"id\" := \"id\"))"),
             "{sql}"
         );
         assert!(
-            sql.contains("struct_extract(\"__db_sync_fill_0\", 'v') AS \"body\""),
+            sql.contains("WHERE \"_cdc_op\" = 't'"),
+            "the history starts after a truncate: {sql}"
+        );
+        assert!(
+            sql.contains("lag(\"_cdc_seq\") OVER (PARTITION BY \"__k\""),
             "{sql}"
         );
-        assert!(sql.ends_with("\"_cdc_op\" <> 'd'"), "{sql}");
+        assert!(
+            sql.contains("list_contains(coalesce(l.\"_cdc_unchanged\", []::VARCHAR[]), 'body')"),
+            "{sql}"
+        );
+        assert!(!sql.contains("__epoch"), "one journal: no epoch");
+    }
+
+    #[test]
+    fn a_later_journals_snapshot_starts_the_history() {
+        let paths: Vec<PathBuf> = [
+            "a/1-40.parquet",
+            "a/41-90.parquet",
+            "a/91-120.0123456789ab.parquet",
+            "a/121-130.0123456789ab.parquet",
+            "a/not-an-audit-file.txt",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(journal_ranges(&paths), vec![(1, 90), (91, 130)]);
+        let sql = state_view(
+            "public",
+            "items",
+            "\"public\".\"items_changes\"",
+            &["id".into()],
+            &["id".into()],
+            &[],
+            &History {
+                has_old_key: false,
+                journals: journal_ranges(&paths),
+            },
+        );
+        assert!(sql.contains("VALUES (1, 90), (91, 130)"), "{sql}");
+        assert!(
+            sql.contains("\"_cdc_seq\" >= (SELECT \"__s\" FROM \"__epoch\")"),
+            "{sql}"
+        );
     }
 }

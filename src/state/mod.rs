@@ -6,6 +6,9 @@
 //! ```text
 //! <journal.dir>/
 //!   segment-<first seq>.log   the journal (crate::journal owns their format)
+//!   identity.json             the journal's identity and its source's (identity.rs)
+//!   debezium-offsets.dat      Debezium's offsets, and its schema history: absolute paths
+//!   debezium-history.dat      handed to the engine, never relative to the working directory
 //!   audit-progress.json       AuditProgress: which sequences are in audit files
 //!   apply-progress.json       ApplyProgress: which sequences are applied to the target
 //!   jobs-state.json           the last run of each scheduled job (`status`)
@@ -31,6 +34,7 @@
 //! - **GC.** A journal segment may be deleted only when every event in it is audited and, when
 //!   a target is configured, applied ([`collectable_through`]).
 
+pub mod identity;
 pub mod jobs;
 pub mod locks;
 pub mod progress;
@@ -39,7 +43,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Classify, ErrorKind};
 
-pub use progress::{collectable_through, ApplyProgress, ApplyWindow, AuditProgress, Window};
+pub use progress::{
+    collectable_through, ApplyProgress, ApplyWindow, AuditProgress, ColumnTypes, Sweep, Window,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

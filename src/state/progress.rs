@@ -1,7 +1,7 @@
 //! Audit and apply progress: which journal sequences are in audit files, and which are applied
 //! to the target. Each stage owns one file and changes it only under `compact.lock`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -30,12 +30,17 @@ pub struct Window {
 }
 
 /// A window of the apply stage. Its chunks are numbered from its merged plan, which depends
-/// only on the journal and `batch_rows`: both are fixed once the window is recorded.
+/// only on the journal, `batch_rows` and `chunk_bytes`: all fixed once the window is recorded,
+/// so a re-run after a change of `target.batch_rows` or `memory_limit_mb` cuts the same chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyWindow {
     pub from: u64,
     pub to: u64,
     pub batch_rows: usize,
+    /// The most bytes of rendered rows in one chunk (0 in windows recorded before it was:
+    /// the current budget's).
+    #[serde(default)]
+    pub chunk_bytes: usize,
     #[serde(default)]
     pub changes: u64,
     #[serde(default)]
@@ -82,7 +87,37 @@ pub struct ApplyProgress {
     /// Tables apply skips because they have no primary key (reported once each).
     #[serde(default)]
     pub skipped_tables: BTreeSet<String>,
+    /// The MySQL type db-sync last gave each column of each source table: a source type change
+    /// is told from a column the user changed by hand.
+    #[serde(default)]
+    pub column_types: ColumnTypes,
+    /// Source tables whose full snapshot this journal has applied, or is applying, over a
+    /// target table that already had rows: see [`Sweep`].
+    #[serde(default)]
+    pub sweeps: BTreeMap<String, Sweep>,
 }
+
+/// A full snapshot applied over a target table that already had rows (a new journal, a
+/// pipeline moved to a new host): the rows the snapshot does not bring were deleted at the
+/// source meanwhile, and go when it completes. Decided, and recorded here, before the
+/// snapshot's first chunk, so a re-run never mistakes the snapshot's own rows for old ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Sweep {
+    /// The target table was empty or missing: nothing to sweep.
+    NotNeeded,
+    /// The snapshot's keys are being staged in the target (table `stage`).
+    Staging { stage: String },
+    /// Done: `rows` target rows deleted, in the window starting at `window_from`.
+    Done {
+        rows: u64,
+        window_from: u64,
+        finished_at: String,
+    },
+}
+
+/// Source table → lower-cased column → MySQL type.
+pub type ColumnTypes = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The single manifest of earlier versions: audit and apply progress in one file.
 #[derive(Deserialize)]
@@ -125,6 +160,8 @@ fn migrate(dir: &Path) -> Result<(), StateError> {
             pending: old.apply_pending,
             last: old.last_apply,
             skipped_tables: old.skipped_tables,
+            column_types: ColumnTypes::new(),
+            sweeps: BTreeMap::new(),
         };
         apply.store(dir)?;
     }

@@ -25,8 +25,22 @@ pub const SNAPSHOT: &str = "_cdc_snapshot";
 /// Columns the source did not send (PostgreSQL's unchanged TOAST): null here, and left as they
 /// are in the target.
 pub const UNCHANGED: &str = "_cdc_unchanged";
+/// The old key of the create half of an update that changed the key (a struct of the key
+/// columns; null on every other row). Only tables with a key have it.
+pub const OLD_KEY: &str = "_cdc_old_key";
 /// The prefix every `_cdc_` column has; a source column with it would be shadowed.
 pub const PREFIX: &str = "_cdc_";
+
+/// The Arrow type of [`OLD_KEY`] for `table`, `None` for a table without a key.
+pub fn old_key_type(table: &TableSchema) -> Option<DataType> {
+    let key = table.key.as_ref().filter(|k| !k.fields.is_empty())?;
+    let fields: Vec<Field> = key
+        .fields
+        .iter()
+        .map(|f| Field::new(f.field_name(), f.logical().arrow_type(), true))
+        .collect();
+    Some(DataType::Struct(fields.into()))
+}
 
 /// The Arrow schema of a table's change rows: its columns, then the `_cdc_` columns.
 pub fn change_schema(table: &TableSchema) -> SchemaRef {
@@ -53,5 +67,8 @@ pub fn change_schema(table: &TableSchema) -> SchemaRef {
             false,
         ),
     ]);
+    if let Some(t) = old_key_type(table) {
+        fields.push(Field::new(OLD_KEY, t, true));
+    }
     Arc::new(Schema::new(fields))
 }

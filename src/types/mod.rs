@@ -82,6 +82,11 @@ pub struct ConnectSchema {
     pub keys: Option<Box<ConnectSchema>>,
     #[serde(default)]
     pub values: Option<Box<ConnectSchema>>,
+    /// The column default, in the wire's value form (`SchemaJson.defaultJson` in the bridge):
+    /// integers (dates as days, times and timestamps in their units), floats, booleans,
+    /// strings, decimals as exact text, bytes as hex text.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

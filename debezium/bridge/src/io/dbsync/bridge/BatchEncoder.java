@@ -11,6 +11,7 @@ import java.util.Map;
 import org.apache.kafka.connect.data.Field;
 import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.data.Struct;
+import org.apache.kafka.connect.header.Header;
 import org.apache.kafka.connect.source.SourceRecord;
 
 /**
@@ -23,10 +24,10 @@ import org.apache.kafka.connect.source.SourceRecord;
  *   SCHEMA entry: u8 1, u32 schema_id, u32 len, UTF-8 JSON {"table","topic","key","row"}
  *   EVENT  entry: u8 2, u32 schema_id, u32 len, body
  *
- *   body   := u8 op, u8 flags, i64 ts_us,
+ *   body   := u8 op, u8 flags, flags&EXT ? u8 flags2, i64 ts_us,
  *             flags&PG_POSITION ? (u64 commit_lsn, u64 change_lsn) : str position,
  *             flags&TX ? str tx, flags&KEY ? struct(key), flags&BEFORE ? struct(row),
- *             flags&AFTER ? struct(row)
+ *             flags&AFTER ? struct(row), flags2&OLD_KEY ? struct(key)
  *   str    := varint len, UTF-8 bytes
  *   struct := null bitmap (ceil(fields/8) bytes, bit set = null), then each non-null field's value
  *   value  := int8: 1 byte | int16/32/64: zigzag varint | float32/64: IEEE bits, 4/8 bytes
@@ -37,7 +38,12 @@ import org.apache.kafka.connect.source.SourceRecord;
  *           | struct: struct
  * </pre>
  *
- * A schema entry precedes the first event that uses it in the JVM's lifetime; Rust keeps the
+ * flags2 (present only when flags has EXT, so bodies written before it still read): OLD_KEY, the
+ * create half of an update that changed the key carries the old key (Debezium's
+ * {@code __debezium.oldkey} header); TABLE_SNAPSHOT_LAST, the last row of a table's initial
+ * (blocking) snapshot; INCREMENTAL, a row of an incremental (signalled) snapshot.
+ *
+ * <p>A schema entry precedes the first event that uses it in the JVM's lifetime; Rust keeps the
  * mapping from these ids to the journal's own schema ids. Schemas are found by identity first
  * (Debezium reuses one Schema object per table version), so the JSON is built once per version.
  */
@@ -52,6 +58,12 @@ final class BatchEncoder {
   static final int KEY = 16;
   static final int BEFORE = 32;
   static final int AFTER = 64;
+  static final int EXT = 128;
+  static final int OLD_KEY = 1;
+  static final int TABLE_SNAPSHOT_LAST = 2;
+  static final int INCREMENTAL = 4;
+
+  private static final String OLD_KEY_HEADER = "__debezium.oldkey";
 
   private static final String DECIMAL = "org.apache.kafka.connect.data.Decimal";
   private static final String CONNECT_DATE = "org.apache.kafka.connect.data.Date";
@@ -69,6 +81,13 @@ final class BatchEncoder {
   void reset() {
     len = 0;
     events = 0;
+  }
+
+  /** Gives back a buffer that one huge row grew far beyond a piece (call after reset). */
+  void trim() {
+    if (buf.length > 2 * Bridge.PIECE_BYTES) {
+      buf = new byte[1 << 20];
+    }
   }
 
   byte[] buffer() {
@@ -105,12 +124,26 @@ final class BatchEncoder {
     Object key = record.key();
 
     int flags = 0;
+    int flags2 = 0;
     String snapshot = source == null ? null : stringOrNull(source, entry.snapshot);
     if (snapshot != null && !snapshot.equals("false")) {
       flags |= SNAPSHOT;
       if (snapshot.equals("last")) {
         flags |= SNAPSHOT_LAST;
       }
+      if (snapshot.equals("last") || snapshot.equals("last_in_data_collection")) {
+        flags2 |= TABLE_SNAPSHOT_LAST;
+      }
+      if (snapshot.equals("incremental")) {
+        flags2 |= INCREMENTAL;
+      }
+    }
+    Struct oldKey = oldKey(record, entry.keySchema);
+    if (oldKey != null) {
+      flags2 |= OLD_KEY;
+    }
+    if (flags2 != 0) {
+      flags |= EXT;
     }
     Object lsn = source == null || entry.lsn == null ? null : source.get(entry.lsn);
     if (lsn instanceof Long) {
@@ -137,6 +170,9 @@ final class BatchEncoder {
     int bodyStart = len;
     putByte((byte) op.charAt(0));
     putByte((byte) flags);
+    if (flags2 != 0) {
+      putByte((byte) flags2);
+    }
     putLong(commitMicros(source, entry, envelope));
     if ((flags & PG_POSITION) != 0) {
       putLong(firstOfSequence(stringOrNull(source, entry.sequence)));
@@ -156,8 +192,37 @@ final class BatchEncoder {
     if ((flags & AFTER) != 0) {
       putStruct(entry.rowSchema, (Struct) after);
     }
+    if (oldKey != null) {
+      putStruct(entry.keySchema, oldKey);
+    }
     patchInt(lengthAt, len - bodyStart);
     events++;
+  }
+
+  /**
+   * The old key of the create half of a key-changing update (the {@code __debezium.oldkey}
+   * header), when its fields are the key schema's, in order; null otherwise.
+   */
+  private static Struct oldKey(SourceRecord record, Schema keySchema) {
+    if (keySchema == null || record.headers() == null) {
+      return null;
+    }
+    Header header = record.headers().lastWithName(OLD_KEY_HEADER);
+    if (header == null || !(header.value() instanceof Struct)) {
+      return null;
+    }
+    Struct old = (Struct) header.value();
+    List<Field> want = keySchema.fields();
+    List<Field> have = old.schema().fields();
+    if (want.size() != have.size()) {
+      return null;
+    }
+    for (int i = 0; i < want.size(); i++) {
+      if (!want.get(i).name().equals(have.get(i).name())) {
+        return null;
+      }
+    }
+    return old;
   }
 
   // ---- schemas -------------------------------------------------------------------------

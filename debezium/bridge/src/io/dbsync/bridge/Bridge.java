@@ -152,21 +152,46 @@ public final class Bridge {
         DebeziumEngine.RecordCommitter<RecordChangeEvent<SourceRecord>> committer)
         throws InterruptedException {
       encoder.reset();
-      for (RecordChangeEvent<SourceRecord> event : records) {
-        encoder.add(event.record());
-      }
-      if (encoder.events() > 0) {
-        String error = appendBatch(handle, encoder.buffer(), encoder.length());
-        if (error != null) {
-          failure.compareAndSet(null, error);
-          // Not acknowledged: the engine stops and Debezium re-delivers from the last offset.
-          throw new IllegalStateException(error);
+      int done = 0;
+      for (int i = 0; i < records.size(); i++) {
+        encoder.add(records.get(i).record());
+        // Rows of megabytes: journal the batch in pieces, so the buffer stays near
+        // PIECE_BYTES instead of growing to the whole batch (and doubling on the way).
+        if (encoder.length() >= PIECE_BYTES) {
+          append();
+          for (; done <= i; done++) {
+            committer.markProcessed(records.get(done));
+          }
+          encoder.reset();
+          encoder.trim();
         }
       }
-      for (RecordChangeEvent<SourceRecord> event : records) {
-        committer.markProcessed(event);
+      append();
+      for (; done < records.size(); done++) {
+        committer.markProcessed(records.get(done));
       }
       committer.markBatchFinished();
     }
+
+    /** Journals what the encoder holds; returns when it is durable. */
+    private void append() {
+      if (encoder.events() == 0) {
+        return;
+      }
+      String error = appendBatch(handle, encoder.buffer(), encoder.length());
+      if (error != null) {
+        failure.compareAndSet(null, error);
+        // Not acknowledged: the engine stops and Debezium re-delivers from the last offset.
+        throw new IllegalStateException(error);
+      }
+    }
   }
+
+  /**
+   * A batch is journaled in pieces of about this many encoded bytes. Small rows never reach it
+   * (2,048 rows of a few hundred bytes are one piece, one fsync); a piece of big rows is a few
+   * rows. Events of a piece are durable before they are marked processed, so a crash between
+   * pieces re-delivers the rest, and the journal drops what it already holds.
+   */
+  static final int PIECE_BYTES = 16 << 20;
 }

@@ -34,6 +34,10 @@ final class SchemaJson {
     if (schema.version() != null) {
       sb.append(",\"version\":").append(schema.version());
     }
+    String dflt = defaultJson(schema);
+    if (dflt != null) {
+      sb.append(",\"default\":").append(dflt);
+    }
     Map<String, String> params = schema.parameters();
     if (params != null && !params.isEmpty()) {
       sb.append(",\"parameters\":{");
@@ -74,6 +78,62 @@ final class SchemaJson {
         break;
     }
     sb.append('}');
+  }
+
+  /**
+   * The column default as JSON in the form the wire uses for values (so Rust reads it the same
+   * way): integers (dates as days, times and timestamps as their integer units), floats,
+   * booleans, strings, decimals as exact text, bytes as hex text. Null when there is none, or
+   * for structs, arrays and maps.
+   */
+  static String defaultJson(Schema schema) {
+    Object v = schema.defaultValue();
+    if (v == null) {
+      return null;
+    }
+    if (v instanceof java.math.BigDecimal) {
+      return quote(((java.math.BigDecimal) v).toPlainString());
+    }
+    if (v instanceof java.util.Date) {
+      long millis = ((java.util.Date) v).getTime();
+      String name = schema.name();
+      if ("org.apache.kafka.connect.data.Date".equals(name)) {
+        return Long.toString(Math.floorDiv(millis, 86_400_000L));
+      }
+      if ("org.apache.kafka.connect.data.Time".equals(name)) {
+        return Long.toString(Math.floorMod(millis, 86_400_000L));
+      }
+      return Long.toString(millis);
+    }
+    if (v instanceof Float || v instanceof Double) {
+      double d = ((Number) v).doubleValue();
+      return Double.isFinite(d) ? Double.toString(d) : quote(Double.toString(d));
+    }
+    if (v instanceof Number) {
+      return Long.toString(((Number) v).longValue());
+    }
+    if (v instanceof Boolean) {
+      return v.toString();
+    }
+    if (v instanceof String) {
+      return quote((String) v);
+    }
+    byte[] bytes = null;
+    if (v instanceof byte[]) {
+      bytes = (byte[]) v;
+    } else if (v instanceof java.nio.ByteBuffer) {
+      java.nio.ByteBuffer bb = ((java.nio.ByteBuffer) v).duplicate();
+      bytes = new byte[bb.remaining()];
+      bb.get(bytes);
+    }
+    if (bytes != null) {
+      StringBuilder hex = new StringBuilder(bytes.length * 2);
+      for (byte b : bytes) {
+        hex.append(String.format("%02x", b));
+      }
+      return quote(hex.toString());
+    }
+    return null;
   }
 
   static String quote(String s) {

@@ -1,0 +1,30 @@
+//! Numbers and booleans that may also be written as strings: a `${VAR}` always substitutes a
+//! string (its exact text), so `batch_rows: ${BATCH_ROWS}` must still read as a number.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+/// `T` as itself, or parsed from a string.
+pub fn parse<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + FromStr,
+    T::Err: Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Value(T),
+        Text(String),
+    }
+    match Either::<T>::deserialize(d)? {
+        Either::Value(v) => Ok(v),
+        Either::Text(s) => s
+            .trim()
+            .parse()
+            .map_err(|e| D::Error::custom(format!("{s:?} is not a valid value here: {e}"))),
+    }
+}
