@@ -8,6 +8,11 @@
 #   --wal-level=L  / PG_WAL_LEVEL  logical (default), replica or minimal
 #   --mysql-port=N / MYSQL_PORT    MariaDB port (13306); one instance per port
 #   --s3-port=N    / S3_PORT       S3 server port (19000); one instance per port
+#   --tls          / SERVICES_TLS=1  PostgreSQL and MariaDB also speak TLS, with a
+#                                  self-signed CA in $SERVICES_DIR/tls (ca.pem; server
+#                                  certificate for 127.0.0.1 and localhost), and a role
+#                                  `secure` (password securepw) that may only connect
+#                                  over TLS; every other account works as without --tls
 #   SERVICES_DIR                   where data dirs live ($ROOT/data/services)
 # e.g. a second, independent source for the wal_level error test:
 #   PG_PORT=15433 PG_WAL_LEVEL=replica scripts/services.sh start pg
@@ -41,7 +46,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 umask 022 # the PostgreSQL user must be able to traverse directories we create
 
 PG_WAL_LEVEL=${PG_WAL_LEVEL:-logical}
-usage="usage: scripts/services.sh [--pg-port=N] [--mysql-port=N] [--s3-port=N] [--wal-level=L] start|stop|status|restart [pg|mariadb|s3|all]"
+SERVICES_TLS=${SERVICES_TLS:-0}
+usage="usage: scripts/services.sh [--pg-port=N] [--mysql-port=N] [--s3-port=N] [--wal-level=L] [--tls] start|stop|status|restart [pg|mariadb|s3|all]"
 args=()
 for arg in "$@"; do
   case $arg in
@@ -49,6 +55,7 @@ for arg in "$@"; do
     --mysql-port=*) MYSQL_PORT=${arg#*=} ;;
     --s3-port=*) S3_PORT=${arg#*=} ;;
     --wal-level=*) PG_WAL_LEVEL=${arg#*=} ;;
+    --tls) SERVICES_TLS=1 ;;
     -h | --help)
       sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
       exit 0
@@ -71,6 +78,28 @@ case $PG_WAL_LEVEL in minimal | replica | logical) ;; *)
 esac
 
 # check_socket_path PATH — unix socket paths are limited to 107 bytes.
+# tls_certs — a CA and a server certificate (127.0.0.1, localhost) in $SERVICES_DIR/tls,
+# made once with openssl; both servers use them.
+tls_certs() {
+  TLS_DIR=$SERVICES_DIR/tls
+  [[ -f $TLS_DIR/server.pem && -f $TLS_DIR/server.key && -f $TLS_DIR/ca.pem ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found: run scripts/setup.sh (installs it)"
+  mkdir -p "$TLS_DIR"
+  log "making a test CA and server certificate in $TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=db-sync test CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.pem 2>/dev/null
+    rm -f server.csr server.ext ca.srl
+  ) || die "openssl could not make the test certificates in $TLS_DIR"
+  chmod 644 "$TLS_DIR"/*.pem
+}
+
 check_socket_path() {
   ((${#1} <= 100)) || die "socket path $1 is too long for a unix socket; set SERVICES_DIR to a shorter directory"
 }
@@ -175,6 +204,17 @@ shared_buffers = 128MB
 fsync = off
 synchronous_commit = off
 full_page_writes = off"
+  if [[ $SERVICES_TLS == 1 ]]; then
+    tls_certs
+    # The key must belong to the server's user and be private to it.
+    as_pg cp "$TLS_DIR/server.pem" "$PG_DATA/tls-server.pem"
+    cat "$TLS_DIR/server.key" | as_pg tee "$PG_DATA/tls-server.key" >/dev/null
+    as_pg chmod 600 "$PG_DATA/tls-server.key"
+    want+="
+ssl = on
+ssl_cert_file = 'tls-server.pem'
+ssl_key_file = 'tls-server.key'"
+  fi
   conf=$PG_DATA/db-sync.conf
   if [[ ! -f $conf || $(<"$conf") != "$want" ]]; then
     as_pg tee "$conf" >/dev/null <<<"$want"
@@ -182,6 +222,21 @@ full_page_writes = off"
   fi
   if ! grep -q "^include_if_exists = 'db-sync.conf'" "$PG_DATA/postgresql.conf"; then
     as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null <<<"include_if_exists = 'db-sync.conf'"
+    PG_CHANGED=1
+  fi
+  local lines=()
+  # Role `secure` only over TLS: these come before the general lines, which would let it in.
+  [[ $SERVICES_TLS == 1 ]] && lines+=(
+    "hostssl all secure 127.0.0.1/32 scram-sha-256"
+    "hostssl replication secure 127.0.0.1/32 scram-sha-256"
+    "hostnossl all secure 127.0.0.1/32 reject"
+    "hostnossl replication secure 127.0.0.1/32 reject"
+  )
+  if [[ $SERVICES_TLS == 1 ]] && ! grep -q '^hostssl all secure' "$PG_DATA/pg_hba.conf"; then
+    # Prepend: pg_hba.conf is read top-down, first match wins.
+    { printf '%s\n' "${lines[@]}"; as_pg cat "$PG_DATA/pg_hba.conf"; } >"$PG_DATA/.hba.new"
+    as_pg tee "$PG_DATA/pg_hba.conf" <"$PG_DATA/.hba.new" >/dev/null
+    rm -f "$PG_DATA/.hba.new"
     PG_CHANGED=1
   fi
   for line in "host replication all 127.0.0.1/32 scram-sha-256" "host all all 127.0.0.1/32 scram-sha-256"; do
@@ -225,6 +280,10 @@ pg_start() {
   if [[ -z $(pg_sql -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'shop'") ]]; then
     log "creating database shop"
     pg_sql -d postgres -c 'CREATE DATABASE shop'
+  fi
+  if [[ $SERVICES_TLS == 1 ]]; then
+    pg_sql -d postgres -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'secure') THEN CREATE ROLE secure LOGIN SUPERUSER REPLICATION; END IF; END \$\$" \
+      -c "ALTER ROLE secure PASSWORD 'securepw'"
   fi
 }
 
@@ -272,8 +331,12 @@ my_sql() { mariadb --no-defaults --socket="$MY_SOCK" -uroot; } # SQL on stdin
 my_running() { pid_alive "$MY_PID" mariadbd; }
 
 my_start() {
-  local user=() i out
+  local user=() tls=() i out
   my_init_vars
+  if [[ $SERVICES_TLS == 1 ]]; then
+    tls_certs
+    tls=(--ssl-ca="$TLS_DIR/ca.pem" --ssl-cert="$TLS_DIR/server.pem" --ssl-key="$TLS_DIR/server.key")
+  fi
   ((EUID == 0)) && user=(--user=root)
   if my_running; then
     log "MariaDB already running on $MYSQL_PORT"
@@ -297,7 +360,7 @@ my_start() {
       --pid-file="$MY_PID" --log-error="$MY_LOG" --skip-name-resolve \
       --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
       --local-infile=1 --innodb-flush-log-at-trx-commit=2 --max-connections=300 \
-      </dev/null >/dev/null 2>&1 &
+      "${tls[@]}" </dev/null >/dev/null 2>&1 &
     for ((i = 0; i < 120; i++)); do
       my_admin ping >/dev/null 2>&1 && break
       if ((i > 4)) && ! kill -0 $! 2>/dev/null; then
@@ -319,6 +382,13 @@ GRANT ALL PRIVILEGES ON `target`.* TO 'sync'@'%', 'sync'@'localhost', 'sync'@'12
 CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
 SQL
+  if [[ $SERVICES_TLS == 1 ]]; then
+    my_sql <<'SQL'
+CREATE USER IF NOT EXISTS 'secure'@'127.0.0.1';
+ALTER USER 'secure'@'127.0.0.1' IDENTIFIED BY 'securepw' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON *.* TO 'secure'@'127.0.0.1';
+SQL
+  fi
 }
 
 my_stop() {

@@ -53,6 +53,8 @@ ensure_packages() {
     for p in mariadbd mariadb-install-db mariadb-admin mariadb; do
       command -v "$p" >/dev/null || { missing+=(mariadb-server); break; }
     done
+    # Certificates for the TLS test servers (services.sh --tls).
+    command -v openssl >/dev/null || missing+=(openssl)
   fi
   ((${#missing[@]} == 0)) && return 0
   need_apt "${missing[@]}"
