@@ -185,7 +185,8 @@ fn check_reports_the_target_and_names_missing_privileges() {
 #[test]
 fn mariadb_stopped_mid_apply_and_restarted_loses_and_doubles_nothing() {
     // A second, throwaway MariaDB, started and stopped by the project's script.
-    let port = 13307u16;
+    // Beside the shared server's port, so suites on other ports do not collide.
+    let port = mysql_port() + 1;
     assert!(
         mariadb_service("start", port),
         "scripts/services.sh could not start MariaDB on {port}"

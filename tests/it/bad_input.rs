@@ -91,7 +91,8 @@ fn missing_replication_privilege_is_reported() {
 #[test]
 fn wal_level_replica_is_named() {
     // A second, throwaway PostgreSQL at wal_level=replica, started by the project's script.
-    let port = 15433u16;
+    // Beside the shared server's port, so suites on other ports do not collide.
+    let port = pg_port() + 1;
     let services = root().join("scripts/services.sh");
     let status = Command::new("bash")
         .arg(&services)

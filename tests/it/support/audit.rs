@@ -256,13 +256,14 @@ pub fn date_of_us(us: i64) -> String {
 
 pub fn layout_error(rel: &Path, why: &str) -> ! {
     panic!(
-        "{}: {why}; expected <schema>.<table>/date=<YYYY-MM-DD>/<first_seq>-<last_seq>.parquet",
+        "{}: {why}; expected <schema>.<table>/date=<YYYY-MM-DD>/<first_seq>-<last_seq>.<journal>.parquet",
         rel.display()
     )
 }
 
 /// Every `*.parquet` below `dir`, each checked: path `<schema>.<table>/date=<YYYY-MM-DD>/
-/// <first_seq>-<last_seq>.parquet` with plain decimal seqs equal to the smallest and largest
+/// <first_seq>-<last_seq>.<journal>.parquet` (the journal's id in hex) with plain decimal seqs
+/// equal to the smallest and largest
 /// `_cdc_seq` inside, no seq twice in the file, every row's commit time (UTC) on that date,
 /// every column chunk zstd-compressed. A file DuckDB cannot read fails here.
 pub fn audit_files(conn: &Connection, dir: &Path) -> Vec<AuditFile> {
@@ -285,10 +286,16 @@ pub fn audit_files(conn: &Connection, dir: &Path) -> Vec<AuditFile> {
         if chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err() || date.len() != 10 {
             layout_error(rel, "date is not YYYY-MM-DD");
         }
-        let (first, last) = parts[2]
+        let (range, journal) = parts[2]
             .strip_suffix(".parquet")
-            .and_then(|s| s.split_once('-'))
-            .unwrap_or_else(|| layout_error(rel, "name is not <first>-<last>.parquet"));
+            .and_then(|s| s.split_once('.'))
+            .unwrap_or_else(|| layout_error(rel, "name is not <first>-<last>.<journal>.parquet"));
+        if journal.len() != 12 || !journal.bytes().all(|b| b.is_ascii_hexdigit()) {
+            layout_error(rel, "the journal id is not 12 hex digits");
+        }
+        let (first, last) = range
+            .split_once('-')
+            .unwrap_or_else(|| layout_error(rel, "name is not <first>-<last>.<journal>.parquet"));
         let seq = |s: &str| -> i64 {
             match s.parse::<i64>() {
                 Ok(n) if n.to_string() == s => n,

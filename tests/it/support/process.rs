@@ -116,6 +116,11 @@ impl Pipeline {
     /// Starts a db-sync command in the background with the config as written; its stderr goes
     /// to a log file.
     pub fn spawn_db_sync(&self, args: &[&str]) -> Capture {
+        self.spawn_db_sync_in(self.dir.path(), args)
+    }
+
+    /// [`Pipeline::spawn_db_sync`] from working directory `cwd`.
+    pub fn spawn_db_sync_in(&self, cwd: &Path, args: &[&str]) -> Capture {
         let log_path = self.dir.path().join(format!(
             "db-sync-{}.log",
             COUNTER.fetch_add(1, Ordering::SeqCst)
@@ -125,7 +130,7 @@ impl Pipeline {
             .arg("--config")
             .arg(self.config_path())
             .args(args)
-            .current_dir(self.dir.path())
+            .current_dir(cwd)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -187,3 +187,69 @@ pub fn compact_until_applying(p: &Pipeline, my: &My) -> Capture {
     }
     run
 }
+
+/// The source's current time in UTC, as `--as-of` takes it: after every commit so far.
+pub fn source_now(sql: &Sql) -> String {
+    std::thread::sleep(Duration::from_millis(50));
+    let t = sql
+        .value("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    t
+}
+
+pub fn run_ok(p: &Pipeline, args: &[&str]) -> String {
+    let out = p.db_sync(args);
+    assert!(out.status.success(), "db-sync {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `query --format csv` without the header line.
+pub fn query_csv(p: &Pipeline, sql: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["query", sql, "--format", "csv"];
+    args.extend_from_slice(extra);
+    run_ok(p, &args)
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn lines(rows: Vec<Vec<Option<String>>>) -> Vec<String> {
+    rows.into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(Option::unwrap_or_default)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// Starts capture, runs `statements` (each its own transaction) and a marker insert, waits
+/// for the marker and stops capture.
+pub fn stream(p: &Pipeline, statements: &[&str]) {
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    let sql = p.sql();
+    for s in statements {
+        sql.exec(s);
+    }
+    sql.exec("INSERT INTO marker VALUES (DEFAULT)");
+    let n = sql
+        .value("SELECT count(*) FROM marker")
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_for_markers(p, &mut capture, "public.marker", n, STREAM_WAIT);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+}
+
+/// The first capture of a pipeline: its snapshot of `events` rows.
+pub fn snapshot(p: &Pipeline, extra: &str, events: usize) {
+    let mut capture = p.start_capture_with(extra);
+    p.wait_for_events(events, &mut capture, SNAPSHOT_WAIT);
+    assert_eq!(capture.terminate(STOP_WAIT), 0);
+}
+
+pub const MARKER: &str = "CREATE TABLE marker (id serial PRIMARY KEY);";
