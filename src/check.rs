@@ -74,6 +74,10 @@ pub fn run(config: &Config) -> Result<(), CheckError> {
         },
         Err(e) => r.fail("jvm", e),
     }
+    match crate::duckdb_lib::loaded() {
+        Ok(lib) => r.ok("duckdb", lib),
+        Err(e) => r.fail("duckdb", e),
+    }
     check_journal(config, &mut r);
     if config.is_postgres() {
         check_postgres(config, &mut r);

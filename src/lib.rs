@@ -26,6 +26,7 @@ pub mod cli;
 pub mod compact;
 pub mod config;
 pub mod cycle;
+pub mod duckdb_lib;
 pub mod error;
 pub mod failpoint;
 pub mod journal;

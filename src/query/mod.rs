@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use duckdb::arrow::array::RecordBatch;
+use duckdb::arrow::datatypes::{DataType, SchemaRef};
 use chrono::{DateTime, Utc};
 use duckdb::Connection;
 
@@ -42,7 +42,7 @@ pub enum QueryError {
     #[error("{what}: {}", first_line(&.source.to_string()))]
     Duck { what: String, source: duckdb::Error },
     #[error("query: cannot read the result: {0}")]
-    Result(#[from] arrow::error::ArrowError),
+    Result(#[from] duckdb::arrow::error::ArrowError),
     #[error("cannot create {path} for the audit files: {source}")]
     Scratch {
         path: PathBuf,
@@ -502,7 +502,7 @@ fn execute(
                     if c.data_type() == f.data_type() {
                         Ok(c.clone())
                     } else {
-                        arrow::compute::cast(c, f.data_type())
+                        duckdb::arrow::compute::cast(c, f.data_type())
                     }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -515,7 +515,7 @@ fn execute(
 /// `schema` with UTC timestamps (zone `UTC`, as DuckDB names it) relabelled `+00:00`: the same
 /// instants, printed with an offset (named zones would need the whole tz database).
 fn utc_as_offset(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<arrow::datatypes::FieldRef> = schema
+    let fields: Vec<duckdb::arrow::datatypes::FieldRef> = schema
         .fields()
         .iter()
         .map(|f| match f.data_type() {
@@ -531,7 +531,7 @@ fn utc_as_offset(schema: &SchemaRef) -> SchemaRef {
             _ => f.clone(),
         })
         .collect();
-    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+    Arc::new(duckdb::arrow::datatypes::Schema::new_with_metadata(
         fields,
         schema.metadata().clone(),
     ))

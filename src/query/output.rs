@@ -2,9 +2,9 @@
 
 use std::io::Write;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, SchemaRef};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
+use duckdb::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use duckdb::arrow::datatypes::{DataType, SchemaRef};
+use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::Format;
 
@@ -46,7 +46,7 @@ fn write_table(
     } else {
         batches
     };
-    let table = arrow::util::pretty::pretty_format_batches(batches).map_err(|e| e.to_string())?;
+    let table = duckdb::arrow::util::pretty::pretty_format_batches(batches).map_err(|e| e.to_string())?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     writeln!(out, "{table}").map_err(|e| e.to_string())?;
     writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" }).map_err(|e| e.to_string())
@@ -115,7 +115,7 @@ fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), Strin
 /// One cell as JSON: numbers as numbers, decimals as strings (exact), nested values nested,
 /// everything else as its display text (timestamps in RFC 3339).
 fn json_value(array: &ArrayRef, row: usize) -> Result<serde_json::Value, String> {
-    use arrow::datatypes as t;
+    use duckdb::arrow::datatypes as t;
     use serde_json::Value as J;
     if array.is_null(row) {
         return Ok(J::Null);
