@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use db_sync::audit::AuditStore;
 use db_sync::config::{interpolate, Config};
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::support::root;
 
@@ -23,7 +23,7 @@ fn read(path: &Path) -> String {
 
 fn compose() -> Value {
     let path = docker_dir().join("compose.yaml");
-    serde_yaml::from_str(&read(&path))
+    serde_saphyr::from_str(&read(&path))
         .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
 }
 
@@ -57,7 +57,7 @@ fn field(v: &Value, key: &str) -> String {
 fn words(v: Option<&Value>) -> String {
     match v {
         None => String::new(),
-        Some(Value::Sequence(items)) => items.iter().map(text).collect::<Vec<_>>().join(" "),
+        Some(Value::Array(items)) => items.iter().map(text).collect::<Vec<_>>().join(" "),
         Some(other) => text(other),
     }
 }
@@ -65,8 +65,8 @@ fn words(v: Option<&Value>) -> String {
 /// A service's `environment:` as (name, value) pairs, from the map or the `NAME=VALUE` list form.
 fn environment(service: &Value) -> Vec<(String, String)> {
     match service.get("environment") {
-        Some(Value::Mapping(m)) => m.iter().map(|(k, v)| (text(k), text(v))).collect(),
-        Some(Value::Sequence(items)) => items
+        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+        Some(Value::Array(items)) => items
             .iter()
             .map(|kv| {
                 let kv = text(kv);
@@ -90,8 +90,8 @@ fn env_var(service: &Value, name: &str) -> Option<String> {
 /// The services a service waits for (`depends_on:` as a map or a list).
 fn depends_on(service: &Value) -> Vec<String> {
     match service.get("depends_on") {
-        Some(Value::Mapping(m)) => m.iter().map(|(k, _)| text(k)).collect(),
-        Some(Value::Sequence(items)) => items.iter().map(text).collect(),
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
+        Some(Value::Array(items)) => items.iter().map(text).collect(),
         _ => Vec::new(),
     }
 }
@@ -105,13 +105,13 @@ struct Mount {
 }
 
 fn mounts(service: &Value) -> Vec<Mount> {
-    let Some(Value::Sequence(items)) = service.get("volumes") else {
+    let Some(Value::Array(items)) = service.get("volumes") else {
         return Vec::new();
     };
     items
         .iter()
         .map(|item| {
-            if item.is_mapping() {
+            if item.is_object() {
                 return Mount {
                     bind: item.get("type").map(text).as_deref() == Some("bind"),
                     source: item.get("source").map(text).unwrap_or_default(),
@@ -238,7 +238,7 @@ fn compose_runs_postgres_mysql_minio_and_the_app() {
     let c = compose();
     let services = c
         .get("services")
-        .and_then(Value::as_mapping)
+        .and_then(Value::as_object)
         .expect("docker/compose.yaml has services:");
     for name in ["postgres", "mysql", "minio", "app"] {
         service(&c, name);
@@ -248,7 +248,7 @@ fn compose_runs_postgres_mysql_minio_and_the_app() {
             assert!(
                 services.get(dep.as_str()).is_some(),
                 "service {} depends on {dep}, which compose.yaml does not define",
-                text(name)
+                name
             );
         }
     }
@@ -304,17 +304,17 @@ fn compose_runs_postgres_mysql_minio_and_the_app() {
 fn every_file_the_compose_file_mounts_exists() {
     let c = compose();
     let declared: Vec<String> = match c.get("volumes") {
-        Some(Value::Mapping(m)) => m.iter().map(|(k, _)| text(k)).collect(),
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),
     };
     let services = c
         .get("services")
-        .and_then(Value::as_mapping)
+        .and_then(Value::as_object)
         .expect("docker/compose.yaml has services:");
     // (service, canonical host path, container path) of each bind mount.
     let mut binds: Vec<(String, PathBuf, String)> = Vec::new();
     for (name, svc) in services.iter() {
-        let name = text(name);
+        let name = name.clone();
         for m in mounts(svc) {
             if m.bind {
                 assert!(
