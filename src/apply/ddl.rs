@@ -308,7 +308,11 @@ pub async fn prepare_table(
                             .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
                         tracing::info!(table = %name, column = %d.name, from = %current, to = %d.ty, "widened target column: the source widened its type");
                         changed = true;
-                    } else if want != cur && !(prev.is_none() && cur.holds(&want)) {
+                    } else if want != cur && prev.is_some() && !cur.holds(&want) {
+                        // The source changed the type to one the target column cannot hold.
+                        // Without a recorded source type (a first run, or a window that
+                        // failed) the target's own type stands: an operator may have chosen
+                        // it, and strict mode still refuses any value it cannot hold.
                         return Err(ApplyError::TypeChange(Box::new(super::TypeChange {
                             source_table: plan.table.clone(),
                             table: name.to_string(),

@@ -22,9 +22,15 @@ where
     }
     match Either::<T>::deserialize(d)? {
         Either::Value(v) => Ok(v),
-        Either::Text(s) => s
-            .trim()
-            .parse()
-            .map_err(|e| D::Error::custom(format!("{s:?} is not a valid value here: {e}"))),
+        Either::Text(s) => s.trim().parse().map_err(|e| {
+            let want = std::any::type_name::<T>();
+            let want = want.rsplit("::").next().unwrap_or(want);
+            let want = if want == "bool" {
+                "true or false"
+            } else {
+                "a whole number"
+            };
+            D::Error::custom(format!("{s:?} is not {want} ({e})"))
+        }),
     }
 }

@@ -71,7 +71,7 @@ fn bad_values_are_named_with_their_path() {
     let e = parse(&format!("{MINIMAL}journal:\n  segment_max_bytes: lots\n")).unwrap_err();
     assert!(
         e.to_string()
-            .ends_with("`journal.segment_max_bytes` invalid type: string \"lots\", expected u64"),
+            .ends_with("`journal.segment_max_bytes` \"lots\" is not a whole number (invalid digit found in string)"),
         "{e}"
     );
 

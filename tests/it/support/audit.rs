@@ -16,7 +16,8 @@ pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(90);
 pub const STREAM_WAIT: Duration = Duration::from_secs(60);
 pub const STOP_WAIT: Duration = Duration::from_secs(60);
 pub const SIGABRT: i32 = 6;
-pub const CDC_COLUMNS: [&str; 7] = [
+/// The `_cdc_` columns of a keyed table's audit file, in order.
+pub const CDC_COLUMNS: [&str; 8] = [
     "_cdc_op",
     "_cdc_seq",
     "_cdc_ts",
@@ -24,6 +25,7 @@ pub const CDC_COLUMNS: [&str; 7] = [
     "_cdc_tx",
     "_cdc_snapshot",
     "_cdc_unchanged",
+    "_cdc_old_key",
 ];
 
 // ---------------------------------------------------------------------------------------------
