@@ -56,7 +56,7 @@ pub async fn tables_with_rejects(
         "SELECT DISTINCT `table_name` FROM {} WHERE `pipeline` = ?",
         quote(TABLE)
     );
-    let pipeline = pipeline.to_string();
+    let pipeline = owner(pipeline).to_string();
     super::sql::with_retry!(session, "reading the rejected-rows table", |conn| conn
         .exec::<String, _, _>(&sql, (pipeline.as_str(),))
         .await
@@ -82,7 +82,7 @@ pub async fn record(
             quote(TABLE)
         );
         let params: Vec<Value> = vec![
-            pipeline.into(),
+            owner(pipeline).into(),
             source_table.into(),
             r.key.as_str().into(),
             r.key.as_str().into(),
@@ -110,7 +110,7 @@ pub async fn resolve(
             quote(TABLE),
             vec!["UNHEX(SHA2(?, 256))"; part.len()].join(", ")
         );
-        let mut params: Vec<Value> = vec![pipeline.into(), source_table.into()];
+        let mut params: Vec<Value> = vec![owner(pipeline).into(), source_table.into()];
         params.extend(part.iter().map(|k| Value::from(k.as_str())));
         conn.exec_drop(sql, params).await?;
     }
@@ -130,5 +130,14 @@ pub async fn count(conn: &mut Conn, pipeline: &str) -> Result<Option<u64>, SqlEr
         return Ok(None);
     }
     let sql = format!("SELECT COUNT(*) FROM {} WHERE `pipeline` = ?", quote(TABLE));
-    Ok(conn.exec_first::<u64, _, _>(sql, (pipeline,)).await?)
+    Ok(conn
+        .exec_first::<u64, _, _>(sql, (owner(pipeline),))
+        .await?)
+}
+
+/// The pipeline name of a checkpoint key (`name`, `name:<journal>`, `name:backfill:<table>`):
+/// rejected rows belong to the pipeline, whichever journal or backfill set them aside, so
+/// that a later change of the key replaces them and `status` counts them all.
+fn owner(key: &str) -> &str {
+    key.split(':').next().unwrap_or(key)
 }
