@@ -165,6 +165,10 @@ pub fn engine_properties(config: &Config) -> BTreeMap<String, String> {
     set("max.queue.size", "256");
     set("max.batch.size", "128");
     set("heartbeat.interval.ms", DEFAULT_HEARTBEAT_MS);
+    // Starting the task creates the replication slot, which waits for every write
+    // transaction running on the server to end: on a busy server that is minutes, not the
+    // engine's default of about 90 s, after which capture would fail and start over.
+    set("task.management.timeout.ms", "900000");
     // Source column types and lengths in the schema: apply creates VARCHAR(n), CHAR(n).
     set("column.propagate.source.type", ".*");
     if config.is_postgres() {
