@@ -227,7 +227,7 @@ fn compact(config: &Config) -> Result<(), Failure> {
             }
             if let Some(a) = &s.apply {
                 parts.push(format!(
-                    "applied seq {}..={}: {} changes merged into {} row(s) of {} table(s) in {} chunk(s){} in {:.1}s ({:.0} rows/s{})",
+                    "applied seq {}..={}: {} changes merged into {} row(s) of {} table(s) in {} chunk(s){} in {:.1}s ({:.0} rows/s{}, {} connection{})",
                     a.from,
                     a.to,
                     a.changes,
@@ -241,7 +241,9 @@ fn compact(config: &Config) -> Result<(), Failure> {
                     },
                     a.seconds,
                     a.rows as f64 / a.seconds.max(1e-9),
-                    if a.load_data { ", LOAD DATA" } else { "" }
+                    if a.load_data { ", LOAD DATA" } else { "" },
+                    a.connections,
+                    if a.connections == 1 { "" } else { "s" },
                 ));
             }
             parts.push(format!(

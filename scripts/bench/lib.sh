@@ -212,6 +212,23 @@ bench_journal_cached() {
   [[ -d $1/journal && -f $1/events && $(<"$1/events") == "$2" ]]
 }
 
+# bench_fingerprint TABLE — database bench's public.TABLE as it is now: the server's system
+# identifier, the row count and a hash of every row; "none" when the database or the table is
+# missing. A cached journal records the fingerprint of the table it was captured from
+# (CACHE/source) and is reused only while the table still has it: a re-created server or a
+# refilled table means capturing again.
+bench_fingerprint() {
+  psql_db bench -Atc "select (select system_identifier from pg_control_system()) || ':' || count(*) || ':'
+                             || coalesce(sum(hashtextextended(t::text, 0)), 0) from public.$1 t" 2>/dev/null ||
+    echo none
+}
+
+# bench_journal_matches CACHE N TABLE — bench_journal_cached, and CACHE/source holds the
+# current fingerprint of public.TABLE (bench_fingerprint).
+bench_journal_matches() {
+  bench_journal_cached "$1" "$2" && [[ -f $1/source && $(<"$1/source") == "$(bench_fingerprint "$3")" ]]
+}
+
 # bench_journal_copy CACHE DEST — a fresh copy of the journal CACHE/journal at DEST without its
 # progress files (and the one manifest of older versions), so that compaction starts from the
 # first event.

@@ -26,6 +26,7 @@ mod checkpoint;
 mod coltype;
 mod ddl;
 pub mod merge;
+mod profile;
 pub mod rejected;
 pub mod sql;
 mod sweep;
@@ -34,6 +35,8 @@ mod write;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::audit::AuditError;
@@ -44,14 +47,20 @@ use crate::journal::{self, JournalError};
 use crate::state::{ApplyProgress, ApplyWindow, AuditProgress, ColumnTypes, StateError, Sweep};
 use ddl::TargetTable;
 use merge::{MergeError, Merger, TablePlan};
+use profile::{Profile, Step};
 use sql::{with_retry, Session, SqlError};
 use write::{Attempt, Chunk, ChunkOutcome, Work};
 
 pub use ddl::quote;
 pub use sql::redact_url;
 
-/// The most journal sequences one apply window spans: bounds the memory of a merge.
-pub const WINDOW_EVENTS: u64 = 262_144;
+/// The most journal sequences one apply window spans: bounds the memory of a merge (two
+/// windows are merged at once: the one applied and the next).
+pub const WINDOW_EVENTS: u64 = 131_072;
+/// The first window of a run is this small and each next one twice the size, up to
+/// [`WINDOW_EVENTS`]: chunks start going to the target after a short merge, and from then on
+/// the next window's merge runs while the current one is applied.
+pub const FIRST_WINDOW_EVENTS: u64 = 8_192;
 /// Rows per decoded batch fed to the merge.
 pub const DECODE_ROWS: usize = 8192;
 
@@ -165,6 +174,9 @@ pub struct Summary {
     pub tables: usize,
     pub seconds: f64,
     pub load_data: bool,
+    /// Connections that applied chunks at once (`target.connections`).
+    pub connections: usize,
+    pub profile: profile::Seconds,
 }
 
 /// The target side of apply: a session, the tables it has prepared, and the chunk protocol.
@@ -172,9 +184,13 @@ pub struct Summary {
 /// for backfill).
 pub struct Applier {
     session: Session,
+    /// More sessions for chunks applied in parallel (`target.connections` - 1), opened on
+    /// first use.
+    workers: Vec<Session>,
+    connections: usize,
     pipeline: String,
     /// Use `LOAD DATA LOCAL` (configured, and the server has not refused it).
-    load_data: bool,
+    load_data: AtomicBool,
     create_tables: bool,
     table_name: String,
     collation: Option<String>,
@@ -183,7 +199,8 @@ pub struct Applier {
     /// The most bytes of rendered rows one chunk holds.
     chunk_bytes: usize,
     /// Source tables with rows in `_db_sync_rejected` (their applied keys clear them).
-    rejects: std::collections::HashSet<String>,
+    rejects: Mutex<std::collections::HashSet<String>>,
+    profile: Profile,
 }
 
 /// What [`Applier::apply_window`] did.
@@ -219,14 +236,17 @@ impl Applier {
         })?;
         Ok(Applier {
             session,
+            workers: Vec::new(),
+            connections: tc.connections.max(1),
             pipeline: pipeline.to_string(),
-            load_data: tc.load_data,
+            load_data: AtomicBool::new(tc.load_data),
             create_tables: tc.create_tables,
             table_name: tc.table_name.clone(),
             collation: None,
             quarantine: tc.on_reject == OnReject::Quarantine,
             chunk_bytes: budget.chunk_bytes,
             rejects: Default::default(),
+            profile: Profile::default(),
         })
     }
 
@@ -241,17 +261,16 @@ impl Applier {
             rejected::create(&mut self.session)
                 .await
                 .map_err(|e| ApplyError::sql(&url, "creating the rejected-rows table", e))?;
-            self.rejects = rejected::tables_with_rejects(&mut self.session, &self.pipeline)
+            let tables = rejected::tables_with_rejects(&mut self.session, &self.pipeline)
                 .await
-                .map_err(|e| ApplyError::sql(&url, "reading the rejected-rows table", e))?
-                .into_iter()
-                .collect();
+                .map_err(|e| ApplyError::sql(&url, "reading the rejected-rows table", e))?;
+            *self.rejects.get_mut().expect("not poisoned") = tables.into_iter().collect();
         }
         Ok(())
     }
 
     pub fn uses_load_data(&self) -> bool {
-        self.load_data
+        self.load_data.load(Ordering::Relaxed)
     }
 
     /// The target table name of source table `schema.table` (`target.table_name`).
@@ -363,6 +382,7 @@ impl Applier {
         }
         // `None`: a window with only a truncate of a table the target does not have.
         let mut tables: Vec<Option<TargetTable>> = Vec::with_capacity(plans.len());
+        let preparing = Instant::now();
         for p in plans {
             if p.versions.is_empty() {
                 let name = self.target_name(&p.table);
@@ -374,6 +394,7 @@ impl Applier {
                 .map(|k| k.entry(p.table.clone()).or_default());
             tables.push(Some(self.prepare_table(p, known).await?));
         }
+        self.profile.lap(Step::Tables, preparing);
 
         let batch = window.batch_rows.max(1);
         let mut chunks: Vec<Chunk<'_>> = Vec::new();
@@ -447,7 +468,8 @@ impl Applier {
             Default::default()
         };
         let mut skipped = 0;
-        for chunk in &chunks {
+        let mut rest = &chunks[..];
+        while let Some(first) = rest.first() {
             if stop.is_some_and(|s| *s.borrow()) {
                 return Ok(WindowDone {
                     chunks: total,
@@ -456,12 +478,28 @@ impl Applier {
                     sweeps: Vec::new(),
                 });
             }
-            if committed.contains(&chunk.no) {
-                skipped += 1;
-                continue;
-            }
-            if self.apply_chunk(chunk).await? == ChunkOutcome::AlreadyCommitted {
-                skipped += 1;
+            // A run of chunks whose keys are disjoint (the deletes, or the upserts, of one
+            // table) may commit in any order: they go to several connections at once.
+            let run = rest
+                .iter()
+                .take_while(|c| {
+                    parallel_class(c).is_some() && parallel_class(c) == parallel_class(first)
+                })
+                .count()
+                .max(1);
+            let (now, later) = rest.split_at(run);
+            rest = later;
+            let todo: Vec<&Chunk<'_>> = now.iter().filter(|c| !committed.contains(&c.no)).collect();
+            skipped += (now.len() - todo.len()) as u32;
+            let (done, stopped) = self.apply_chunks(&todo, stop).await?;
+            skipped += done;
+            if stopped {
+                return Ok(WindowDone {
+                    chunks: total,
+                    skipped,
+                    stopped: true,
+                    sweeps: Vec::new(),
+                });
             }
         }
         if skipped > 0 {
@@ -522,75 +560,184 @@ impl Applier {
     /// failures. A value the target refuses stops apply, naming the table, column and key; with
     /// `on_reject: quarantine` its row goes to `_db_sync_rejected` instead, in the same
     /// transaction, and the rest of the chunk applies.
-    async fn apply_chunk(&mut self, chunk: &Chunk<'_>) -> Result<ChunkOutcome, ApplyError> {
-        let mut skip = write::Skip::new();
-        for (i, reject, error) in write::bad_values(chunk) {
-            if !self.quarantine {
-                return Err(error);
+    /// Applies `chunks` (disjoint keys, any order) on up to `target.connections`
+    /// connections. Returns how many an earlier run had committed, and whether it stopped
+    /// on request before the last. The first error stops the others at their next chunk.
+    async fn apply_chunks(
+        &mut self,
+        chunks: &[&Chunk<'_>],
+        stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<(u32, bool), ApplyError> {
+        let ctx = Ctx {
+            pipeline: &self.pipeline,
+            profile: &self.profile,
+            quarantine: self.quarantine,
+            load_data: &self.load_data,
+            rejects: &self.rejects,
+        };
+        if chunks.len() <= 1 || self.connections <= 1 {
+            let mut skipped = 0;
+            for chunk in chunks {
+                if stop.is_some_and(|s| *s.borrow()) {
+                    return Ok((skipped, true));
+                }
+                if run_chunk(&mut self.session, &ctx, chunk).await?
+                    == ChunkOutcome::AlreadyCommitted
+                {
+                    skipped += 1;
+                }
             }
-            skip.entry(i).or_insert(reject);
+            return Ok((skipped, false));
         }
-        let what = format!(
-            "applying chunk {} to {}",
-            chunk.no,
-            quote(&chunk.target.name)
-        );
-        let mut fast = self.load_data && write::replace_fits(chunk);
-        loop {
-            let pipeline = &self.pipeline;
-            let q = write::Quarantine {
-                skip: &skip,
-                resolve: self.quarantine && self.rejects.contains(&chunk.plan.table),
-            };
-            let session = &mut self.session;
-            let attempt: Result<Attempt, SqlError> = with_retry!(session, &what, |conn| {
-                write::chunk_transaction(conn, pipeline, chunk, fast, &q).await
-            });
-            let attempt = attempt.map_err(|e| write::rejected(chunk, None, e).0)?;
-            match attempt {
-                Attempt::Done(outcome) => {
-                    if !skip.is_empty() && outcome == ChunkOutcome::Applied {
-                        self.rejects.insert(chunk.plan.table.clone());
-                        for r in skip.values() {
-                            tracing::warn!(
-                                table = %chunk.plan.table,
-                                key = %r.key,
-                                column = r.column.as_deref().unwrap_or("?"),
-                                seq = r.seq,
-                                "the target cannot hold this row ({}); it is in {} and later changes go on",
-                                r.error,
-                                rejected::TABLE
-                            );
+        let wanted = self.connections.min(chunks.len()) - 1;
+        while self.workers.len() < wanted {
+            self.workers.push(self.session.sibling());
+        }
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let stopped = AtomicBool::new(false);
+        let sessions =
+            std::iter::once(&mut self.session).chain(self.workers.iter_mut().take(wanted));
+        let results = futures::future::join_all(sessions.map(|session| {
+            let (ctx, next, failed, stopped) = (&ctx, &next, &failed, &stopped);
+            async move {
+                let mut skipped = 0u32;
+                loop {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if stop.is_some_and(|s| *s.borrow()) {
+                        stopped.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    match run_chunk(session, ctx, chunk).await {
+                        Ok(ChunkOutcome::AlreadyCommitted) => skipped += 1,
+                        Ok(ChunkOutcome::Applied) => {}
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
                         }
                     }
-                    return Ok(outcome);
                 }
-                Attempt::Redo => fast = false,
-                Attempt::Refused(message) => {
+                Ok(skipped)
+            }
+        }))
+        .await;
+        let mut skipped = 0;
+        for r in results {
+            skipped += r?;
+        }
+        Ok((skipped, stopped.load(Ordering::Relaxed)))
+    }
+}
+
+/// What the chunks applied at once share: settings and what one learns for all.
+struct Ctx<'a> {
+    pipeline: &'a str,
+    profile: &'a Profile,
+    quarantine: bool,
+    load_data: &'a AtomicBool,
+    rejects: &'a Mutex<std::collections::HashSet<String>>,
+}
+
+/// Chunks of one run may be applied in parallel when this is `Some` and the same: the
+/// deletes, or the upserts, of one table (one key per row of a window: disjoint keys).
+/// Truncates, moves (which read the rows they move) and sweeps go alone, in order.
+fn parallel_class<'a>(chunk: &Chunk<'a>) -> Option<(&'a str, bool)> {
+    match chunk.work {
+        Work::Delete { .. } => Some((chunk.plan.table.as_str(), false)),
+        Work::Upsert { .. } => Some((chunk.plan.table.as_str(), true)),
+        Work::Truncate | Work::Move(_) | Work::Sweep { .. } => None,
+    }
+}
+
+/// Applies one chunk on `session` (its own transaction and checkpoint row), retrying
+/// transient failures; rows the target refuses go to `_db_sync_rejected` with
+/// `on_reject: quarantine`.
+async fn run_chunk(
+    session: &mut Session,
+    ctx: &Ctx<'_>,
+    chunk: &Chunk<'_>,
+) -> Result<ChunkOutcome, ApplyError> {
+    let mut skip = write::Skip::new();
+    for (i, reject, error) in write::bad_values(chunk) {
+        if !ctx.quarantine {
+            return Err(error);
+        }
+        skip.entry(i).or_insert(reject);
+    }
+    let what = format!(
+        "applying chunk {} to {}",
+        chunk.no,
+        quote(&chunk.target.name)
+    );
+    let mut fast = ctx.load_data.load(Ordering::Relaxed) && write::replace_fits(chunk);
+    loop {
+        let pipeline = ctx.pipeline;
+        let resolve = ctx.quarantine
+            && ctx
+                .rejects
+                .lock()
+                .expect("not poisoned")
+                .contains(&chunk.plan.table);
+        let q = write::Quarantine {
+            skip: &skip,
+            resolve,
+        };
+        let attempt: Result<Attempt, SqlError> = with_retry!(session, &what, |conn| {
+            write::chunk_transaction(conn, pipeline, chunk, fast, &q, ctx.profile).await
+        });
+        let attempt = attempt.map_err(|e| write::rejected(chunk, None, e).0)?;
+        match attempt {
+            Attempt::Done(outcome) => {
+                if !skip.is_empty() && outcome == ChunkOutcome::Applied {
+                    ctx.rejects
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(chunk.plan.table.clone());
+                    for r in skip.values() {
+                        tracing::warn!(
+                            table = %chunk.plan.table,
+                            key = %r.key,
+                            column = r.column.as_deref().unwrap_or("?"),
+                            seq = r.seq,
+                            "the target cannot hold this row ({}); it is in {} and later changes go on",
+                            r.error,
+                            rejected::TABLE
+                        );
+                    }
+                }
+                return Ok(outcome);
+            }
+            Attempt::Redo => fast = false,
+            Attempt::Refused(message) => {
+                if ctx.load_data.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
-                        target = %self.session.url,
+                        target = %session.url,
                         "the target refuses LOAD DATA LOCAL INFILE ({message}); applying with multi-row INSERT … ON DUPLICATE KEY UPDATE instead (slower). Enable local_infile on the server, or set target.load_data: false"
                     );
-                    self.load_data = false;
-                    fast = false;
                 }
-                Attempt::Rejected(e, row) => {
-                    // Never leave the chunk's transaction open: the next START TRANSACTION on
-                    // this connection would commit it.
-                    self.session.rollback().await;
-                    match (row, &e) {
-                        (
-                            Some(i),
-                            ApplyError::Rejected {
-                                column, message, ..
-                            },
-                        ) if self.quarantine && !skip.contains_key(&i) => {
-                            skip.insert(i, chunk.reject(i, column.clone(), message.clone()));
-                            // INSERT names the row, LOAD DATA does not.
-                            fast = false;
-                        }
-                        _ => return Err(e),
+                fast = false;
+            }
+            Attempt::Rejected(e, row) => {
+                // Never leave the chunk's transaction open: the next START TRANSACTION on
+                // this connection would commit it.
+                session.rollback().await;
+                match (row, &e) {
+                    (
+                        Some(i),
+                        ApplyError::Rejected {
+                            column, message, ..
+                        },
+                    ) if ctx.quarantine && !skip.contains_key(&i) => {
+                        skip.insert(i, chunk.reject(i, column.clone(), message.clone()));
+                        // INSERT names the row, LOAD DATA does not.
+                        fast = false;
                     }
+                    _ => return Err(e),
                 }
             }
         }
@@ -621,6 +768,10 @@ pub async fn apply_audited(
     let mut summary: Option<Summary> = None;
     // The next window's merge runs on another core while this window's chunks are applied.
     let mut ahead: Option<(ApplyWindow, MergeTask)> = None;
+    let mut merge_wait = std::time::Duration::ZERO;
+    let mut events = FIRST_WINDOW_EVENTS;
+    // Checkpoint rows of windows before this one are no longer needed.
+    let mut prune_before: Option<u64> = None;
     // The audit stage ran before this one under the same lock: it does not move meanwhile.
     let audited_through = AuditProgress::load(&dir)?.audited_through;
     let identity = crate::state::identity::Identity::load(&dir)?
@@ -629,11 +780,13 @@ pub async fn apply_audited(
     loop {
         let window = match progress.pending.clone() {
             Some(w) => {
-                tracing::info!(
-                    from = w.from,
-                    to = w.to,
-                    "finishing the apply window an earlier run left unfinished"
-                );
+                if summary.is_none() {
+                    tracing::info!(
+                        from = w.from,
+                        to = w.to,
+                        "finishing the apply window an earlier run left unfinished"
+                    );
+                }
                 w
             }
             None => {
@@ -642,6 +795,7 @@ pub async fn apply_audited(
                     audited_through,
                     &dir,
                     (tc.batch_rows, budget.chunk_bytes, budget.window_bytes),
+                    events,
                 )?
                 else {
                     break;
@@ -662,14 +816,18 @@ pub async fn apply_audited(
             Some((w, task)) if w == window => task,
             _ => spawn_merge(&dir, &window, &placeholder, tc.truncate.applies(), budget),
         };
+        let waiting = Instant::now();
         let merged = task
             .await
             .map_err(|e| ApplyError::Internal(format!("the merge thread failed: {e}")))??;
+        merge_wait += waiting.elapsed();
+        events = (events * 2).min(WINDOW_EVENTS);
         if let Some(w) = next_window(
             window.to,
             audited_through,
             &dir,
             (tc.batch_rows, budget.chunk_bytes, budget.window_bytes),
+            events,
         )? {
             let task = spawn_merge(&dir, &w, &placeholder, tc.truncate.applies(), budget);
             ahead = Some((w, task));
@@ -738,10 +896,14 @@ pub async fn apply_audited(
             "applied window"
         );
         progress.complete(finished.clone());
+        // The next window (already being merged) is recorded in the same write: one
+        // durable store per window.
+        progress.pending = ahead.as_ref().map(|(w, _)| w.clone());
         progress.store(&dir)?;
-        a.prune_checkpoints(window.from).await?;
+        prune_before = Some(window.from);
         let s = summary.get_or_insert_with(|| Summary {
             from: window.from,
+            connections: a.connections,
             ..Summary::default()
         });
         s.to = window.to;
@@ -752,8 +914,20 @@ pub async fn apply_audited(
         s.tables = s.tables.max(merged.plans.len());
         s.load_data = a.uses_load_data();
     }
-    if let Some(s) = summary.as_mut() {
+    if let (Some(before), Some(a)) = (prune_before, applier.as_mut()) {
+        // Once a run, not once a window: a DELETE is a commit (a log flush) on the target.
+        a.prune_checkpoints(before).await?;
+    }
+    if let (Some(s), Some(a)) = (summary.as_mut(), applier.as_ref()) {
         s.seconds = started.elapsed().as_secs_f64();
+        a.profile.add(Step::MergeWait, merge_wait);
+        s.profile = a.profile.seconds();
+        tracing::info!(
+            seconds = format!("{:.2}", s.seconds),
+            connections = s.connections,
+            "apply profile: {}",
+            s.profile
+        );
     }
     Ok(summary)
 }
@@ -764,6 +938,7 @@ fn next_window(
     audited_through: u64,
     dir: &Path,
     (batch_rows, chunk_bytes, window_bytes): (usize, usize, usize),
+    events: u64,
 ) -> Result<Option<ApplyWindow>, ApplyError> {
     let mut from = applied_through + 1;
     if from > audited_through {
@@ -775,7 +950,7 @@ fn next_window(
     // Deleted before they were applied (no target was configured then): the caller says so
     // when it records the window.
     from = from.max(first);
-    let to = journal::window_end(dir, from, audited_through, WINDOW_EVENTS, window_bytes)?;
+    let to = journal::window_end(dir, from, audited_through, events, window_bytes)?;
     Ok(Some(ApplyWindow {
         from,
         to,

@@ -361,6 +361,16 @@ impl Session {
     }
 
     /// The connection, opened if needed (within a 10 s timeout).
+    /// Another session to the same target (not connected yet), for work in parallel.
+    pub fn sibling(&self) -> Session {
+        Session {
+            opts: self.opts.clone(),
+            plain: self.plain.clone(),
+            url: self.url.clone(),
+            conn: None,
+        }
+    }
+
     pub async fn conn(&mut self) -> Result<&mut Conn, SqlError> {
         if self.conn.is_none() {
             let mut conn = connect(self.opts.clone()).await?;

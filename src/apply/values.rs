@@ -228,8 +228,28 @@ fn write_date(out: &mut Vec<u8>, days: i32) -> Result<(), Unrepresentable> {
         .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(days as i64)))
         .ok_or_else(|| Unrepresentable(format!("date {days} days from 1970 is out of range")))?;
     mysql_year(date.year_ce(), "date")?;
-    let _ = write!(out, "{}", date.format("%Y-%m-%d"));
+    write_ymd(out, &date);
     Ok(())
+}
+
+/// `YYYY-MM-DD` of a date in years 1..9999 (checked by [`mysql_year`]); digits written
+/// directly, the hot path of every DATE and DATETIME value.
+fn write_ymd(out: &mut Vec<u8>, date: &impl chrono::Datelike) {
+    write_digits(out, date.year() as u32, 4);
+    out.push(b'-');
+    write_digits(out, date.month(), 2);
+    out.push(b'-');
+    write_digits(out, date.day(), 2);
+}
+
+/// `v` as exactly `width` decimal digits (zero-padded; `v` has at most `width` digits).
+fn write_digits(out: &mut Vec<u8>, mut v: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// MySQL dates hold years 1..9999 ([`limits::MYSQL_YEARS`]).
@@ -257,7 +277,16 @@ fn write_timestamp(out: &mut Vec<u8>, us: i64) -> Result<(), Unrepresentable> {
         .ok_or_else(|| Unrepresentable(format!("timestamp {us} µs is out of range")))?
         .naive_utc();
     mysql_year(t.year_ce(), "timestamp")?;
-    let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+    use chrono::Timelike as _;
+    write_ymd(out, &t);
+    out.push(b' ');
+    write_digits(out, t.hour(), 2);
+    out.push(b':');
+    write_digits(out, t.minute(), 2);
+    out.push(b':');
+    write_digits(out, t.second(), 2);
+    out.push(b'.');
+    write_digits(out, t.nanosecond() / 1000, 6);
     Ok(())
 }
 
@@ -512,6 +541,16 @@ mod tests {
             "1969-12-31 23:59:59.999999"
         );
         assert_eq!(text(Arc::new(ts), 1).unwrap(), "2023-11-14 22:13:20.123456");
+        let edges =
+            TimestampMicrosecondArray::from(vec![-62_135_596_800_000_000, 253_402_300_799_999_999]);
+        assert_eq!(
+            text(Arc::new(edges.clone()), 0).unwrap(),
+            "0001-01-01 00:00:00.000000"
+        );
+        assert_eq!(
+            text(Arc::new(edges), 1).unwrap(),
+            "9999-12-31 23:59:59.999999"
+        );
         let inf = TimestampMicrosecondArray::from(vec![i64::MAX]);
         assert_eq!(text(Arc::new(inf), 0).unwrap(), "infinity");
         let t = Time64MicrosecondArray::from(vec![86_400_000_000, 3_723_000_004]);

@@ -14,6 +14,7 @@
 //! would be truncated or rounded is an error, not a silent change.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
@@ -23,6 +24,7 @@ use super::ddl::{quote, TargetTable};
 use super::merge::{
     bad_parts, cells, describe_key, Cell, KeyedRow, MoveRow, TablePlan, UpsertGroup,
 };
+use super::profile::{Profile, Step};
 use super::rejected::{self, Reject};
 use super::sql::{column_in_message, row_in_message, SqlError};
 use super::values::{write_hex, write_load_data_field};
@@ -176,6 +178,7 @@ pub async fn chunk_transaction(
     chunk: &Chunk<'_>,
     fast: bool,
     q: &Quarantine<'_>,
+    profile: &Profile,
 ) -> Result<Attempt, SqlError> {
     if let Work::Truncate = chunk.work {
         truncate(conn, chunk).await?;
@@ -183,6 +186,7 @@ pub async fn chunk_transaction(
     let keep: Vec<usize> = (0..chunk.rows())
         .filter(|i| !q.skip.contains_key(i))
         .collect();
+    let started = Instant::now();
     conn.query_drop("START TRANSACTION").await?;
     let params = (
         pipeline,
@@ -202,6 +206,7 @@ pub async fn chunk_transaction(
         }
         return Err(e);
     }
+    let lap = profile.lap(Step::Checkpoint, started);
     if !q.skip.is_empty() {
         let rejects: Vec<&Reject> = q.skip.values().collect();
         rejected::record(
@@ -240,7 +245,7 @@ pub async fn chunk_transaction(
         Work::Delete { keys, .. } => delete(conn, chunk, keys, &keep).await,
         Work::Move(rows) => move_rows(conn, chunk, rows, &keep).await,
         Work::Upsert { group, rows, .. } if fast => {
-            match load_data(conn, chunk, group, rows, &keep).await {
+            match load_data(conn, chunk, group, rows, &keep, profile).await {
                 Ok(0) => Ok(()),
                 Ok(warnings) => {
                     tracing::debug!(
@@ -270,6 +275,7 @@ pub async fn chunk_transaction(
         }
         Work::Upsert { group, rows, .. } => upsert(conn, chunk, group, rows, &keep).await,
     };
+    profile.lap(Step::Write, lap);
     let written = match (written, chunk.stage) {
         (Ok(()), Some(stage)) => stage_keys(conn, chunk, stage).await,
         (written, _) => written,
@@ -280,7 +286,9 @@ pub async fn chunk_transaction(
         Err(Stop::Rejected(e, row)) => return Ok(Attempt::Rejected(e, row)),
     }
     failpoint::hit("apply.before_commit");
+    let committing = Instant::now();
     conn.query_drop("COMMIT").await?;
+    profile.lap(Step::Commit, committing);
     failpoint::hit("apply.after_chunk");
     Ok(Attempt::Done(ChunkOutcome::Applied))
 }
@@ -683,7 +691,9 @@ async fn load_data(
     group: &UpsertGroup,
     rows: &[KeyedRow],
     keep: &[usize],
+    profile: &Profile,
 ) -> Result<u16, SqlError> {
+    let started = Instant::now();
     let version = &chunk.plan.versions[group.version];
     let mut targets = Vec::with_capacity(group.columns.len());
     let mut sets = Vec::new();
@@ -728,6 +738,8 @@ async fn load_data(
         }
     );
     let bytes = bytes::Bytes::from(data);
+    // Part of the chunk's writing time; Profile::seconds takes it out of there.
+    profile.add(Step::Render, started.elapsed());
     conn.set_infile_handler(async move {
         let stream: mysql_async::InfileData =
             Box::pin(futures::stream::once(async move { Ok(bytes) }));

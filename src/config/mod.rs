@@ -251,6 +251,10 @@ pub struct TargetConfig {
     /// What happens to a row the target cannot hold.
     #[serde(default)]
     pub on_reject: OnReject,
+    /// Connections that apply the chunks of a window in parallel (disjoint keys, each chunk
+    /// still one transaction with its checkpoint row).
+    #[serde(default = "default_connections", deserialize_with = "flex::parse")]
+    pub connections: usize,
 }
 
 /// `target.truncate`.
@@ -306,8 +310,11 @@ fn default_audit_url() -> String {
 fn default_audit_batch_rows() -> usize {
     65536
 }
+fn default_connections() -> usize {
+    2
+}
 fn default_batch_rows() -> usize {
-    5000
+    20_000
 }
 fn default_true() -> bool {
     true
@@ -432,6 +439,9 @@ impl Config {
                 return Err(
                     self.invalid("target.url", "must be mysql://USER:PASSWORD@HOST:PORT/DB")
                 );
+            }
+            if target.connections == 0 {
+                return Err(self.invalid("target.connections", "must be at least 1 (default 2)"));
             }
             if target.batch_rows == 0 {
                 return Err(self.invalid("target.batch_rows", "must be at least 1"));
