@@ -243,7 +243,7 @@ pub async fn chunk_transaction(
             }
         }
         Work::Delete { keys, .. } => delete(conn, chunk, keys, &keep).await,
-        Work::Move(rows) => move_rows(conn, chunk, rows, &keep).await,
+        Work::Move(rows) => super::moves::move_rows(conn, chunk, rows, &keep).await,
         Work::Upsert { group, rows, .. } if fast => {
             match load_data(conn, chunk, group, rows, &keep, profile).await {
                 Ok(0) => Ok(()),
@@ -306,7 +306,7 @@ async fn stage_keys(conn: &mut Conn, chunk: &Chunk<'_>, stage: &str) -> Result<(
 }
 
 /// Why a statement of a chunk stopped it.
-enum Stop {
+pub(super) enum Stop {
     /// For the retry loop.
     Sql(SqlError),
     /// A refused value, and its row in the chunk when known.
@@ -411,7 +411,11 @@ pub fn rejected(
 }
 
 /// Fails on any warning but MySQL 8's deprecation notice, naming the row's key.
-async fn check_warnings(conn: &mut Conn, chunk: &Chunk<'_>, rows: &[usize]) -> Result<(), Stop> {
+pub(super) async fn check_warnings(
+    conn: &mut Conn,
+    chunk: &Chunk<'_>,
+    rows: &[usize],
+) -> Result<(), Stop> {
     if conn.get_warnings() == 0 {
         return Ok(());
     }
@@ -437,7 +441,7 @@ async fn check_warnings(conn: &mut Conn, chunk: &Chunk<'_>, rows: &[usize]) -> R
     }
 }
 
-fn param(cell: Cell<'_>) -> Value {
+pub(super) fn param(cell: Cell<'_>) -> Value {
     match cell {
         Cell::Value(v) => Value::Bytes(v.to_vec()),
         _ => Value::NULL,
@@ -466,104 +470,8 @@ async fn truncate(conn: &mut Conn, chunk: &Chunk<'_>) -> Result<(), SqlError> {
     }
 }
 
-/// Moves each row to its new key, keeping the columns the change did not send (unchanged
-/// TOAST). If the old row is there, a stale row at the new key goes and the old row takes the
-/// new key and the sent cells; if only the new key's row is there (a rerun, a backfill), it
-/// takes the sent cells. A row at neither key (removed by hand) is inserted with what the
-/// change sent, and said. Running a move twice gives the same row.
-async fn move_rows(
-    conn: &mut Conn,
-    chunk: &Chunk<'_>,
-    rows: &[MoveRow],
-    keep: &[usize],
-) -> Result<(), Stop> {
-    let plan = chunk.plan;
-    let table = quote(&chunk.target.name);
-    let key_match = plan
-        .key
-        .iter()
-        .map(|k| format!("{} <=> ?", quote(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    for &i in keep {
-        let m = &rows[i];
-        let version = &plan.versions[m.version];
-        let at = [i];
-        let to: Vec<Value> = cells(&m.to).map(param).collect();
-        let from: Vec<Value> = cells(&m.from).map(param).collect();
-        let mut sets = Vec::new();
-        let mut params = Vec::new();
-        let mut names = Vec::new();
-        for (c, cell) in cells(&m.cells).enumerate() {
-            if cell == Cell::Unchanged {
-                continue;
-            }
-            sets.push(format!("{} = ?", quote(&version.columns[c])));
-            names.push(quote(&version.columns[c]));
-            params.push(param(cell));
-        }
-        // Which row carries the unchanged columns: the old key's if the target still has it,
-        // else the new key's (a rerun, or a backfill that already moved it). Never delete
-        // the only copy of a value the source did not send again.
-        let from_exists: Option<u8> = conn
-            .exec_first(
-                format!("SELECT 1 FROM {table} WHERE {key_match} LIMIT 1"),
-                from.clone(),
-            )
-            .await
-            .map_err(|e| classify(chunk, &at, e))?;
-        let carrier = if from_exists.is_some() {
-            conn.exec_drop(format!("DELETE FROM {table} WHERE {key_match}"), to)
-                .await
-                .map_err(|e| classify(chunk, &at, e))?;
-            Some(from)
-        } else {
-            let to_exists: Option<u8> = conn
-                .exec_first(
-                    format!("SELECT 1 FROM {table} WHERE {key_match} LIMIT 1"),
-                    to.clone(),
-                )
-                .await
-                .map_err(|e| classify(chunk, &at, e))?;
-            to_exists.map(|_| to)
-        };
-        match carrier {
-            Some(key) => {
-                let mut update = params;
-                update.extend(key);
-                conn.exec_drop(
-                    format!("UPDATE {table} SET {} WHERE {key_match}", sets.join(", ")),
-                    update,
-                )
-                .await
-                .map_err(|e| classify(chunk, &at, e))?;
-            }
-            None => {
-                tracing::warn!(
-                    table = %chunk.target.name,
-                    from = %describe_key(&plan.key, &m.from),
-                    to = %describe_key(&plan.key, &m.to),
-                    "a key change found no row to move in the target; inserting the new row with the columns the source sent (the others are NULL)"
-                );
-                conn.exec_drop(
-                    format!(
-                        "INSERT INTO {table} ({}) VALUES ({})",
-                        names.join(", "),
-                        vec!["?"; names.len()].join(", ")
-                    ),
-                    params,
-                )
-                .await
-                .map_err(|e| classify(chunk, &at, e))?;
-            }
-        }
-        check_warnings(conn, chunk, &at).await?;
-    }
-    Ok(())
-}
-
 /// A server error: transient ones retry, others name the row.
-fn classify(chunk: &Chunk<'_>, rows: &[usize], e: mysql_async::Error) -> Stop {
+pub(super) fn classify(chunk: &Chunk<'_>, rows: &[usize], e: mysql_async::Error) -> Stop {
     let e = SqlError::from(e);
     if e.transient || e.code.is_none() {
         Stop::Sql(e)
