@@ -218,6 +218,12 @@ pub struct AuditConfig {
     /// Rows per Parquet row group and per decoded batch: bounds compaction's memory.
     #[serde(default = "default_audit_batch_rows", deserialize_with = "flex::parse")]
     pub batch_rows: usize,
+    /// Roll-up (`db-sync rollup`, job kind `rollup`): merged files stay under about this size.
+    #[serde(default = "default_target_file_mb", deserialize_with = "flex::parse")]
+    pub target_file_mb: u64,
+    /// Roll-up deletes date partitions older than this many days; `None` keeps everything.
+    #[serde(default, deserialize_with = "flex::parse_opt")]
+    pub retain_days: Option<u64>,
 }
 
 impl Default for AuditConfig {
@@ -226,6 +232,8 @@ impl Default for AuditConfig {
             url: default_audit_url(),
             options: Props::default(),
             batch_rows: default_audit_batch_rows(),
+            target_file_mb: default_target_file_mb(),
+            retain_days: None,
         }
     }
 }
@@ -305,6 +313,9 @@ fn default_audit_url() -> String {
 }
 fn default_audit_batch_rows() -> usize {
     65536
+}
+fn default_target_file_mb() -> u64 {
+    256
 }
 fn default_batch_rows() -> usize {
     5000
@@ -426,6 +437,15 @@ impl Config {
         }
         if self.audit.batch_rows == 0 {
             return Err(self.invalid("audit.batch_rows", "must be at least 1 (default 65536)"));
+        }
+        if self.audit.target_file_mb == 0 {
+            return Err(self.invalid("audit.target_file_mb", "must be at least 1 (default 256)"));
+        }
+        if self.audit.retain_days == Some(0) {
+            return Err(self.invalid(
+                "audit.retain_days",
+                "must be at least 1 (the current date is always kept), or null to keep every date",
+            ));
         }
         if let Some(target) = &self.target {
             if !target.url.expose().starts_with("mysql://") {

@@ -93,6 +93,8 @@ pub fn run(
         .build()
         .map_err(QueryError::Runtime)?;
     let files = rt.block_on(store.list_files(None))?;
+    // An interrupted roll-up may have left files its merged file holds too.
+    let files = rt.block_on(crate::audit::rollup::visible(&store, files))?;
     let files = prune(files, as_of);
     let scratch = tempdir_for(&store)?;
     let local = rt.block_on(local_paths(&store, &files, scratch.as_deref()))?;
