@@ -177,7 +177,8 @@ fn setup(audit_url: Option<&str>, extra_yaml: &str, payload: usize) -> Setup {
         .map(str::to_string)
         .unwrap_or_else(|| format!("file://{}", dir.path().join("audit").display()));
     let text = format!(
-        "name: rollup\nsource:\n  connector.class: io.debezium.connector.postgresql.PostgresConnector\njournal:\n  dir: {}\naudit:\n  url: {audit_url}\n{extra_yaml}",
+        // (The source is never reached: port 1 answers `status` with a refusal at once.)
+        "name: rollup\nsource:\n  connector.class: io.debezium.connector.postgresql.PostgresConnector\n  database.hostname: 127.0.0.1\n  database.port: 1\njournal:\n  dir: {}\naudit:\n  url: {audit_url}\n{extra_yaml}",
         journal.display(),
     );
     let config_path = dir.path().join("config.yaml");
@@ -438,4 +439,118 @@ fn rollup_keeps_to_target_file_mb_and_names_bad_arguments() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
+}
+
+/// `audit.retain_days` deletes exactly the partitions older than it, in the roll-up job, and
+/// never while a backfill (which holds `compact.lock`, as here) reads them; `status` shows
+/// the oldest date kept, files and bytes per table.
+#[test]
+fn retention_deletes_exactly_the_old_partitions_and_waits_for_the_lock() {
+    let keep_from = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+    let days = (chrono::Utc::now().date_naive() - keep_from).num_days();
+    let s = setup(None, &format!("  retain_days: {days}\n"), 0);
+    let status = |s: &Setup| -> serde_json::Value {
+        let out = s.run(&["status", "--json"], None);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = status(&s);
+    let t = &before["audit_tables"][1];
+    assert_eq!(
+        (
+            t["table"].as_str(),
+            t["files"].as_u64(),
+            t["oldest_date"].as_str()
+        ),
+        (Some("public.t"), Some(300), Some("2026-01-01"))
+    );
+    assert_eq!(before["audit_retain_days"].as_i64(), Some(days));
+    let second_day = s.query(
+        "select count(*) as n, sum(_cdc_seq) as s from public.t_changes where _cdc_ts >= '2026-01-02'",
+        None,
+    );
+
+    // A backfill holds the compaction lock: roll-up waits for it, and deletes nothing meanwhile.
+    let journal = s.dir.path().join("journal");
+    let lock = db_sync::state::locks::compact_lock(&journal).unwrap();
+    let log = s.dir.path().join("rollup.log");
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .arg("--config")
+        .arg(&s.config_path)
+        .arg("rollup")
+        .current_dir(s.dir.path())
+        .env_remove("DB_SYNC_FAILPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("another compaction holds")
+    {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(60),
+            "rollup never waited for the lock: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rollup ended without the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(s.files_per_partition()["public.t/date=2026-01-01"], 150);
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("retention deleted 1 partition(s), 150 file(s)"),
+        "{line}"
+    );
+    assert_eq!(
+        s.files_per_partition(),
+        BTreeMap::from([
+            ("public.other/date=2026-01-02".to_string(), 1),
+            ("public.t/date=2026-01-02".to_string(), 1),
+        ])
+    );
+    assert!(!s.audit().join("public.t/date=2026-01-01").exists());
+    assert_eq!(
+        s.query(
+            "select count(*) as n, sum(_cdc_seq) as s from public.t_changes",
+            None
+        ),
+        second_day,
+        "exactly the second day's changes remain"
+    );
+    let after = status(&s);
+    let t = &after["audit_tables"][1];
+    assert_eq!(
+        (
+            t["files"].as_u64(),
+            t["oldest_date"].as_str(),
+            t["newest_date"].as_str()
+        ),
+        (Some(1), Some("2026-01-02"), Some("2026-01-02"))
+    );
+    let bytes = t["bytes"].as_u64().unwrap();
+    let on_disk: u64 = walk(&s.audit().join("public.t"))
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert_eq!(bytes, on_disk);
+    let text = s.run(&["status"], None);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "audit files      public.t: 1 file(s), {bytes} bytes, oldest date kept 2026-01-02"
+        )) && text.contains(&format!("audit retention  {days} day(s)")),
+        "{text}"
+    );
 }
