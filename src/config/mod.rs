@@ -66,6 +66,8 @@ pub struct Config {
     pub target: Option<TargetConfig>,
     #[serde(default = "default_jobs_dir")]
     pub jobs_dir: PathBuf,
+    #[serde(default)]
+    pub query: QueryConfig,
     /// The memory db-sync's own work stays within, whatever the row size: decode batches,
     /// apply windows and chunks, backfill reads (see [`Config::budget`]). The JVM's heap is
     /// `engine.jvm_options`' to set.
@@ -330,6 +332,33 @@ fn default_jobs_dir() -> PathBuf {
     PathBuf::from("jobs")
 }
 
+/// `query:`: the local cache of `s3://` audit files that `db-sync query` reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The cache holds at most this many MB after a query (least recently used files go).
+    #[serde(default = "default_cache_mb", deserialize_with = "flex::parse")]
+    pub cache_mb: u64,
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            cache_mb: default_cache_mb(),
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+fn default_cache_mb() -> u64 {
+    1024
+}
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("data/query-cache")
+}
+
 impl Config {
     /// Loads `.env`, reads and interpolates `path`, parses and validates it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -437,6 +466,9 @@ impl Config {
         }
         if self.audit.batch_rows == 0 {
             return Err(self.invalid("audit.batch_rows", "must be at least 1 (default 65536)"));
+        }
+        if self.query.cache_mb == 0 {
+            return Err(self.invalid("query.cache_mb", "must be at least 1 (default 1024)"));
         }
         if self.audit.target_file_mb == 0 {
             return Err(self.invalid("audit.target_file_mb", "must be at least 1 (default 256)"));
