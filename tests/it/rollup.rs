@@ -662,3 +662,74 @@ fn query_over_s3_downloads_only_what_it_reads_and_only_once() {
         .iter()
         .all(|p| p.contains("/public.t/date=2026-01-01/")));
 }
+
+/// The input of `scripts/bench/rollup.sh` (not a test: run with `--ignored`): one table,
+/// `BENCH_CYCLES` (1440) compaction cycles of one day (2026-01-01, one a minute), each of
+/// `BENCH_CHANGES` (700) changes (30% inserts, 60% updates, 10% deletes of earlier keys),
+/// written as audit files under `BENCH_ROLLUP_DIR/audit`.
+#[test]
+#[ignore = "benchmark fixture: scripts/bench/rollup.sh runs it"]
+fn rollup_bench_fixture() {
+    let Ok(dir) = std::env::var("BENCH_ROLLUP_DIR") else {
+        panic!("set BENCH_ROLLUP_DIR");
+    };
+    let count = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .map_or(d, |v| v.parse().expect("a whole number"))
+    };
+    let (cycles, per_cycle) = (count("BENCH_CYCLES", 1440), count("BENCH_CHANGES", 700));
+    let dir = PathBuf::from(dir);
+    let journal = dir.join("journal");
+    let text = format!(
+        "name: bench\nsource:\n  connector.class: io.debezium.connector.postgresql.PostgresConnector\n  database.hostname: 127.0.0.1\n  database.port: 1\njournal:\n  dir: {}\n  retain_hours: 0\naudit:\n  url: file://{}\n",
+        journal.display(),
+        dir.join("audit").display()
+    );
+    let config_path = dir.join("fixture.yaml");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&config_path, &text).unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut lsn, mut next_id, mut noise) = (100u64, 1i64, 0x2545_F491_4F6C_DD1Du64);
+    let mut random = |below: i64| {
+        noise ^= noise << 13;
+        noise ^= noise >> 7;
+        noise ^= noise << 17;
+        (noise % below.max(1) as u64) as i64
+    };
+    for cycle in 0..cycles as i64 {
+        let ts = DAY1 * DAY_US + cycle * 60_000_000;
+        let mut j = Journal::open(&journal, 64 << 20).unwrap();
+        let t = j.schema_id(SCHEMA.as_bytes()).unwrap();
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(per_cycle as usize);
+        for k in 0..per_cycle as i64 {
+            lsn += 8;
+            let roll = random(10);
+            let text = format!("cycle {cycle} change {k} status-{}", roll);
+            let b = if roll < 3 || next_id < 10 {
+                next_id += 1;
+                body(b'c', ts, lsn, next_id - 1, Some(&text), Some(k))
+            } else if roll < 9 {
+                body(b'u', ts, lsn, 1 + random(next_id - 1), Some(&text), Some(k))
+            } else {
+                body(b'd', ts, lsn, 1 + random(next_id - 1), None, None)
+            };
+            batch.push(b);
+        }
+        j.append(batch.iter().map(|b| (t, &b[..]))).unwrap();
+        drop(j);
+        rt.block_on(db_sync::cycle::run_once(&config))
+            .expect("compaction cycle");
+    }
+    std::fs::remove_dir_all(&journal).unwrap();
+    std::fs::write(
+        dir.join("fixture.done"),
+        format!("{cycles} cycles of {per_cycle} changes\n"),
+    )
+    .unwrap();
+}
