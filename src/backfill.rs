@@ -95,6 +95,8 @@ pub async fn backfill(
             ),
         });
     }
+    // An interrupted roll-up may have left files its merged file holds too.
+    let all = crate::audit::rollup::visible(&store, all).await?;
     let files = in_range(all, opts.since, opts.until);
     let files = from_latest_snapshot(&store, files, config.budget().batch_bytes).await?;
     let pipeline = format!("{}:backfill:{}", config.name, opts.table);

@@ -77,6 +77,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: crate::query::Format,
     },
+    /// Merge the small audit files of closed date partitions; delete partitions past audit.retain_days.
+    Rollup {
+        /// Only this source table, SCHEMA.TABLE.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only this date partition, YYYY-MM-DD (UTC; before today).
+        #[arg(long)]
+        date: Option<String>,
+    },
     /// Journal, audit and apply progress; --json for scripts.
     Status {
         #[arg(long)]
@@ -201,6 +210,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Query { sql, as_of, format } => {
             Ok(crate::query::run(&config, &sql, as_of, format)?)
         }
+        Command::Rollup { table, date } => Ok(crate::rollup::run(
+            &config,
+            &crate::audit::rollup::Options { table, date },
+        )?),
         Command::Status { json } => Ok(crate::status::run(&config, json)?),
         Command::Check => Ok(crate::check::run(&config)?),
         Command::Journal {

@@ -2,7 +2,9 @@
 //! crash would) the n-th time (default first) execution passes [`hit`] with that name.
 //!
 //! Points: `compact.after_file` (after an audit file is published), `compact.before_manifest`
-//! (after all files, before the manifest records them).
+//! (after all files, before the manifest records them), `rollup.after_merged` (a rolled-up
+//! file is published, none of the small files it replaces is deleted yet), `rollup.after_delete`
+//! (after each small file a roll-up deletes).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

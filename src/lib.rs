@@ -31,6 +31,7 @@ pub mod error;
 pub mod failpoint;
 pub mod journal;
 pub mod query;
+pub mod rollup;
 pub mod schedule;
 pub mod state;
 pub mod status;

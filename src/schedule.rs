@@ -39,6 +39,8 @@ struct JobFile {
 pub enum JobKind {
     /// One compaction cycle: audit, apply, GC.
     Compact,
+    /// Roll-up of closed date partitions and retention (`db-sync rollup`).
+    Rollup,
 }
 
 /// A job as loaded and checked.
@@ -199,6 +201,7 @@ async fn run_job(config: &Config, name: &str, kind: JobKind, stop: &watch::Recei
                 format!("failed: {e}")
             }
         },
+        JobKind::Rollup => crate::rollup::job(config, name).await,
     };
     if config.journal.dir.is_dir() {
         store_run(

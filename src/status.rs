@@ -67,6 +67,11 @@ pub struct Status {
     pub source_slot: Option<SlotStatus>,
     /// Why the slot could not be read (source unreachable), if so.
     pub source_slot_error: Option<String>,
+    /// Per table: audit files, bytes, oldest and newest date kept; `audit.retain_days`.
+    pub audit_tables: Vec<crate::audit::rollup::TableFiles>,
+    pub audit_retain_days: Option<u64>,
+    /// Why the audit store could not be listed, if so.
+    pub audit_tables_error: Option<String>,
 }
 
 /// A PostgreSQL replication slot as `pg_replication_slots` shows it.
@@ -206,6 +211,10 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         Ok(n) => (n, None),
         Err(e) => (None, Some(e)),
     };
+    let (audit_tables, audit_tables_error) = match crate::audit::rollup::table_files(config) {
+        Ok(t) => (t, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
     Ok(Status {
         pipeline: config.name.clone(),
         journal_dir: dir.display().to_string(),
@@ -244,6 +253,9 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         jobs: load_runs(dir),
         source_slot,
         source_slot_error,
+        audit_tables,
+        audit_retain_days: config.audit.retain_days,
+        audit_tables_error,
     })
 }
 
@@ -318,6 +330,7 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
         (None, Some(e)) => println!("source slot      unknown: {e}"),
         (None, None) => {}
     }
+    print_audit_tables(&s);
     for j in &s.jobs {
         println!(
             "job {:<12} last run {} ({:.1}s): {}",
@@ -341,4 +354,23 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
         );
     }
     Ok(())
+}
+
+/// The audit store per table, and the retention that `rollup` applies.
+fn print_audit_tables(s: &Status) {
+    if let Some(e) = &s.audit_tables_error {
+        println!("audit files      unknown: {e}");
+    }
+    for t in &s.audit_tables {
+        println!(
+            "audit files      {}: {} file(s), {} bytes, oldest date kept {}, newest {}",
+            t.table, t.files, t.bytes, t.oldest_date, t.newest_date
+        );
+    }
+    match s.audit_retain_days {
+        Some(days) => {
+            println!("audit retention  {days} day(s): rollup deletes older date partitions")
+        }
+        None => println!("audit retention  every date is kept (audit.retain_days: null)"),
+    }
 }

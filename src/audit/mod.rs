@@ -13,6 +13,7 @@
 //! backfill, `query` and tests). The change-row layout is [`crate::types::cdc`].
 
 pub mod reader;
+pub mod rollup;
 pub mod writer;
 
 use std::str::FromStr;

@@ -34,3 +34,27 @@ where
         }),
     }
 }
+
+/// [`parse`] for an optional value: `null` (or no key) is `None`.
+pub fn parse_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + FromStr,
+    T::Err: Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Value(T),
+        Text(String),
+    }
+    match Option::<Either<T>>::deserialize(d)? {
+        None => Ok(None),
+        Some(Either::Value(v)) => Ok(Some(v)),
+        Some(Either::Text(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("{s:?} is not a valid value here: {e}"))),
+    }
+}

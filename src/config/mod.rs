@@ -66,6 +66,8 @@ pub struct Config {
     pub target: Option<TargetConfig>,
     #[serde(default = "default_jobs_dir")]
     pub jobs_dir: PathBuf,
+    #[serde(default)]
+    pub query: QueryConfig,
     /// The memory db-sync's own work stays within, whatever the row size: decode batches,
     /// apply windows and chunks, backfill reads (see [`Config::budget`]). The JVM's heap is
     /// `engine.jvm_options`' to set.
@@ -218,6 +220,12 @@ pub struct AuditConfig {
     /// Rows per Parquet row group and per decoded batch: bounds compaction's memory.
     #[serde(default = "default_audit_batch_rows", deserialize_with = "flex::parse")]
     pub batch_rows: usize,
+    /// Roll-up (`db-sync rollup`, job kind `rollup`): merged files stay under about this size.
+    #[serde(default = "default_target_file_mb", deserialize_with = "flex::parse")]
+    pub target_file_mb: u64,
+    /// Roll-up deletes date partitions older than this many days; `None` keeps everything.
+    #[serde(default, deserialize_with = "flex::parse_opt")]
+    pub retain_days: Option<u64>,
 }
 
 impl Default for AuditConfig {
@@ -226,6 +234,8 @@ impl Default for AuditConfig {
             url: default_audit_url(),
             options: Props::default(),
             batch_rows: default_audit_batch_rows(),
+            target_file_mb: default_target_file_mb(),
+            retain_days: None,
         }
     }
 }
@@ -313,6 +323,9 @@ fn default_audit_batch_rows() -> usize {
 fn default_connections() -> usize {
     2
 }
+fn default_target_file_mb() -> u64 {
+    256
+}
 fn default_batch_rows() -> usize {
     20_000
 }
@@ -324,6 +337,33 @@ fn default_memory_limit_mb() -> u64 {
 }
 fn default_jobs_dir() -> PathBuf {
     PathBuf::from("jobs")
+}
+
+/// `query:`: the local cache of `s3://` audit files that `db-sync query` reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The cache holds at most this many MB after a query (least recently used files go).
+    #[serde(default = "default_cache_mb", deserialize_with = "flex::parse")]
+    pub cache_mb: u64,
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            cache_mb: default_cache_mb(),
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+fn default_cache_mb() -> u64 {
+    1024
+}
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("data/query-cache")
 }
 
 impl Config {
@@ -433,6 +473,18 @@ impl Config {
         }
         if self.audit.batch_rows == 0 {
             return Err(self.invalid("audit.batch_rows", "must be at least 1 (default 65536)"));
+        }
+        if self.query.cache_mb == 0 {
+            return Err(self.invalid("query.cache_mb", "must be at least 1 (default 1024)"));
+        }
+        if self.audit.target_file_mb == 0 {
+            return Err(self.invalid("audit.target_file_mb", "must be at least 1 (default 256)"));
+        }
+        if self.audit.retain_days == Some(0) {
+            return Err(self.invalid(
+                "audit.retain_days",
+                "must be at least 1 (the current date is always kept), or null to keep every date",
+            ));
         }
         if let Some(target) = &self.target {
             if !target.url.expose().starts_with("mysql://") {

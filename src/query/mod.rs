@@ -9,10 +9,12 @@
 //!   taken from the key's latest change that did send it.
 //!
 //! With `--as-of`, both views hold only changes committed at or before that time, so the state
-//! is the source's as of then. `file://` audit files are read in place; `s3://` files are
-//! copied to a temporary directory first (DuckDB's own S3 support is an extension it would
-//! have to download).
+//! is the source's as of then. `file://` audit files are read in place; of `s3://`, only the
+//! files of the tables the statement names (and with `--as-of` only the dates up to it) are
+//! copied, into a local cache bounded by `query.cache_mb` ([`cache`]; DuckDB's own S3 support
+//! is an extension it would have to download).
 
+pub mod cache;
 mod output;
 
 use std::collections::BTreeMap;
@@ -93,15 +95,48 @@ pub fn run(
         .build()
         .map_err(QueryError::Runtime)?;
     let files = rt.block_on(store.list_files(None))?;
-    let files = prune(files, as_of);
-    let scratch = tempdir_for(&store)?;
-    let local = rt.block_on(local_paths(&store, &files, scratch.as_deref()))?;
+    // An interrupted roll-up may have left files its merged file holds too.
+    let files = rt.block_on(crate::audit::rollup::visible(&store, files))?;
+    let mut files = prune(files, as_of);
+    let all_tables: std::collections::BTreeSet<String> =
+        files.iter().map(|f| f.table.clone()).collect();
+    let (local, cache) = if store.local_root.is_some() {
+        (rt.block_on(local_paths(&store, &files, None))?, None)
+    } else {
+        // s3://: only the tables the statement names, through the local cache.
+        let named = cache::tables_named(sql, &all_tables);
+        files.retain(|f| named.contains(&f.table));
+        let cache = cache::Cache::open(&config.query)?;
+        let (local, fetched) = rt.block_on(cache.fetch(&store, &files))?;
+        tracing::info!(
+            tables = named.len(),
+            files = files.len(),
+            downloaded = fetched.downloaded,
+            downloaded_bytes = fetched.downloaded_bytes,
+            from_cache = fetched.hits,
+            cache = %config.query.cache_dir.display(),
+            "audit files for the query"
+        );
+        (local, Some(cache))
+    };
     let conn = Connection::open_in_memory().map_err(|source| QueryError::Duck {
         what: "cannot open DuckDB".into(),
         source,
     })?;
-    let catalog = define_views(&conn, &local, as_of)?;
-    let (schema, batches) = execute(&conn, sql, &catalog)?;
+    let mut catalog = define_views(&conn, &local, as_of)?;
+    catalog.tables = all_tables.into_iter().collect();
+    let result = execute(&conn, sql, &catalog);
+    drop(conn);
+    if let Some(cache) = cache {
+        let evicted = cache.evict();
+        if evicted > 0 {
+            tracing::debug!(
+                files = evicted,
+                "evicted from the query cache (query.cache_mb)"
+            );
+        }
+    }
+    let (schema, batches) = result?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     output::print(&mut out, format, &schema, &batches).map_err(QueryError::Print)
@@ -122,35 +157,6 @@ fn prune(files: Vec<AuditFile>, as_of: Option<DateTime<Utc>>) -> Vec<AuditFile> 
         }
     }
     kept
-}
-
-/// A directory for copies of `s3://` files; `None` for `file://`.
-fn tempdir_for(store: &AuditStore) -> Result<Option<TempDir>, QueryError> {
-    if store.local_root.is_some() {
-        return Ok(None);
-    }
-    let dir = std::env::temp_dir().join(format!("db-sync-query-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| QueryError::Scratch {
-        path: dir.clone(),
-        source,
-    })?;
-    Ok(Some(TempDir(dir)))
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Each table's files as local paths, in sequence order: in place for `file://`, downloaded

@@ -447,3 +447,94 @@ async fn a_missing_bucket_directory_for_file_urls_is_created_and_bad_options_nam
     let e = compact_once(&config).await.unwrap_err().to_string();
     assert!(e.contains("audit.options apply to s3:// only"), "{e}");
 }
+
+/// Issue 17, footer statistics that prune: every row group carries min/max of `_cdc_seq`,
+/// `_cdc_ts` and the key, the file has a page index (column and offset index) for them, and
+/// declares its `_cdc_seq` order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_carry_statistics_a_page_index_and_their_sort_order() {
+    use parquet::arrow::arrow_reader::ArrowReaderOptions;
+    use parquet::file::metadata::PageIndexPolicy;
+    use parquet::file::statistics::Statistics;
+
+    use crate::types::cdc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path()); // batch_rows: 2, so 5 events make 3 row groups
+    let day = 20_000 * DAY_US;
+    {
+        let mut j = Journal::open(&config.journal.dir, 1 << 20).unwrap();
+        let id = j.schema_id(SCHEMA.as_bytes()).unwrap();
+        let events: Vec<Vec<u8>> = (0..5)
+            .map(|i| {
+                body(
+                    b'c',
+                    day + i * 1000,
+                    (10 + i as u64, 11),
+                    None,
+                    Some(&full(100 - i)),
+                )
+            })
+            .collect();
+        j.append(events.iter().map(|e| (id, &e[..]))).unwrap();
+    }
+    compact_once(&config).await.unwrap().expect("work done");
+    let files = parquet_files(&tmp.path().join("audit"));
+    assert_eq!(files.len(), 1);
+    let file = std::fs::File::open(&files[0]).unwrap();
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+    let meta = builder.metadata();
+    let descr = meta.file_metadata().schema_descr();
+    let leaf = |name: &str| {
+        descr
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    let (seq, ts, key) = (leaf(cdc::SEQ), leaf(cdc::TS), leaf("id"));
+    assert_eq!(meta.num_row_groups(), 3);
+    let mut ranges = Vec::new();
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        let int64 = |c: usize| match rg.column(c).statistics() {
+            Some(Statistics::Int64(s)) => (*s.min_opt().unwrap(), *s.max_opt().unwrap()),
+            other => panic!("row group {g} column {c}: no int64 statistics: {other:?}"),
+        };
+        ranges.push((int64(seq), int64(ts), int64(key)));
+        assert_eq!(
+            rg.sorting_columns().map(|s| s.as_slice()),
+            Some(
+                &[parquet::file::metadata::SortingColumn {
+                    column_idx: seq as i32,
+                    descending: false,
+                    nulls_first: false
+                }][..]
+            ),
+            "row group {g} declares its _cdc_seq order"
+        );
+    }
+    assert_eq!(
+        ranges,
+        vec![
+            ((1, 2), (day, day + 1000), (99, 100)),
+            ((3, 4), (day + 2000, day + 3000), (97, 98)),
+            ((5, 5), (day + 4000, day + 4000), (96, 96)),
+        ]
+    );
+    // The page index: a column index (page min/max) and an offset index (page locations)
+    // per column chunk, written after the row groups.
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        for c in [seq, ts, key] {
+            let chunk = rg.column(c);
+            assert!(
+                chunk.column_index_range().is_some_and(|r| !r.is_empty()),
+                "row group {g} column {c} has a column index"
+            );
+            assert!(
+                chunk.offset_index_range().is_some_and(|r| !r.is_empty()),
+                "row group {g} column {c} has an offset index"
+            );
+        }
+    }
+}
