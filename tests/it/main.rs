@@ -18,6 +18,7 @@ mod crash;
 mod divergence;
 mod docker;
 mod operate;
+mod query_cache;
 mod rollup;
 mod schedule;
 mod setup;
