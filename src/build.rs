@@ -26,5 +26,8 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", lib.display());
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:$ORIGIN/../lib:{}", dir.display());
+    println!(
+        "cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:$ORIGIN/../lib:{}",
+        dir.display()
+    );
 }

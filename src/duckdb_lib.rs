@@ -31,9 +31,10 @@ impl std::fmt::Display for Loaded {
 pub fn loaded() -> Result<Loaded, String> {
     let path = mapped_library();
     let fix = "run scripts/setup.sh to restore the prebuilt library (scripts/duckdb.sha256)";
-    let where_ = path
-        .as_ref()
-        .map_or_else(|| "the DuckDB compiled in".to_string(), |p| p.display().to_string());
+    let where_ = path.as_ref().map_or_else(
+        || "the DuckDB compiled in".to_string(),
+        |p| p.display().to_string(),
+    );
     let version = duckdb::Connection::open_in_memory()
         .and_then(|c| c.query_row("SELECT version()", [], |r| r.get::<_, String>(0)))
         .map_err(|e| format!("{where_} does not work: {e}; {fix}"))?;
@@ -70,7 +71,11 @@ mod tests {
             assert!(lib.path.is_none(), "{lib}");
         } else {
             let path = lib.path.expect("libduckdb.so is mapped");
-            assert!(path.ends_with(".cargo/duckdb/libduckdb.so"), "{}", path.display());
+            assert!(
+                path.ends_with(".cargo/duckdb/libduckdb.so"),
+                "{}",
+                path.display()
+            );
         }
     }
 }

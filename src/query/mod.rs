@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::datatypes::{DataType, SchemaRef};
-use chrono::{DateTime, Utc};
 use duckdb::Connection;
 
 use crate::audit::{reader, AuditError, AuditFile, AuditStore};

@@ -46,7 +46,8 @@ fn write_table(
     } else {
         batches
     };
-    let table = duckdb::arrow::util::pretty::pretty_format_batches(batches).map_err(|e| e.to_string())?;
+    let table =
+        duckdb::arrow::util::pretty::pretty_format_batches(batches).map_err(|e| e.to_string())?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     writeln!(out, "{table}").map_err(|e| e.to_string())?;
     writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" }).map_err(|e| e.to_string())
