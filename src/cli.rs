@@ -82,6 +82,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare each applied table's source and target key by key and value by value; changes in flight settle; exit 1 when differences persist.
+    Verify {
+        /// A source table, SCHEMA.TABLE (repeat for more); default: every applied table.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Seconds to wait at most for differences in flight to be applied.
+        #[arg(long, default_value_t = 120)]
+        settle: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::verify::Format,
+    },
     /// Validate config, jars, JVM, the source's prerequisites and the target; one line per finding.
     Check,
     /// Inspect the journal.
@@ -202,6 +213,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(crate::query::run(&config, &sql, as_of, format)?)
         }
         Command::Status { json } => Ok(crate::status::run(&config, json)?),
+        Command::Verify {
+            tables,
+            settle,
+            format,
+        } => verify(&config, tables, settle, format),
         Command::Check => Ok(crate::check::run(&config)?),
         Command::Journal {
             command: JournalCommand::Dump { from, limit },
@@ -257,6 +273,28 @@ fn compact(config: &Config) -> Result<(), Failure> {
             Err(Failure::usage(format!("{}: {e}", config.path.display())))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn verify(
+    config: &Config,
+    tables: Vec<String>,
+    settle: u64,
+    format: crate::verify::Format,
+) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let opts = crate::verify::Options {
+        tables,
+        settle: std::time::Duration::from_secs(settle),
+    };
+    let report = rt.block_on(crate::verify::verify(config, &opts))?;
+    crate::verify::print(&report, format);
+    match report.differences() {
+        0 => Ok(()),
+        n => Err(Failure::runtime(format!(
+            "verify: {n} difference(s) persist in {} table(s) after settling; the target differs from the source: rebuild the table with `db-sync backfill --table T --resnapshot` (or `--truncate` from the audit files)",
+            report.tables.iter().filter(|t| t.differences() > 0).count()
+        ))),
     }
 }
 

@@ -67,6 +67,11 @@ pub struct Status {
     pub source_slot: Option<SlotStatus>,
     /// Why the slot could not be read (source unreachable), if so.
     pub source_slot_error: Option<String>,
+    /// The slot guard's warning when the slot retains more WAL than
+    /// `source_guard.max_retained_wal_mb`.
+    pub source_slot_warning: Option<String>,
+    /// The last `db-sync verify` of each table.
+    pub verify: std::collections::BTreeMap<String, crate::state::verify::LastVerify>,
 }
 
 /// A PostgreSQL replication slot as `pg_replication_slots` shows it.
@@ -242,8 +247,12 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         target_error,
         snapshot_sweeps: apply.sweeps.clone(),
         jobs: load_runs(dir),
+        source_slot_warning: source_slot
+            .as_ref()
+            .and_then(|s| crate::guard::over_limit(config, &s.slot, s.retained_wal_bytes)),
         source_slot,
         source_slot_error,
+        verify: crate::state::verify::load(dir),
     })
 }
 
@@ -317,6 +326,15 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
         ),
         (None, Some(e)) => println!("source slot      unknown: {e}"),
         (None, None) => {}
+    }
+    if let Some(w) = &s.source_slot_warning {
+        println!("WARNING          {w}");
+    }
+    for (table, v) in &s.verify {
+        println!(
+            "verify           {table}: {} row(s), {} difference(s) ({} missing, {} extra, {} different) at {}",
+            v.rows, v.differences, v.missing, v.extra, v.different, v.finished_at
+        );
     }
     for j in &s.jobs {
         println!(

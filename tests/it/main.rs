@@ -23,3 +23,4 @@ mod setup;
 mod state;
 mod support;
 mod tls;
+mod verify;
