@@ -31,6 +31,7 @@ pub mod error;
 pub mod failpoint;
 pub mod guard;
 pub mod journal;
+pub mod metrics;
 pub mod query;
 pub mod schedule;
 pub mod state;

@@ -17,6 +17,7 @@ mod capture;
 mod crash;
 mod divergence;
 mod docker;
+mod metrics;
 mod operate;
 mod schedule;
 mod setup;
