@@ -87,9 +87,14 @@ enum Command {
         /// A source table, SCHEMA.TABLE (repeat for more); default: every applied table.
         #[arg(long = "table")]
         tables: Vec<String>,
-        /// Seconds to wait at most for differences in flight to be applied.
+        /// Seconds to wait at most for differences in flight to be applied (and, with
+        /// --repair, for the repair to be applied).
         #[arg(long, default_value_t = 120)]
         settle: u64,
+        /// Repair what persists: re-read the differing keys through an incremental snapshot
+        /// (journaled, audited, applied), delete keys the source does not hold; verify again.
+        #[arg(long)]
+        repair: bool,
         #[arg(long, value_enum, default_value = "table")]
         format: crate::verify::Format,
     },
@@ -173,11 +178,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Run => {
+            let metrics = crate::metrics::bind(&config)?;
             let jobs = crate::schedule::load_jobs(&config.jobs_dir)?;
             if jobs.is_empty() {
                 tracing::warn!(jobs_dir = %config.jobs_dir.display(), "no job files: `run` only captures (ship jobs/compact.yaml to compact on a schedule)");
             }
-            run_until_stopped(&config, capture::Options::default(), jobs)
+            run_until_stopped(&config, capture::Options::default(), jobs, metrics)
         }
         Command::Capture {
             exit_after_snapshot,
@@ -187,6 +193,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 exit_after_snapshot,
             },
             Vec::new(),
+            None,
         ),
         Command::Compact { once: _ } => compact(&config),
         Command::Backfill {
@@ -216,8 +223,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Verify {
             tables,
             settle,
+            repair,
             format,
-        } => verify(&config, tables, settle, format),
+        } => verify(&config, tables, settle, repair, format),
         Command::Check => Ok(crate::check::run(&config)?),
         Command::Journal {
             command: JournalCommand::Dump { from, limit },
@@ -280,19 +288,21 @@ fn verify(
     config: &Config,
     tables: Vec<String>,
     settle: u64,
+    repair: bool,
     format: crate::verify::Format,
 ) -> Result<(), Failure> {
     let rt = runtime()?;
     let opts = crate::verify::Options {
         tables,
         settle: std::time::Duration::from_secs(settle),
+        repair,
     };
     let report = rt.block_on(crate::verify::verify(config, &opts))?;
     crate::verify::print(&report, format);
     match report.differences() {
         0 => Ok(()),
         n => Err(Failure::runtime(format!(
-            "verify: {n} difference(s) persist in {} table(s) after settling; the target differs from the source: rebuild the table with `db-sync backfill --table T --resnapshot` (or `--truncate` from the audit files)",
+            "verify: {n} difference(s) persist in {} table(s) after settling; the target differs from the source: repair it with `db-sync verify --repair` (through the journal, while capture runs), or rebuild a table with `db-sync backfill --table T --resnapshot`",
             report.tables.iter().filter(|t| t.differences() > 0).count()
         ))),
     }
@@ -426,6 +436,7 @@ fn run_until_stopped(
     config: &Config,
     options: capture::Options,
     jobs: Vec<crate::schedule::JobSpec>,
+    metrics: Option<std::net::TcpListener>,
 ) -> Result<(), Failure> {
     let rt = runtime()?;
     rt.block_on(async {
@@ -443,6 +454,14 @@ fn run_until_stopped(
                 let _ = signals_tx.send(true);
             }
         });
+        if let Some(listener) = metrics {
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                std::sync::Arc::new(config.clone()),
+                crate::metrics::schedule_period(&jobs),
+                rx.clone(),
+            ));
+        }
         let scheduler = tokio::spawn(crate::schedule::run_jobs(
             std::sync::Arc::new(config.clone()),
             jobs,

@@ -332,8 +332,18 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
     }
     for (table, v) in &s.verify {
         println!(
-            "verify           {table}: {} row(s), {} difference(s) ({} missing, {} extra, {} different) at {}",
-            v.rows, v.differences, v.missing, v.extra, v.different, v.finished_at
+            "verify           {table}: {} row(s), {} difference(s) ({} missing, {} extra, {} different){} at {}",
+            v.rows,
+            v.differences,
+            v.missing,
+            v.extra,
+            v.different,
+            if v.repaired > 0 {
+                format!(", after repairing {} row(s)", v.repaired)
+            } else {
+                String::new()
+            },
+            v.finished_at
         );
     }
     for j in &s.jobs {

@@ -21,6 +21,9 @@ pub struct LastVerify {
     pub missing: u64,
     pub extra: u64,
     pub different: u64,
+    /// Rows `--repair` re-read from the source or deleted from the target before this verify.
+    #[serde(default)]
+    pub repaired: u64,
 }
 
 /// Source table → its last verify; empty when the file is missing or unreadable (it only

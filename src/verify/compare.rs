@@ -34,8 +34,10 @@ pub struct Tally {
     pub first_different: Vec<(String, Vec<String>)>,
     /// Per column, how many rows differ in it.
     pub columns: std::collections::BTreeMap<String, u64>,
-    /// Every differing key (canonical texts), up to the cap given to [`Merge::new`].
+    /// Every key missing or different in the target (canonical texts), and every key extra
+    /// there, up to the cap given to [`Merge::new`] (both together).
     pub keys: Vec<Vec<Vec<u8>>>,
+    pub extra_keys: Vec<Vec<Vec<u8>>>,
     /// More keys differed than the cap kept.
     pub keys_overflow: bool,
     /// A digest of every difference (key and both rows), independent of order: two passes
@@ -63,6 +65,7 @@ impl Tally {
             *self.columns.entry(c).or_default() += n;
         }
         self.keys.extend(o.keys);
+        self.extra_keys.extend(o.extra_keys);
         self.keys_overflow |= o.keys_overflow;
         self.digest = self.digest.wrapping_add(o.digest);
     }
@@ -201,11 +204,14 @@ impl<'p> Merge<'p> {
         Ok(Ordering::Equal)
     }
 
-    fn keep_key(&mut self, key: &[Option<Vec<u8>>]) {
-        if self.tally.keys.len() < self.keys_cap {
-            self.tally
-                .keys
-                .push(key.iter().map(|v| v.clone().unwrap_or_default()).collect());
+    fn keep_key(&mut self, key: &[Option<Vec<u8>>], extra: bool) {
+        if self.tally.keys.len() + self.tally.extra_keys.len() < self.keys_cap {
+            let key = key.iter().map(|v| v.clone().unwrap_or_default()).collect();
+            if extra {
+                self.tally.extra_keys.push(key);
+            } else {
+                self.tally.keys.push(key);
+            }
         } else {
             self.tally.keys_overflow = true;
         }
@@ -224,7 +230,7 @@ impl<'p> Merge<'p> {
             let shown = show_key_opt(self.plan, key);
             self.tally.first_missing.push(shown);
         }
-        self.keep_key(key);
+        self.keep_key(key, false);
     }
 
     fn extra(&mut self, key: &[Option<Vec<u8>>]) {
@@ -233,7 +239,7 @@ impl<'p> Merge<'p> {
             let shown = show_key_opt(self.plan, key);
             self.tally.first_extra.push(shown);
         }
-        self.keep_key(key);
+        self.keep_key(key, true);
     }
 
     fn pair(&mut self, s: &Row, t: &Row) {
@@ -260,7 +266,7 @@ impl<'p> Merge<'p> {
                 differing.iter().map(|c| c.to_string()).collect(),
             ));
         }
-        self.keep_key(&s[..n]);
+        self.keep_key(&s[..n], false);
     }
 }
 
@@ -574,7 +580,7 @@ mod tests {
             t.first_different,
             vec![("id=11".to_string(), vec!["v".to_string(), "j".to_string()])]
         );
-        assert_eq!(t.keys.len(), 3);
+        assert_eq!((t.keys.len(), t.extra_keys.len()), (2, 1));
     }
 
     #[test]

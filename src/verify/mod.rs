@@ -22,6 +22,7 @@
 
 pub mod compare;
 pub mod plan;
+mod repair;
 mod report;
 
 use std::collections::{BTreeMap, HashSet};
@@ -63,6 +64,8 @@ pub struct Options {
     /// `SCHEMA.TABLE`s; empty: every applied table.
     pub tables: Vec<String>,
     pub settle: Duration,
+    /// Repair what persists (see [`repair`]), then verify again.
+    pub repair: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,18 @@ pub struct TableReport {
     pub not_compared: Option<String>,
     /// Differences of the first pass that settled (were in flight).
     pub settled: u64,
+    /// `--repair`: keys re-read from the source through snapshot signals, and target rows
+    /// deleted (keys the source does not hold).
+    pub repaired_resnapshot: u64,
+    pub repaired_deleted: u64,
+    #[serde(skip)]
+    plan: Option<TablePlan>,
+    #[serde(skip)]
+    keys: Vec<Vec<Vec<u8>>>,
+    #[serde(skip)]
+    extra_keys: Vec<Vec<Vec<u8>>>,
+    #[serde(skip)]
+    keys_overflow: bool,
 }
 
 impl TableReport {
@@ -135,6 +150,12 @@ impl TableReport {
             missing_columns: vec![],
             not_compared: Some(why.to_string()),
             settled: 0,
+            repaired_resnapshot: 0,
+            repaired_deleted: 0,
+            plan: None,
+            keys: Vec::new(),
+            extra_keys: Vec::new(),
+            keys_overflow: false,
         }
     }
 
@@ -169,9 +190,144 @@ impl Report {
     }
 }
 
-/// Runs verify: compare, settle, record. `Ok` with the report whatever it found; the caller
-/// turns differences into exit code 1.
+/// Runs verify: compare, settle, (with `repair`) repair and verify again, record. `Ok` with
+/// the report whatever it found; the caller turns differences into exit code 1.
 pub async fn verify(config: &Config, opts: &Options) -> Result<Report, VerifyError> {
+    let report = verify_once(config, opts).await?;
+    if !opts.repair || report.differences() == 0 {
+        return Ok(report);
+    }
+    let started = Instant::now();
+    let repaired = repair_all(config, &report).await?;
+    // The repair flows through capture, the journal and apply: verify again until it has
+    // (each pass settles on its own), or `--settle` is spent.
+    let deadline = Instant::now() + opts.settle;
+    let mut again = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let pass = verify_once(
+            config,
+            &Options {
+                tables: report.tables.iter().map(|t| t.table.clone()).collect(),
+                settle: left,
+                repair: false,
+            },
+        )
+        .await?;
+        if pass.differences() == 0 || Instant::now() >= deadline {
+            break pass;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for t in &mut again.tables {
+        if let Some((resnapshot, deleted)) = repaired.get(&t.table) {
+            t.repaired_resnapshot = *resnapshot;
+            t.repaired_deleted = *deleted;
+        }
+    }
+    again.seconds = report.seconds + started.elapsed().as_secs_f64();
+    record(config, &again)?;
+    Ok(again)
+}
+
+/// Repairs each table's persisting differences ([`repair`]): per table, keys re-read and rows
+/// deleted.
+async fn repair_all(
+    config: &Config,
+    report: &Report,
+) -> Result<BTreeMap<String, (u64, u64)>, VerifyError> {
+    let Some(tc) = &config.target else {
+        return Ok(BTreeMap::new());
+    };
+    let (pg, described) = crate::capture::source::connect(config, "db-sync verify --repair")
+        .await
+        .map_err(|e| VerifyError::Source(e.to_string()))?;
+    let slot = crate::capture::engine_properties(config)
+        .get("slot.name")
+        .cloned()
+        .unwrap_or_default();
+    let active: bool = pg
+        .query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| {
+            VerifyError::Source(format!(
+                "{described}: {}",
+                crate::capture::source::pg_error(&e)
+            ))
+        })?
+        .is_some_and(|r| r.get(0));
+    if !active {
+        return Err(VerifyError::Compare(format!(
+            "--repair re-reads keys through the running capture, and none is connected to replication slot {slot}; start `db-sync run` (or `capture`) and run verify --repair again"
+        )));
+    }
+    let redacted = crate::apply::redact_url(tc.url.expose());
+    let mut my = Session::new(tc.url.expose(), redacted)
+        .map_err(|e| VerifyError::Usage(format!("`target.url` {e}")))?;
+    let dir = config.journal.dir.clone();
+    // No cycle writes to the target while extra rows are deleted.
+    let lock = tokio::task::spawn_blocking(move || crate::state::locks::compact_lock(&dir))
+        .await
+        .map_err(|e| VerifyError::Compare(format!("waiting for compact.lock: {e}")))??;
+    let mut done = BTreeMap::new();
+    for t in report.tables.iter().filter(|t| t.differences() > 0) {
+        let Some(plan) = &t.plan else {
+            continue;
+        };
+        if t.keys_overflow {
+            return Err(VerifyError::Compare(format!(
+                "{}: more than {KEYS_CAP} keys differ, too many for a key-wise repair; rebuild the table with `db-sync backfill --table {} --resnapshot`",
+                t.table, t.table
+            )));
+        }
+        let deleted = repair::delete_extra(&pg, &mut my, plan, &t.extra_keys).await?;
+        let signals = repair::resnapshot(config, &pg, plan, &t.keys).await?;
+        tracing::info!(
+            table = %t.table,
+            resnapshot = t.keys.len(),
+            deleted,
+            signals = signals.len(),
+            "repair: sent"
+        );
+        done.insert(t.table.clone(), (t.keys.len() as u64, deleted));
+    }
+    drop(lock);
+    Ok(done)
+}
+
+/// Records each table's outcome in `verify-state.json` for `status`.
+fn record(config: &Config, report: &Report) -> Result<(), VerifyError> {
+    let dir = &config.journal.dir;
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let runs = report
+        .tables
+        .iter()
+        .map(|t| {
+            (
+                t.table.clone(),
+                crate::state::verify::LastVerify {
+                    finished_at: now.clone(),
+                    rows: t.rows,
+                    differences: t.differences(),
+                    missing: t.missing,
+                    extra: t.extra,
+                    different: t.different,
+                    repaired: t.repaired_resnapshot + t.repaired_deleted,
+                },
+            )
+        })
+        .collect();
+    crate::state::verify::store(dir, &runs)?;
+    Ok(())
+}
+
+/// One verify: compare, settle, record.
+async fn verify_once(config: &Config, opts: &Options) -> Result<Report, VerifyError> {
     let started = Instant::now();
     let Some(tc) = &config.target else {
         return Err(VerifyError::Usage(format!(
@@ -294,7 +450,8 @@ pub async fn verify(config: &Config, opts: &Options) -> Result<Report, VerifyErr
                 compare_table(&pg, &mut my, plan, None, &target_err).await?
             } else {
                 let mut acc = Tally::default();
-                for keys in t.keys.chunks(KEYS_PER_QUERY) {
+                let all: Vec<Vec<Vec<u8>>> = t.keys.iter().chain(&t.extra_keys).cloned().collect();
+                for keys in all.chunks(KEYS_PER_QUERY) {
                     let part = compare_table(&pg, &mut my, plan, Some(keys), &target_err).await?;
                     acc.absorb(part);
                 }
@@ -342,6 +499,12 @@ pub async fn verify(config: &Config, opts: &Options) -> Result<Report, VerifyErr
                 missing_columns: plan.missing_columns.clone(),
                 not_compared: None,
                 settled: first.saturating_sub(t.differences()),
+                repaired_resnapshot: 0,
+                repaired_deleted: 0,
+                plan: Some(plan.clone()),
+                keys: t.keys.clone(),
+                extra_keys: t.extra_keys.clone(),
+                keys_overflow: t.keys_overflow,
             },
             (Ok(plan), None) => TableReport::not_compared(&plan.source, &plan.target, "not read"),
             (Err((table, target, why)), _) => TableReport::not_compared(table, target, why),
@@ -356,27 +519,7 @@ pub async fn verify(config: &Config, opts: &Options) -> Result<Report, VerifyErr
         capture_running,
         seconds: started.elapsed().as_secs_f64(),
     };
-    if dir.is_dir() {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let runs = report
-            .tables
-            .iter()
-            .map(|t| {
-                (
-                    t.table.clone(),
-                    crate::state::verify::LastVerify {
-                        finished_at: now.clone(),
-                        rows: t.rows,
-                        differences: t.differences(),
-                        missing: t.missing,
-                        extra: t.extra,
-                        different: t.different,
-                    },
-                )
-            })
-            .collect();
-        crate::state::verify::store(dir, &runs)?;
-    }
+    record(config, &report)?;
     Ok(report)
 }
 

@@ -336,6 +336,11 @@ impl TablePlan {
 
     /// ` WHERE (k1, k2) IN ((…), …)` for the keys given as their canonical texts.
     fn where_in(&self, keys: &[Vec<Vec<u8>>], pg: bool) -> String {
+        format!(" WHERE {}", self.key_filter(keys, pg))
+    }
+
+    /// `(k1, k2) IN ((…), …)` for the keys given as their canonical texts, on one side.
+    pub fn key_filter(&self, keys: &[Vec<Vec<u8>>], pg: bool) -> String {
         let names: Vec<String> = self
             .keys
             .iter()
@@ -359,7 +364,7 @@ impl TablePlan {
                 format!("({})", lits.join(", "))
             })
             .collect();
-        format!(" WHERE ({}) IN ({})", names.join(", "), tuples.join(", "))
+        format!("({}) IN ({})", names.join(", "), tuples.join(", "))
     }
 }
 

@@ -40,6 +40,12 @@ fn table(r: &Report) -> String {
         ));
     }
     for t in &r.tables {
+        if t.repaired_resnapshot + t.repaired_deleted > 0 {
+            out.push_str(&format!(
+                "{}: repaired before this verify: {} key(s) re-read from the source (incremental snapshot), {} row(s) deleted from `{}`\n",
+                t.table, t.repaired_resnapshot, t.repaired_deleted, t.target_table
+            ));
+        }
         if !t.missing_columns.is_empty() {
             out.push_str(&format!(
                 "{}: target table `{}` lacks column(s) {}\n",

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::schedule::{count, daemon_config};
+use crate::support::audit::{audit_dir, duck, duck_rows, scan};
 use crate::support::target::*;
 use crate::support::types::TYPES_SCHEMA;
 use crate::support::*;
@@ -47,7 +48,8 @@ fn verify_finds_exactly_the_real_differences_of_every_type() {
     // compare by bits).
     sql.exec("DELETE FROM all_types WHERE id IN (5, 6); UPDATE all_types SET c_double = 0, c_real = 0 WHERE id = 4; CREATE TABLE marker (id int PRIMARY KEY)");
     let my = My::fresh(&format!("verify_types_{}", std::process::id()));
-    let mut capture = p.start_capture_with(&format!("{}{}", audit_yaml(&p), my.target_yaml("")));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
+    let mut capture = p.start_capture_with(&extra);
     p.wait_for_events(5, &mut capture, SNAPSHOT_WAIT);
     // Streamed changes too, so both kinds of row are compared.
     sql.exec("UPDATE all_types SET c_text = 'changed', c_num = -0.01, c_ts = '2001-02-03 04:05:06.000007', c_jsonb = '{\"z\": [true, false], \"a\": {\"y\": 1, \"b\": null}}' WHERE id = 3");
@@ -122,10 +124,63 @@ fn verify_finds_exactly_the_real_differences_of_every_type() {
         "{status}"
     );
 
-    // Put the target back: in sync again.
-    my.exec("DELETE FROM all_types WHERE id = 99");
-    let out = p.db_sync(&["backfill", "--table", "public.all_types"]);
-    assert!(out.status.success(), "{}", text(&out));
+    // --repair: the capture re-reads the missing and different keys (`r` events through the
+    // journal, the audit files and apply) and the extra row is deleted; then in sync.
+    let before = p.events().last().unwrap()["seq"].as_u64().unwrap();
+    let capture = p.start_capture_with(&extra);
+    let start = Instant::now();
+    while sql
+        .value(&format!(
+            "SELECT active::text FROM pg_replication_slots WHERE slot_name = '{}'",
+            p.slot()
+        ))
+        .as_deref()
+        != Some("true")
+    {
+        assert!(
+            start.elapsed() < STREAM_WAIT,
+            "capture never connected; log:\n{}",
+            capture.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, out, err) = verify(&p, &["--repair", "--settle", "120", "--format", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}\ncapture log:\n{}", capture.log());
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let t = table_report(&report, "public.all_types");
+    assert_eq!(
+        (&t["missing"], &t["extra"], &t["different"]),
+        (&Value::from(0), &Value::from(0), &Value::from(0)),
+        "{t:#}"
+    );
+    assert_eq!(t["repaired_resnapshot"], 4, "{t:#}");
+    assert_eq!(t["repaired_deleted"], 1, "{t:#}");
+    assert_eq!(
+        my.value("SELECT COUNT(*) FROM all_types WHERE id = 99")
+            .as_deref(),
+        Some("0")
+    );
+    let conn = duck();
+    let rows = duck_rows(
+        &conn,
+        &format!(
+            "SELECT id::VARCHAR FROM {} WHERE _cdc_op = 'r' AND _cdc_seq > {before} ORDER BY id",
+            scan(&audit_dir(&p), "public.all_types")
+        ),
+    );
+    let ids: Vec<&str> = rows.iter().map(|r| r[0].as_deref().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["1", "2", "7", "8"],
+        "the repair's rows in the audit files"
+    );
+    assert_eq!(capture.terminate(STOP_WAIT), 0);
+    let status = p.db_sync(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("verify           public.all_types: 6 row(s), 0 difference(s) (0 missing, 0 extra, 0 different), after repairing 5 row(s)"),
+        "{status}"
+    );
     let (code, out, err) = verify(&p, &["--settle", "5"]);
     assert_eq!(code, 0, "{out}\n{err}");
 
