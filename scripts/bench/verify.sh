@@ -49,13 +49,15 @@ config() {
 }
 
 # --- 1. the journal: the apply benchmark's, or captured -------------------------------------
+# The table's rows are generated deterministically (scripts/sql/bench_wide.sql), so a journal
+# captured from another server's copy holds the same rows.
+if bench_table "$table" "$n" "$ROOT/scripts/sql/bench_wide.sql"; then
+  psql_db bench -c "vacuum analyze public.$table"
+fi
 cache=$CACHE_DIR/bench/apply-journal-$n
 if bench_journal_cached "$cache" "$n"; then
   log "reusing the journal of $n events in $cache"
 else
-  if bench_table "$table" "$n" "$ROOT/scripts/sql/bench_wide.sql"; then
-    psql_db bench -c "vacuum analyze public.$table"
-  fi
   rm -rf "$cache"
   mkdir -p "$cache" "$run_dir/capture"
   config "$cache/journal" "mysql://root@127.0.0.1:$MYSQL_PORT/$mydb" >"$run_dir/capture.yaml"
@@ -69,8 +71,6 @@ else
   [[ $got == "$n" ]] || die "capture journaled $got events, expected $n"
   printf '%s\n' "$n" >"$cache/events"
 fi
-[[ $(psql_db bench -Atc "select count(*) from public.$table") == "$n" ]] ||
-  die "bench.public.$table does not hold $n rows; delete $cache and run again"
 
 # --- 2. the target, in sync (not timed) ------------------------------------------------------
 journal=$run_dir/journal
@@ -110,7 +110,7 @@ echo
 echo "verify benchmark: $n rows of bench.public.$table (10 columns), PostgreSQL $(psql_db bench -Atc 'show server_version') vs MariaDB $(my -N -e 'SELECT VERSION()')"
 echo "host: $(bench_host); whole-process wall time; both servers on this host"
 echo
-bench_results rows "44 9 9 10 12" ours psql mariadb floor
+bench_results rows "58 9 9 10 12" ours psql mariadb floor
 echo
 echo "seconds ratio ours/floor = $(bench_ratio "${secs[ours]}" "${secs[floor]}") (target <= 1.5); ours/(psql + mariadb) = $(bench_ratio "${secs[ours]}" "$(awk -v a="${secs[psql]}" -v b="${secs[mariadb]}" 'BEGIN { print a + b }')")"
 printf 'verify peak RSS = %.0f MB (target <= 256)\n' "$(bench_mb "${rss[ours]}")"
