@@ -91,6 +91,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare each applied table's source and target key by key and value by value; changes in flight settle; exit 1 when differences persist.
+    Verify {
+        /// A source table, SCHEMA.TABLE (repeat for more); default: every applied table.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Seconds to wait at most for differences in flight to be applied (and, with
+        /// --repair, for the repair to be applied).
+        #[arg(long, default_value_t = 120)]
+        settle: u64,
+        /// Repair what persists: re-read the differing keys through an incremental snapshot
+        /// (journaled, audited, applied), delete keys the source does not hold; verify again.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::verify::Format,
+    },
     /// Validate config, jars, JVM, the source's prerequisites and the target; one line per finding.
     Check,
     /// Inspect the journal.
@@ -171,11 +187,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Run => {
+            let metrics = crate::metrics::bind(&config)?;
             let jobs = crate::schedule::load_jobs(&config.jobs_dir)?;
             if jobs.is_empty() {
                 tracing::warn!(jobs_dir = %config.jobs_dir.display(), "no job files: `run` only captures (ship jobs/compact.yaml to compact on a schedule)");
             }
-            run_until_stopped(&config, capture::Options::default(), jobs)
+            run_until_stopped(&config, capture::Options::default(), jobs, metrics)
         }
         Command::Capture {
             exit_after_snapshot,
@@ -185,6 +202,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 exit_after_snapshot,
             },
             Vec::new(),
+            None,
         ),
         Command::Compact { once: _ } => compact(&config),
         Command::Backfill {
@@ -215,6 +233,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             &crate::audit::rollup::Options { table, date },
         )?),
         Command::Status { json } => Ok(crate::status::run(&config, json)?),
+        Command::Verify {
+            tables,
+            settle,
+            repair,
+            format,
+        } => verify(&config, tables, settle, repair, format),
         Command::Check => Ok(crate::check::run(&config)?),
         Command::Journal {
             command: JournalCommand::Dump { from, limit },
@@ -272,6 +296,30 @@ fn compact(config: &Config) -> Result<(), Failure> {
             Err(Failure::usage(format!("{}: {e}", config.path.display())))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn verify(
+    config: &Config,
+    tables: Vec<String>,
+    settle: u64,
+    repair: bool,
+    format: crate::verify::Format,
+) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let opts = crate::verify::Options {
+        tables,
+        settle: std::time::Duration::from_secs(settle),
+        repair,
+    };
+    let report = rt.block_on(crate::verify::verify(config, &opts))?;
+    crate::verify::print(&report, format);
+    match report.differences() {
+        0 => Ok(()),
+        n => Err(Failure::runtime(format!(
+            "verify: {n} difference(s) persist in {} table(s) after settling; the target differs from the source: repair it with `db-sync verify --repair` (through the journal, while capture runs), or rebuild a table with `db-sync backfill --table T --resnapshot`",
+            report.tables.iter().filter(|t| t.differences() > 0).count()
+        ))),
     }
 }
 
@@ -403,6 +451,7 @@ fn run_until_stopped(
     config: &Config,
     options: capture::Options,
     jobs: Vec<crate::schedule::JobSpec>,
+    metrics: Option<std::net::TcpListener>,
 ) -> Result<(), Failure> {
     let rt = runtime()?;
     rt.block_on(async {
@@ -420,6 +469,14 @@ fn run_until_stopped(
                 let _ = signals_tx.send(true);
             }
         });
+        if let Some(listener) = metrics {
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                std::sync::Arc::new(config.clone()),
+                crate::metrics::schedule_period(&jobs),
+                rx.clone(),
+            ));
+        }
         let scheduler = tokio::spawn(crate::schedule::run_jobs(
             std::sync::Arc::new(config.clone()),
             jobs,

@@ -73,6 +73,7 @@ pub async fn run_until(
     let audit = audit::audit_once(config).await?;
     let apply = apply::apply_audited(config, stop).await?;
     let segments_deleted = collect_garbage(config)?;
+    crate::guard::warn_if_over(config).await;
     Ok(Summary {
         audit,
         apply,

@@ -180,7 +180,15 @@ async fn run_job(config: &Config, name: &str, kind: JobKind, stop: &watch::Recei
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
     let result = match kind {
-        JobKind::Compact => match crate::cycle::run_until(config, Some(stop)).await {
+        JobKind::Compact => match crate::cycle::run_until(config, Some(stop))
+            .await
+            .inspect(|s| {
+                let rows = s.apply.as_ref().map_or(0, |a| a.rows);
+                crate::metrics::cycle_done(started.elapsed().as_secs_f64(), Ok(rows))
+            })
+            .inspect_err(|e| {
+                crate::metrics::cycle_done(started.elapsed().as_secs_f64(), Err(e.to_string()))
+            }) {
             Ok(s) if s.did_nothing() => {
                 tracing::debug!(job = %name, "nothing new to compact");
                 "nothing new".to_string()

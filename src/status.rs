@@ -72,6 +72,11 @@ pub struct Status {
     pub audit_retain_days: Option<u64>,
     /// Why the audit store could not be listed, if so.
     pub audit_tables_error: Option<String>,
+    /// The slot guard's warning when the slot retains more WAL than
+    /// `source_guard.max_retained_wal_mb`.
+    pub source_slot_warning: Option<String>,
+    /// The last `db-sync verify` of each table.
+    pub verify: std::collections::BTreeMap<String, crate::state::verify::LastVerify>,
 }
 
 /// A PostgreSQL replication slot as `pg_replication_slots` shows it.
@@ -251,11 +256,15 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         target_error,
         snapshot_sweeps: apply.sweeps.clone(),
         jobs: load_runs(dir),
+        source_slot_warning: source_slot
+            .as_ref()
+            .and_then(|s| crate::guard::over_limit(config, &s.slot, s.retained_wal_bytes)),
         source_slot,
         source_slot_error,
         audit_tables,
         audit_retain_days: config.audit.retain_days,
         audit_tables_error,
+        verify: crate::state::verify::load(dir),
     })
 }
 
@@ -331,6 +340,25 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
         (None, None) => {}
     }
     print_audit_tables(&s);
+    if let Some(w) = &s.source_slot_warning {
+        println!("WARNING          {w}");
+    }
+    for (table, v) in &s.verify {
+        println!(
+            "verify           {table}: {} row(s), {} difference(s) ({} missing, {} extra, {} different){} at {}",
+            v.rows,
+            v.differences,
+            v.missing,
+            v.extra,
+            v.different,
+            if v.repaired > 0 {
+                format!(", after repairing {} row(s)", v.repaired)
+            } else {
+                String::new()
+            },
+            v.finished_at
+        );
+    }
     for j in &s.jobs {
         println!(
             "job {:<12} last run {} ({:.1}s): {}",

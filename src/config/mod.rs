@@ -14,6 +14,7 @@
 
 mod flex;
 mod interpolate;
+mod ops;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use interpolate::{interpolate, InterpolateError};
+pub use ops::{MetricsConfig, SourceGuardConfig};
 pub use secret::{is_secret_key, Secret};
 
 /// A configuration problem: always a bad input, never a runtime failure (exit code 2).
@@ -68,6 +70,10 @@ pub struct Config {
     pub jobs_dir: PathBuf,
     #[serde(default)]
     pub query: QueryConfig,
+    #[serde(default)]
+    pub source_guard: SourceGuardConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The memory db-sync's own work stays within, whatever the row size: decode batches,
     /// apply windows and chunks, backfill reads (see [`Config::budget`]). The JVM's heap is
     /// `engine.jvm_options`' to set.
@@ -484,6 +490,17 @@ impl Config {
             return Err(self.invalid(
                 "audit.retain_days",
                 "must be at least 1 (the current date is always kept), or null to keep every date",
+            ));
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(self.invalid(
+                "metrics.listen",
+                format!(
+                    "is {:?}; use HOST:PORT with an IP address, e.g. 127.0.0.1:9464, or \"\" to turn metrics off",
+                    self.metrics.listen
+                ),
             ));
         }
         if let Some(target) = &self.target {

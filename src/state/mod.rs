@@ -12,6 +12,7 @@
 //!   audit-progress.json       AuditProgress: which sequences are in audit files
 //!   apply-progress.json       ApplyProgress: which sequences are applied to the target
 //!   jobs-state.json           the last run of each scheduled job (`status`)
+//!   verify-state.json         the last `verify` of each table (`status`)
 //!   writer.lock               held by the one capture that appends to the journal
 //!   compact.lock              held by the one cycle (or backfill) that audits / applies
 //!   seal.request              a cycle asks the running capture to roll the active segment
@@ -38,6 +39,7 @@ pub mod identity;
 pub mod jobs;
 pub mod locks;
 pub mod progress;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

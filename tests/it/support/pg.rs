@@ -142,8 +142,15 @@ impl Pipeline {
         self.dir.path().join("config.yaml")
     }
 
-    /// Writes the config with `password` and `extra` YAML appended at the top level.
+    /// Writes the config with `password` and `extra` YAML appended at the top level (or
+    /// continuing the `journal:` section). Metrics are off unless `extra` sets `metrics:`
+    /// (tests run many daemons at once, and the default port would be taken).
     pub fn write_config_with(&self, password: &str, port: u16, extra: &str) -> PathBuf {
+        let metrics_off = if extra.contains("metrics:") {
+            ""
+        } else {
+            "metrics:\n  listen: \"\"\n"
+        };
         let mut source = format!(
             "  connector.class: io.debezium.connector.postgresql.PostgresConnector\n  database.hostname: 127.0.0.1\n  database.port: {port}\n  database.user: postgres\n  database.password: {password}\n  database.dbname: {db}\n  table.include.list: {tables}\n  offset.storage.file.filename: {dir}/offsets.dat\n  schema.history.internal.file.filename: {dir}/history.dat\n",
             db = self.db,
@@ -154,11 +161,13 @@ impl Pipeline {
             source.push_str(&format!("  {k}: {v}\n"));
         }
         let text = format!(
-            "name: {name}\nsource:\n{source}engine:\n  lib_dir: {lib}\n  jvm_options: [-Xmx256m]\njournal:\n  dir: {journal}\n  segment_max_bytes: {seg}\n{extra}",
+            "name: {name}\nsource:\n{source}engine:\n  lib_dir: {lib}\n  jvm_options: [-Xmx256m]\njournal:\n  dir: {journal}\n  segment_max_bytes: {seg}\n{extra}{sep}{metrics_off}",
             name = self.name,
             lib = root().join("debezium/lib").display(),
             journal = self.journal_dir().display(),
             seg = 1 << 20,
+            // After `extra`, which may continue the `journal:` section.
+            sep = if extra.is_empty() || extra.ends_with('\n') { "" } else { "\n" },
         );
         let path = self.config_path();
         std::fs::write(&path, text).expect("write config");

@@ -1,0 +1,607 @@
+//! `/metrics` (Prometheus text, through the `prometheus-client` crate) and `/healthz`, served
+//! by `db-sync run` on `metrics.listen`.
+//!
+//! Where each number comes from, so it always agrees with the state directory and `status`:
+//!
+//! - **Counters by table and op** (events captured, changes applied) are counted from the
+//!   journal itself: a tailer reads the events journaled since it last looked (at each scrape
+//!   and every 10 s, so journal GC never outruns it), and the events between the previous and
+//!   the current `applied_through`. They count from the start of this process.
+//! - **Cycle metrics** (duration histogram, failures, last success, merged rows written) are
+//!   recorded by the scheduler when a cycle ends ([`cycle_done`]).
+//! - **Gauges** (journal bytes and segments, last journaled / audited / applied seq, lags, the
+//!   slot's retained WAL and active flag, rejected rows, verify differences) are read at scrape
+//!   time with [`crate::status::collect`], as `status` reads them.
+//!
+//! `/healthz` answers `200 ok`, or `503` with one line naming the first problem: capture not
+//! running (not connected to its slot), the last cycle failed, no cycle succeeded within three
+//! schedule periods, or the slot over `source_guard.max_retained_wal_mb`.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::{Classify, ErrorKind};
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: `metrics.listen` {addr}: cannot listen ({source}); set it to a free HOST:PORT, or to \"\" to turn metrics off")]
+pub struct ListenError {
+    path: String,
+    addr: String,
+    source: std::io::Error,
+}
+
+impl Classify for ListenError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Config
+    }
+}
+
+/// Binds `metrics.listen` before anything starts, so a taken port is one line at once;
+/// `None` when metrics are off.
+pub fn bind(config: &Config) -> Result<Option<std::net::TcpListener>, ListenError> {
+    if config.metrics.listen.is_empty() {
+        return Ok(None);
+    }
+    let err = |source| ListenError {
+        path: config.path.display().to_string(),
+        addr: config.metrics.listen.clone(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(&config.metrics.listen).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(Some(listener))
+}
+
+/// The process's metrics (one pipeline per process).
+pub struct Metrics {
+    registry: Registry,
+    events_captured: Family<Labels, Counter>,
+    changes_applied: Family<Labels, Counter>,
+    rows_written: Counter,
+    cycle_seconds: Histogram,
+    cycle_failures: Counter,
+    cycles: Counter,
+    last_success: Gauge<f64, AtomicU64>,
+    journal_bytes: Gauge,
+    journal_segments: Gauge,
+    last_journaled: Gauge,
+    audited_through: Gauge,
+    applied_through: Gauge,
+    audit_lag_events: Gauge,
+    audit_lag_seconds: Gauge<f64, AtomicU64>,
+    apply_lag_events: Gauge,
+    apply_lag_seconds: Gauge<f64, AtomicU64>,
+    slot_retained: Gauge,
+    slot_active: Gauge,
+    slot_over_limit: Gauge,
+    rejected_rows: Gauge,
+    verify_differences: Family<Labels, Gauge>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Journal events counted into `events_captured` (through this seq).
+    captured_through: Option<u64>,
+    /// Events counted into `changes_applied` (through this seq).
+    applied_counted: Option<u64>,
+    /// The last cycle's outcome: `Err` with its message when it failed.
+    last_cycle: Option<Result<(), String>>,
+    last_success_at: Option<Instant>,
+    started: Option<Instant>,
+}
+
+static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+
+/// The metrics of this process, registered on first use.
+pub fn global() -> &'static Metrics {
+    GLOBAL.get_or_init(Metrics::new)
+}
+
+/// Records the end of a scheduled cycle: how long it took, whether it failed, and the merged
+/// rows it wrote.
+pub fn cycle_done(seconds: f64, outcome: Result<u64, String>) {
+    let m = global();
+    m.cycles.inc();
+    m.cycle_seconds.observe(seconds);
+    let mut st = m.state.lock().unwrap_or_else(|p| p.into_inner());
+    match outcome {
+        Ok(rows) => {
+            m.rows_written.inc_by(rows);
+            m.last_success
+                .set(chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+            st.last_success_at = Some(Instant::now());
+            st.last_cycle = Some(Ok(()));
+        }
+        Err(e) => {
+            m.cycle_failures.inc();
+            st.last_cycle = Some(Err(e));
+        }
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("db_sync");
+        let events_captured = Family::<Labels, Counter>::default();
+        let changes_applied = Family::<Labels, Counter>::default();
+        let rows_written = Counter::default();
+        let cycle_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        let cycle_failures = Counter::default();
+        let cycles = Counter::default();
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        let verify_differences = Family::<Labels, Gauge>::default();
+        let g = Gauge::<i64>::default;
+        let f = Gauge::<f64, AtomicU64>::default;
+        let (journal_bytes, journal_segments, last_journaled) = (g(), g(), g());
+        let (audited_through, applied_through) = (g(), g());
+        let (audit_lag_events, apply_lag_events) = (g(), g());
+        let (audit_lag_seconds, apply_lag_seconds) = (f(), f());
+        let (slot_retained, slot_active, slot_over_limit, rejected_rows) = (g(), g(), g(), g());
+        let r = &mut registry;
+        r.register(
+            "events_captured",
+            "Events journaled by capture since this process started, by source table and op (c, u, d, r, t)",
+            events_captured.clone(),
+        );
+        r.register(
+            "changes_applied",
+            "Journaled changes applied to the target since this process started, by source table and op (d: deletes)",
+            changes_applied.clone(),
+        );
+        r.register(
+            "rows_written",
+            "Target rows written or deleted after merging per key, by the scheduled cycles",
+            rows_written.clone(),
+        );
+        r.register(
+            "cycle_duration_seconds",
+            "Duration of the scheduled compaction cycles (audit, apply, GC)",
+            cycle_seconds.clone(),
+        );
+        r.register("cycles", "Scheduled compaction cycles run", cycles.clone());
+        r.register(
+            "cycle_failures",
+            "Scheduled compaction cycles that failed",
+            cycle_failures.clone(),
+        );
+        r.register(
+            "last_successful_cycle_timestamp_seconds",
+            "Unix time the last scheduled cycle succeeded (0: none yet)",
+            last_success.clone(),
+        );
+        r.register(
+            "journal_bytes",
+            "Bytes in journal segments",
+            journal_bytes.clone(),
+        );
+        r.register(
+            "journal_segments",
+            "Journal segments",
+            journal_segments.clone(),
+        );
+        r.register(
+            "last_journaled_seq",
+            "Last journaled sequence",
+            last_journaled.clone(),
+        );
+        r.register(
+            "audited_through_seq",
+            "Every sequence up to this one is in an audit file",
+            audited_through.clone(),
+        );
+        r.register(
+            "applied_through_seq",
+            "Every sequence up to this one is applied to the target",
+            applied_through.clone(),
+        );
+        r.register(
+            "audit_lag_events",
+            "Journaled events not yet in audit files",
+            audit_lag_events.clone(),
+        );
+        r.register(
+            "audit_lag_seconds",
+            "Age of the oldest journaled event not yet in an audit file",
+            audit_lag_seconds.clone(),
+        );
+        r.register(
+            "apply_lag_events",
+            "Journaled events not yet applied to the target",
+            apply_lag_events.clone(),
+        );
+        r.register(
+            "apply_lag_seconds",
+            "Age of the oldest journaled event not yet applied",
+            apply_lag_seconds.clone(),
+        );
+        r.register(
+            "slot_retained_wal_bytes",
+            "WAL the source keeps for the replication slot",
+            slot_retained.clone(),
+        );
+        r.register(
+            "slot_active",
+            "1 when a capture is connected to the replication slot",
+            slot_active.clone(),
+        );
+        r.register(
+            "slot_over_limit",
+            "1 when the slot retains more WAL than source_guard.max_retained_wal_mb",
+            slot_over_limit.clone(),
+        );
+        r.register(
+            "rejected_rows",
+            "Rows of this pipeline in the target's _db_sync_rejected",
+            rejected_rows.clone(),
+        );
+        r.register(
+            "verify_differences",
+            "Differences the last `db-sync verify` of each table found",
+            verify_differences.clone(),
+        );
+        Metrics {
+            registry,
+            events_captured,
+            changes_applied,
+            rows_written,
+            cycle_seconds,
+            cycle_failures,
+            cycles,
+            last_success,
+            journal_bytes,
+            journal_segments,
+            last_journaled,
+            audited_through,
+            applied_through,
+            audit_lag_events,
+            audit_lag_seconds,
+            apply_lag_events,
+            apply_lag_seconds,
+            slot_retained,
+            slot_active,
+            slot_over_limit,
+            rejected_rows,
+            verify_differences,
+            state: Mutex::new(State {
+                started: Some(Instant::now()),
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Counts the events journaled and applied since the last call.
+    fn tail(&self, config: &Config) {
+        let dir = &config.journal.dir;
+        if !dir.is_dir() {
+            return;
+        }
+        let applied = crate::state::ApplyProgress::load(dir)
+            .map(|p| p.applied_through)
+            .unwrap_or(0);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // From the start of this process: what was journaled and applied before is not counted.
+        let last = last_seq(dir);
+        let captured_from = *st.captured_through.get_or_insert(last);
+        let applied_from = *st.applied_counted.get_or_insert(applied);
+        let mut counts: HashMap<(bool, String, char), u64> = HashMap::new();
+        let from = captured_from.min(applied_from) + 1;
+        let mut seen = captured_from;
+        let read = crate::journal::read_events(dir, from, |e| {
+            let op = crate::journal::event::EventHeader::parse(e.body)
+                .map(|h| char::from(h.op))
+                .unwrap_or('?');
+            if e.seq > captured_from {
+                *counts
+                    .entry((true, e.schema.table.clone(), op))
+                    .or_default() += 1;
+                seen = e.seq;
+            }
+            if e.seq > applied_from && e.seq <= applied {
+                *counts
+                    .entry((false, e.schema.table.clone(), op))
+                    .or_default() += 1;
+            }
+            Ok(true)
+        });
+        if let Err(e) = read {
+            tracing::debug!("metrics: reading the journal: {e}");
+            return;
+        }
+        for ((captured, table, op), n) in counts {
+            let labels = vec![
+                ("table".to_string(), table),
+                ("op".to_string(), op.to_string()),
+            ];
+            let family = if captured {
+                &self.events_captured
+            } else {
+                &self.changes_applied
+            };
+            family.get_or_create(&labels).inc_by(n);
+        }
+        st.captured_through = Some(seen);
+        st.applied_counted = Some(applied.max(applied_from));
+    }
+
+    /// Reads the gauges as `status` does (blocking: files and two short queries).
+    fn refresh(&self, config: &Config) -> Option<crate::status::Status> {
+        self.tail(config);
+        let s = match crate::status::collect(config) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("metrics: status: {e}");
+                return None;
+            }
+        };
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.journal_bytes.set(i(s.journal_bytes));
+        self.journal_segments.set(i(s.segments as u64));
+        self.last_journaled.set(i(s.last_journaled_seq));
+        self.audited_through.set(i(s.audited_through));
+        self.applied_through.set(i(s.applied_through));
+        self.audit_lag_events.set(i(s.audit_lag_events));
+        self.audit_lag_seconds.set(s.audit_lag_seconds);
+        self.apply_lag_events.set(i(s.apply_lag_events));
+        self.apply_lag_seconds.set(s.apply_lag_seconds);
+        if let Some(slot) = &s.source_slot {
+            self.slot_retained.set(slot.retained_wal_bytes);
+            self.slot_active.set(i64::from(slot.active));
+        } else {
+            self.slot_active.set(0);
+        }
+        self.slot_over_limit
+            .set(i64::from(s.source_slot_warning.is_some()));
+        self.rejected_rows.set(i(s.rejected_rows.unwrap_or(0)));
+        for (table, v) in &s.verify {
+            self.verify_differences
+                .get_or_create(&vec![("table".to_string(), table.clone())])
+                .set(i(v.differences));
+        }
+        Some(s)
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        // A String never fails to take text.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// `None` when healthy, else the reason.
+    fn unhealthy(
+        &self,
+        s: Option<&crate::status::Status>,
+        period: Option<Duration>,
+    ) -> Option<String> {
+        let Some(s) = s else {
+            return Some("cannot read the state directory".into());
+        };
+        match (&s.source_slot, &s.source_slot_error) {
+            (Some(slot), _) if !slot.active => {
+                return Some(format!(
+                    "capture is not running: no capture is connected to replication slot {}",
+                    slot.slot
+                ))
+            }
+            (None, Some(e)) => return Some(format!("capture state unknown: {e}")),
+            (None, None) => {
+                return Some(
+                    "capture is not running: the replication slot does not exist yet".into(),
+                )
+            }
+            _ => {}
+        }
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Err(e)) = &st.last_cycle {
+            return Some(format!("the last compaction cycle failed: {e}"));
+        }
+        if let Some(period) = period {
+            let since = st.last_success_at.or(st.started).map(|t| t.elapsed());
+            if since.is_some_and(|d| d > period * 3) {
+                return Some(format!(
+                    "no compaction cycle succeeded in the last {:.0}s (three schedule periods of {:.0}s)",
+                    since.unwrap_or_default().as_secs_f64(),
+                    period.as_secs_f64()
+                ));
+            }
+        }
+        s.source_slot_warning.clone()
+    }
+}
+
+/// The last journaled sequence (0 for an empty journal).
+fn last_seq(dir: &std::path::Path) -> u64 {
+    let Ok(segments) = crate::journal::segments(dir) else {
+        return 0;
+    };
+    let mut last = segments.last().map_or(0, |s| s.first_seq.saturating_sub(1));
+    let _ = crate::journal::read_events(dir, segments.last().map_or(0, |s| s.first_seq), |e| {
+        last = e.seq;
+        Ok(true)
+    });
+    last
+}
+
+/// The longest gap between the next few ticks of the compact jobs' schedules (the longest
+/// job's); `None` without a compact job.
+pub fn schedule_period(jobs: &[crate::schedule::JobSpec]) -> Option<Duration> {
+    let parser = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build();
+    let now = chrono::Utc::now();
+    jobs.iter()
+        .filter(|j| j.kind == crate::schedule::JobKind::Compact)
+        .filter_map(|j| {
+            let cron = parser.parse(&j.schedule).ok()?;
+            let ticks: Vec<_> = cron.iter_after(now).take(4).collect();
+            ticks
+                .windows(2)
+                .filter_map(|w| (w[1] - w[0]).to_std().ok())
+                .max()
+        })
+        .min()
+}
+
+/// Serves `/metrics` and `/healthz` until `stop` turns true.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    config: Arc<Config>,
+    period: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("metrics: cannot serve: {e}");
+            return;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics and /healthz");
+    }
+    let metrics = global();
+    // Count what is journaled from now on, and keep the tail close behind journal GC.
+    {
+        let config = config.clone();
+        let _ = tokio::task::spawn_blocking(move || metrics.tail(&config)).await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || metrics.tail(&config));
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let config = config.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let config = config.clone();
+                        async move { Ok::<_, std::convert::Infallible>(answer(req.uri().path(), config, period).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+async fn answer(
+    path: &str,
+    config: Arc<Config>,
+    period: Option<Duration>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let metrics = global();
+    let (status, content_type, body) = match path {
+        "/metrics" => {
+            let body = tokio::task::spawn_blocking(move || {
+                metrics.refresh(&config);
+                metrics.encode()
+            })
+            .await
+            .unwrap_or_default();
+            (
+                200,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                body,
+            )
+        }
+        "/healthz" => {
+            let verdict = tokio::task::spawn_blocking(move || {
+                let s = metrics.refresh(&config);
+                metrics.unhealthy(s.as_ref(), period)
+            })
+            .await
+            .unwrap_or_else(|_| Some("the health check panicked".into()));
+            match verdict {
+                None => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
+                Some(why) => (503, "text/plain; charset=utf-8", format!("{why}\n")),
+            }
+        }
+        _ => (
+            404,
+            "text/plain; charset=utf-8",
+            "not found: try /metrics or /healthz\n".to_string(),
+        ),
+    };
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_period_is_the_gap_between_ticks() {
+        let job = |schedule: &str| crate::schedule::JobSpec {
+            file: "j.yaml".into(),
+            name: "compact".into(),
+            schedule: schedule.into(),
+            kind: crate::schedule::JobKind::Compact,
+        };
+        assert_eq!(
+            schedule_period(&[job("*/5 * * * * *")]),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            schedule_period(&[job("0 * * * * *")]),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(schedule_period(&[]), None);
+    }
+
+    #[test]
+    fn the_text_format_names_every_metric() {
+        let m = Metrics::new();
+        m.events_captured
+            .get_or_create(&vec![
+                ("table".into(), "public.t".into()),
+                ("op".into(), "c".into()),
+            ])
+            .inc_by(3);
+        let text = m.encode();
+        assert!(
+            text.contains("db_sync_events_captured_total{table=\"public.t\",op=\"c\"} 3"),
+            "{text}"
+        );
+        for name in [
+            "db_sync_cycle_duration_seconds_bucket",
+            "db_sync_cycle_failures_total",
+            "db_sync_slot_retained_wal_bytes",
+            "db_sync_apply_lag_seconds",
+        ] {
+            assert!(text.contains(name), "{name}: {text}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `verify --repair`: differences that persisted are repaired through the normal path, so the
+//! repair is journaled, audited and applied like any change.
+//!
+//! - Keys missing in the target or different there are re-read from the source through
+//!   Debezium's signalling table: `execute-snapshot` signals of type `incremental` whose
+//!   `additional-conditions` filter names exactly those keys. Their rows arrive as `r` events
+//!   in the journal, the audit files and the target. The running capture (`db-sync run` or
+//!   `capture`) executes them: without one connected to the slot, repair refuses.
+//! - Keys only in the target (a snapshot cannot bring a deletion) are deleted there, in
+//!   transactions of at most 500 keys, while verify holds `compact.lock` (no cycle writes
+//!   meanwhile) and after a fresh source snapshot shows each key still absent. A key inserted
+//!   at the source after that snapshot is journaled, and applied after the delete.
+//!   Deleting an absent key changes nothing, so a re-run after a crash is harmless.
+//!
+//! Every repair is logged; verify counts it in its report and in `verify-state.json`.
+
+use mysql_async::prelude::Queryable;
+
+use super::plan::{pg_ident, TablePlan};
+use super::VerifyError;
+use crate::apply::sql::Session;
+use crate::config::Config;
+
+/// The most characters of one signal's `data` (the signalling table's column is VARCHAR(2048)).
+const SIGNAL_DATA_MAX: usize = 2000;
+/// Keys per delete transaction.
+const DELETE_KEYS: usize = 500;
+
+/// Asks the capture for an incremental snapshot of `keys` of `plan`'s table, in as many
+/// signals as their filters need.
+pub async fn resnapshot(
+    config: &Config,
+    pg: &tokio_postgres::Client,
+    plan: &TablePlan,
+    keys: &[Vec<Vec<u8>>],
+) -> Result<Vec<String>, VerifyError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let collection = crate::capture::signal::collection(config).ok_or_else(|| {
+        VerifyError::Usage(
+            "--repair needs Debezium's signalling table (`source.signal.data.collection`; db-sync sets it by default: do not set it empty)".into(),
+        )
+    })?;
+    let table = &plan.source;
+    let quoted_collection = collection
+        .split_once('.')
+        .map_or(pg_ident(&collection), |(s, t)| {
+            format!("{}.{}", pg_ident(s), pg_ident(t))
+        });
+    let data_of = |chunk: &[Vec<Vec<u8>>]| {
+        serde_json::json!({
+            "data-collections": [table],
+            "type": "incremental",
+            "additional-conditions": [{
+                "data-collection": table,
+                "filter": plan.key_filter(chunk, true),
+            }],
+        })
+        .to_string()
+    };
+    // Pack keys into signals whose data fits the signalling table's column.
+    let mut chunks: Vec<&[Vec<Vec<u8>>]> = Vec::new();
+    let mut start = 0;
+    while start < keys.len() {
+        let mut end = start + 1;
+        while end < keys.len() && data_of(&keys[start..end + 1]).len() <= SIGNAL_DATA_MAX {
+            end += 1;
+        }
+        if data_of(&keys[start..end]).len() > SIGNAL_DATA_MAX {
+            return Err(VerifyError::Compare(format!(
+                "{table}: key {} is too long for a snapshot signal; rebuild the table with `db-sync backfill --table {table} --resnapshot`",
+                super::compare::show_key(plan, &keys[start])
+            )));
+        }
+        chunks.push(&keys[start..end]);
+        start = end;
+    }
+    let mut ids = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let id = format!(
+            "db-sync-repair-{}-{}-{i}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+            std::process::id()
+        );
+        pg.execute(
+            &format!(
+                "INSERT INTO {quoted_collection} (id, type, data) VALUES ($1, 'execute-snapshot', $2)"
+            ),
+            &[&id, &data_of(chunk)],
+        )
+        .await
+        .map_err(|e| {
+            VerifyError::Source(format!(
+                "cannot insert the repair's snapshot signal into {collection}: {}",
+                crate::capture::source::pg_error(&e)
+            ))
+        })?;
+        tracing::info!(table = %table, keys = chunk.len(), signal = %id, "repair: asked the capture for an incremental snapshot of the differing keys");
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Deletes from the target the `keys` the source (at a fresh snapshot) does not hold. The
+/// caller holds `compact.lock`.
+pub async fn delete_extra(
+    pg: &tokio_postgres::Client,
+    my: &mut Session,
+    plan: &TablePlan,
+    keys: &[Vec<Vec<u8>>],
+) -> Result<u64, VerifyError> {
+    let mut deleted = 0;
+    for chunk in keys.chunks(DELETE_KEYS) {
+        // Which of them the source holds now: those stay.
+        let key_cols: Vec<String> = plan.keys.iter().map(|k| k.column.pg.clone()).collect();
+        let (schema, name) = plan
+            .source
+            .split_once('.')
+            .unwrap_or(("public", &plan.source));
+        let sql = format!(
+            "SELECT {} FROM {}.{} WHERE {}",
+            key_cols
+                .iter()
+                .map(|c| format!("({c})::text"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            pg_ident(schema),
+            pg_ident(name),
+            plan.key_filter(chunk, true)
+        );
+        let rows = pg.query(&sql, &[]).await.map_err(|e| {
+            VerifyError::Source(format!(
+                "re-reading keys of {}: {}",
+                plan.source,
+                crate::capture::source::pg_error(&e)
+            ))
+        })?;
+        let present: std::collections::HashSet<Vec<Vec<u8>>> = rows
+            .iter()
+            .map(|r| {
+                (0..plan.keys.len())
+                    .map(|i| r.get::<_, String>(i).into_bytes())
+                    .collect()
+            })
+            .collect();
+        let absent: Vec<Vec<Vec<u8>>> = chunk
+            .iter()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        if absent.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "DELETE FROM {} WHERE {}",
+            super::plan::my_ident(&plan.target),
+            plan.key_filter(&absent, false)
+        );
+        let url = my.url.clone();
+        let target_err = |e: mysql_async::Error| VerifyError::Target {
+            url: url.clone(),
+            message: format!("deleting extra keys of `{}`: {e}", plan.target),
+        };
+        let conn = my.conn().await.map_err(|e| VerifyError::Target {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let mut tx = conn
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .map_err(target_err)?;
+        tx.query_drop(&sql).await.map_err(target_err)?;
+        deleted += tx.affected_rows();
+        tx.commit().await.map_err(target_err)?;
+        tracing::info!(table = %plan.source, target = %plan.target, rows = deleted, "repair: deleted target rows whose keys the source does not hold");
+    }
+    Ok(deleted)
+}
