@@ -57,8 +57,10 @@ ensure_packages() {
     for p in mariadbd mariadb-install-db mariadb-admin mariadb; do
       command -v "$p" >/dev/null || { missing+=(mariadb-server); break; }
     done
-    # Certificates for the TLS test servers (services.sh --tls).
+    # Certificates for the TLS test servers (services.sh --tls); the metrics test scrapes
+    # /metrics with curl.
     command -v openssl >/dev/null || missing+=(openssl)
+    command -v curl >/dev/null || missing+=(curl)
   fi
   ((${#missing[@]} == 0)) && return 0
   need_apt "${missing[@]}"
