@@ -17,6 +17,7 @@ pub mod jvm;
 mod prepare;
 pub mod publication;
 pub mod signal;
+mod sizing;
 pub mod source;
 pub mod wire;
 
@@ -366,7 +367,8 @@ pub async fn run(
 ) -> Result<Summary, CaptureError> {
     let mut identity = prepare::identity(config).await?;
     let journal = Journal::open(&config.journal.dir, config.journal.segment_max_bytes)?;
-    let props = engine_properties(config);
+    let mut props = engine_properties(config);
+    sizing::fit(config, &mut props).await;
     prepare::adopt_legacy_files(config, &props);
     prepare::check_offsets(config, &props, &journal, &identity)?;
     prepare::check_source(config, &mut identity).await?;
