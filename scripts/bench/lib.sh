@@ -176,6 +176,8 @@ bench_props() {
 
 # db-sync's engine defaults (src/capture/mod.rs engine_properties) spelled out, for
 # bench_props: the capture benchmark gives its plain-JVM runs the same properties as db-sync.
+# For the benchmarks' small rows db-sync sizes the queue, batches and fetches as Debezium's
+# own defaults (src/capture/sizing.rs), so those are left unset here.
 # shellcheck disable=SC2034 # for the benchmarks
 bench_engine_props=(
   topic.prefix=bench
@@ -186,6 +188,10 @@ bench_engine_props=(
   offset.flush.interval.ms=1000
   schema.history.internal=io.debezium.storage.file.history.FileSchemaHistory
   tombstones.on.delete=false
+  max.queue.size.in.bytes=67108864
+  skipped.operations=none
+  publish.via.partition.root=true
+  column.propagate.source.type=.*
 )
 
 # bench_source TABLE SLOT STATE_DIR [KEY=VALUE...] — the `source:` block of a db-sync config:
