@@ -223,6 +223,16 @@ pub fn write_decimal(out: &mut Vec<u8>, unscaled: i128, scale: i8) {
     }
 }
 
+/// `v` in `unit` as microseconds; `None` when it has nanoseconds a microsecond cannot hold
+/// (or overflows).
+fn exact_micros(unit: Unit, v: i64) -> Option<i64> {
+    match unit {
+        Unit::Nano if v % 1000 == 0 => Some(v / 1000),
+        Unit::Nano => None,
+        _ => v.checked_mul(unit.to_micros()),
+    }
+}
+
 fn write_date(out: &mut Vec<u8>, days: i32) -> Result<(), Unrepresentable> {
     let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
         .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(days as i64)))
@@ -343,12 +353,7 @@ pub fn default_literal(logical: &Logical, value: &serde_json::Value) -> Option<S
             return Some(quoted(&text(out)?));
         }
         (Logical::Timestamp(unit), J::Number(n)) => {
-            let v = n.as_i64()?;
-            let us = match unit {
-                Unit::Nano if v % 1000 == 0 => v / 1000,
-                Unit::Nano => return None,
-                _ => v.checked_mul(unit.to_micros())?,
-            };
+            let us = exact_micros(*unit, n.as_i64()?)?;
             let mut out = Vec::new();
             write_timestamp(&mut out, us).ok()?;
             return Some(quoted(&text(out)?));
@@ -360,12 +365,7 @@ pub fn default_literal(logical: &Logical, value: &serde_json::Value) -> Option<S
             return Some(quoted(&text(out)?));
         }
         (Logical::Time(unit), J::Number(n)) => {
-            let v = n.as_i64()?;
-            let us = match unit {
-                Unit::Nano if v % 1000 == 0 => v / 1000,
-                Unit::Nano => return None,
-                _ => v.checked_mul(unit.to_micros())?,
-            };
+            let us = exact_micros(*unit, n.as_i64()?)?;
             let mut out = Vec::new();
             write_time(&mut out, us).ok()?;
             return Some(quoted(&text(out)?));

@@ -4,7 +4,6 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 /// `T` as itself, or parsed from a string.
@@ -22,17 +21,27 @@ where
     }
     match Either::<T>::deserialize(d)? {
         Either::Value(v) => Ok(v),
-        Either::Text(s) => s.trim().parse().map_err(|e| {
-            let want = std::any::type_name::<T>();
-            let want = want.rsplit("::").next().unwrap_or(want);
-            let want = if want == "bool" {
-                "true or false"
-            } else {
-                "a whole number"
-            };
-            D::Error::custom(format!("{s:?} is not {want} ({e})"))
-        }),
+        Either::Text(s) => from_text(&s),
     }
+}
+
+/// `s` parsed as `T`, or an error that says what the value should be.
+fn from_text<T, E>(s: &str) -> Result<T, E>
+where
+    T: FromStr,
+    T::Err: Display,
+    E: serde::de::Error,
+{
+    s.trim().parse().map_err(|e| {
+        let want = std::any::type_name::<T>();
+        let want = want.rsplit("::").next().unwrap_or(want);
+        let want = if want == "bool" {
+            "true or false"
+        } else {
+            "a whole number"
+        };
+        E::custom(format!("{s:?} is not {want} ({e})"))
+    })
 }
 
 /// [`parse`] for an optional value: `null` (or no key) is `None`.
@@ -51,10 +60,6 @@ where
     match Option::<Either<T>>::deserialize(d)? {
         None => Ok(None),
         Some(Either::Value(v)) => Ok(Some(v)),
-        Some(Either::Text(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e| D::Error::custom(format!("{s:?} is not a valid value here: {e}"))),
+        Some(Either::Text(s)) => from_text(&s).map(Some),
     }
 }

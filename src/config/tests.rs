@@ -75,6 +75,15 @@ fn bad_values_are_named_with_their_path() {
         "{e}"
     );
 
+    // An optional number says the same.
+    let e = parse(&format!("{MINIMAL}audit:\n  retain_days: soon\n")).unwrap_err();
+    assert!(
+        e.to_string().ends_with(
+            "`audit.retain_days` \"soon\" is not a whole number (invalid digit found in string)"
+        ),
+        "{e}"
+    );
+
     let e = parse(&format!("{MINIMAL}journal:\n  segment_max_bytes: 10\n")).unwrap_err();
     assert!(
         e.to_string().contains("`journal.segment_max_bytes` is 10"),
