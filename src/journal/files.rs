@@ -71,31 +71,6 @@ pub fn seal(
     Ok(())
 }
 
-/// The last sequence of the window that starts at `from`: at most `max_events` events and
-/// about `max_bytes` of event bodies (at least one event), and never past `through`.
-pub fn window_end(
-    dir: &Path,
-    from: u64,
-    through: u64,
-    max_events: u64,
-    max_bytes: usize,
-) -> Result<u64, JournalError> {
-    let mut end = from;
-    let mut bytes = 0usize;
-    read_events(dir, from, |e| {
-        if e.seq > through || e.seq >= from + max_events.max(1) {
-            return Ok(false);
-        }
-        if e.seq > from && bytes + e.body.len() > max_bytes {
-            return Ok(false);
-        }
-        bytes += e.body.len();
-        end = e.seq;
-        Ok(true)
-    })?;
-    Ok(end.min(through))
-}
-
 /// Deletes sealed segments whose every event is at or below `through` and that were last
 /// written before `cutoff`. Never the active segment. Returns the paths deleted.
 pub fn delete_segments_through(
@@ -179,10 +154,17 @@ pub fn read_events(
             }
         }
         let _ = first_seq;
-        let bytes = segment::read_all(path)?;
-        Header::decode(path, &bytes)?;
-        let mut schemas: HashMap<u32, (TableSchema, &[u8])> = HashMap::new();
-        let mut frames = Frames::new(&bytes);
+        let contents = if is_active {
+            segment::Contents::Read(segment::read_all(path)?)
+        } else {
+            segment::map(path)?
+        };
+        let bytes: &[u8] = &contents;
+        Header::decode(path, bytes)?;
+        // Looked up for every event: not with SipHash.
+        let mut schemas: HashMap<u32, (TableSchema, &[u8]), foldhash::fast::RandomState> =
+            HashMap::default();
+        let mut frames = Frames::new(bytes);
         loop {
             match frames.next() {
                 Ok(None) => break,
@@ -222,7 +204,7 @@ pub fn read_events(
                 // The active segment's tail may be mid-write or torn: its end, not corruption,
                 // unless whole frames follow the bad one.
                 Err(bad)
-                    if is_active && segment::valid_frame_after(&bytes, bad.offset).is_none() =>
+                    if is_active && segment::valid_frame_after(bytes, bad.offset).is_none() =>
                 {
                     break
                 }

@@ -277,6 +277,36 @@ pub fn read_all(path: &Path) -> Result<Vec<u8>, JournalError> {
     Ok(bytes)
 }
 
+/// A segment's bytes: read, or mapped.
+pub enum Contents {
+    Read(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Contents {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Contents::Read(v) => v,
+            Contents::Mapped(m) => m,
+        }
+    }
+}
+
+/// A sealed segment, mapped: read without copying it (apply reads a window twice).
+pub fn map(path: &Path) -> Result<Contents, JournalError> {
+    let f = File::open(path).map_err(|e| JournalError::io(path, e))?;
+    if f.metadata().map_err(|e| JournalError::io(path, e))?.len() == 0 {
+        return Ok(Contents::Read(Vec::new()));
+    }
+    // SAFETY: a sealed segment is never written again and never shortened; it is only ever
+    // deleted, which leaves an existing mapping intact. (A mapping of a file that shrinks
+    // faults on access: that is why the active segment is read, not mapped.)
+    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| JournalError::io(path, e))?;
+    Ok(Contents::Mapped(map))
+}
+
 pub fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
