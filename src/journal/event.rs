@@ -543,6 +543,30 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Writers of a body's primitives, for tests that build bodies the way the bridge does
+/// (`BatchEncoder.java`).
+#[cfg(test)]
+pub(crate) mod encode {
+    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A signed integer, zigzag-encoded.
+    pub fn zigzag(out: &mut Vec<u8>, v: i64) {
+        varint(out, ((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    /// A string: its length, then its bytes.
+    pub fn text(out: &mut Vec<u8>, s: &str) {
+        varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

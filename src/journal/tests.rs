@@ -5,19 +5,12 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
+use super::event::encode::varint;
 use super::event::{self, EventHeader};
 use super::*;
 
 const SCHEMA_A: &[u8] = br#"{"table":"public.a","topic":"t.public.a","key":{"type":"struct","optional":false,"fields":[{"field":"id","type":"int64","optional":false}]},"row":{"type":"struct","optional":true,"fields":[{"field":"id","type":"int64","optional":false},{"field":"name","type":"string","optional":true}]}}"#;
 const SCHEMA_B: &[u8] = br#"{"table":"public.b","topic":"t.public.b","key":null,"row":{"type":"struct","optional":true,"fields":[{"field":"v","type":"string","optional":true}]}}"#;
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
 
 /// An event body for SCHEMA_A as the bridge would encode it: key {id}, after {id, name}.
 fn body_a(op: u8, snapshot: bool, pos: Option<(u64, u64)>, id: i64, name: Option<&str>) -> Vec<u8> {

@@ -12,6 +12,7 @@ use super::*;
 use crate::audit::TABLE_SCHEMA_METADATA;
 use crate::compact::DEFAULT_UNAVAILABLE_PLACEHOLDER;
 use crate::config::Config;
+use crate::journal::event::encode::{text as s, varint, zigzag as zz};
 use crate::journal::{self, event, Journal};
 use crate::state::{AuditProgress, Window};
 use crate::types::TableSchema;
@@ -42,23 +43,6 @@ struct Row<'a> {
     day: Option<i32>,
     tags: Option<Vec<Option<&'a str>>>,
     big: Option<&'a str>,
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zz(out: &mut Vec<u8>, v: i64) {
-    varint(out, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn s(out: &mut Vec<u8>, v: &str) {
-    varint(out, v.len() as u64);
-    out.extend_from_slice(v.as_bytes());
 }
 
 fn row(out: &mut Vec<u8>, r: &Row<'_>) {
