@@ -348,6 +348,7 @@ async fn apply_pending(
         to,
         batch_rows,
         chunk_bytes: 0,
+        superseded_through: 0,
         changes,
         rows: 0,
         chunks: 0,

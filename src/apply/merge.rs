@@ -82,7 +82,8 @@ pub fn cells(mut buf: &[u8]) -> impl Iterator<Item = Cell<'_>> {
     })
 }
 
-fn push_cell(out: &mut Vec<u8>, cell: Cell<'_>) {
+/// Appends one encoded cell.
+pub(super) fn push_cell(out: &mut Vec<u8>, cell: Cell<'_>) {
     match cell {
         Cell::Null => out.push(NULL),
         Cell::Unchanged => out.push(UNCHANGED),

@@ -3,8 +3,8 @@
 //!
 //! [`apply_audited`] guarantees:
 //!
-//! - **Exactly-once effect.** Work goes in windows of at most [`WINDOW_EVENTS`] journal
-//!   sequences, recorded in [`ApplyProgress`] (`pending`) before anything is sent. A window's
+//! - **Exactly-once effect.** Work goes in windows ([`window`]: bounded by the rows their
+//!   merge holds), recorded in [`ApplyProgress`] (`pending`) before anything is sent. A window's
 //!   changes are merged per key ([`merge`]) and cut into numbered chunks of `target.batch_rows`
 //!   rows; each chunk commits in one transaction with its row in `_db_sync_checkpoint`
 //!   ([`checkpoint`]). A re-run after a crash anywhere redoes the same window, finds the same
@@ -36,6 +36,7 @@ pub mod rejected;
 pub mod sql;
 mod sweep;
 mod values;
+mod window;
 mod write;
 
 use std::collections::{BTreeMap, HashMap};
@@ -59,12 +60,16 @@ pub use ddl::quote;
 pub use run::apply_audited;
 pub use sql::redact_url;
 
-/// The most journal sequences one apply window spans: bounds the memory of a merge (two
-/// windows are merged at once: the one applied and the next).
-pub const WINDOW_EVENTS: u64 = 131_072;
+/// The most changes one apply window spans. Windows are bounded by their merged rows (the
+/// memory budget's `window_bytes`, see [`window`]); this only keeps the merge's per-change
+/// bookkeeping (4 bytes a change) and a window's redo after a crash within reason.
+pub const WINDOW_EVENTS: u64 = 2_097_152;
+/// A window of snapshot rows only (which never repeat a key) stops at this many changes.
+pub const SNAPSHOT_WINDOW_EVENTS: u64 = 131_072;
 /// The first window of a run is this small and each next one twice the size, up to
-/// [`WINDOW_EVENTS`]: chunks start going to the target after a short merge, and from then on
-/// the next window's merge runs while the current one is applied.
+/// [`SNAPSHOT_WINDOW_EVENTS`], while the windows hold snapshot rows only: chunks start going to
+/// the target after a short merge, and from then on the next window's merge runs while the
+/// current one is applied.
 pub const FIRST_WINDOW_EVENTS: u64 = 8_192;
 /// Rows per decoded batch fed to the merge.
 pub const DECODE_ROWS: usize = 8192;

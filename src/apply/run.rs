@@ -4,17 +4,23 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
 
 use super::merge::{Merger, TablePlan};
 use super::profile::Step;
+use super::window::{self, End};
 use super::{
-    Applier, ApplyError, Summary, SweepPlan, DECODE_ROWS, FIRST_WINDOW_EVENTS, WINDOW_EVENTS,
+    Applier, ApplyError, Summary, SweepPlan, DECODE_ROWS, FIRST_WINDOW_EVENTS,
+    SNAPSHOT_WINDOW_EVENTS, WINDOW_EVENTS,
 };
 use crate::compact::{self, SnapshotMarks};
 use crate::config::Config;
 use crate::journal;
 use crate::state::{ApplyProgress, ApplyWindow, AuditProgress};
+use crate::types::TableSchema;
 
 /// Applies every audited, not yet applied journal event to the target. The caller holds the
 /// compaction lock. `Ok(None)`: nothing to apply, or no target configured.
@@ -39,7 +45,8 @@ pub async fn apply_audited(
     let mut applier: Option<Applier> = None;
     let mut summary: Option<Summary> = None;
     // The next window's merge runs on another core while this window's chunks are applied.
-    let mut ahead: Option<(ApplyWindow, MergeTask)> = None;
+    // (its first sequence, its merge)
+    let mut ahead: Option<(u64, MergeTask)> = None;
     let mut merge_wait = std::time::Duration::ZERO;
     let mut events = FIRST_WINDOW_EVENTS;
     // Checkpoint rows of windows before this one are no longer needed.
@@ -50,8 +57,11 @@ pub async fn apply_audited(
         .unwrap_or_else(crate::state::identity::Identity::legacy);
     let has_identity = !identity.journal.is_empty();
     loop {
-        let window = match progress.pending.clone() {
-            Some(w) => {
+        // The window: the one an earlier run recorded, or the next one, planned by its merge.
+        let recorded = progress.pending.clone();
+        let task = match (&recorded, ahead.take()) {
+            (None, Some((from, task))) if from == progress.applied_through + 1 => task,
+            (Some(w), _) => {
                 if summary.is_none() {
                     tracing::info!(
                         from = w.from,
@@ -59,50 +69,61 @@ pub async fn apply_audited(
                         "finishing the apply window an earlier run left unfinished"
                     );
                 }
-                w
+                spawn_merge(&dir, Next::Recorded(w.clone()), &placeholder, tc, budget)
             }
-            None => {
-                let Some(w) = next_window(
-                    progress.applied_through,
-                    audited_through,
-                    &dir,
-                    (tc.batch_rows, budget.chunk_bytes, budget.window_bytes),
-                    events,
-                )?
+            (None, _) => {
+                let Some(from) = first_unapplied(progress.applied_through, audited_through, &dir)?
                 else {
                     break;
                 };
-                if w.from > progress.applied_through + 1 {
-                    tracing::warn!(
-                        "journal events {}..{} were deleted before they were applied (no target was configured then); the target lacks them until `db-sync backfill` loads them from the audit files",
-                        progress.applied_through + 1,
-                        w.from - 1
-                    );
-                }
-                progress.pending = Some(w.clone());
-                progress.store(&dir)?;
-                w
+                let end = plan_end(audited_through, events, budget);
+                let next = Next::Plan { from, end };
+                spawn_merge(&dir, next, &placeholder, tc, budget)
             }
-        };
-        let task = match ahead.take() {
-            Some((w, task)) if w == window => task,
-            _ => spawn_merge(&dir, &window, &placeholder, tc.truncate.applies(), budget),
         };
         let waiting = Instant::now();
         let merged = task
             .await
             .map_err(|e| ApplyError::Internal(format!("the merge thread failed: {e}")))??;
         merge_wait += waiting.elapsed();
-        events = (events * 2).min(WINDOW_EVENTS);
-        if let Some(w) = next_window(
-            window.to,
-            audited_through,
-            &dir,
-            (tc.batch_rows, budget.chunk_bytes, budget.window_bytes),
-            events,
-        )? {
-            let task = spawn_merge(&dir, &w, &placeholder, tc.truncate.applies(), budget);
-            ahead = Some((w, task));
+        let Some(merged) = merged else {
+            break;
+        };
+        let window = match recorded {
+            Some(w) => w,
+            None => {
+                if merged.from > progress.applied_through + 1 {
+                    tracing::warn!(
+                        "journal events {}..{} were deleted before they were applied (no target was configured then); the target lacks them until `db-sync backfill` loads them from the audit files",
+                        progress.applied_through + 1,
+                        merged.from - 1
+                    );
+                }
+                // Recorded before anything of it is sent: a re-run merges the same window.
+                let w = ApplyWindow {
+                    from: merged.from,
+                    to: merged.to,
+                    batch_rows: tc.batch_rows,
+                    chunk_bytes: budget.chunk_bytes,
+                    superseded_through: merged.to,
+                    changes: 0,
+                    rows: 0,
+                    chunks: 0,
+                    finished_at: None,
+                };
+                progress.pending = Some(w.clone());
+                progress.store(&dir)?;
+                w
+            }
+        };
+        events = (events * 2).min(SNAPSHOT_WINDOW_EVENTS);
+        let from = window.to + 1;
+        if from <= audited_through {
+            let next = Next::Plan {
+                from,
+                end: plan_end(audited_through, events, budget),
+            };
+            ahead = Some((from, spawn_merge(&dir, next, &placeholder, tc, budget)));
         }
         for table in &merged.skipped {
             if progress.skipped_tables.insert(table.clone()) {
@@ -168,9 +189,6 @@ pub async fn apply_audited(
             "applied window"
         );
         progress.complete(finished.clone());
-        // The next window (already being merged) is recorded in the same write: one
-        // durable store per window.
-        progress.pending = ahead.as_ref().map(|(w, _)| w.clone());
         progress.store(&dir)?;
         prune_before = Some(window.from);
         let s = summary.get_or_insert_with(|| Summary {
@@ -204,15 +222,14 @@ pub async fn apply_audited(
     Ok(summary)
 }
 
-/// The window after `applied_through`, or `None` when everything audited is applied.
-fn next_window(
+/// The first journal sequence after `applied_through` still in the journal, or `None` when
+/// everything audited is applied.
+fn first_unapplied(
     applied_through: u64,
     audited_through: u64,
     dir: &Path,
-    (batch_rows, chunk_bytes, window_bytes): (usize, usize, usize),
-    events: u64,
-) -> Result<Option<ApplyWindow>, ApplyError> {
-    let mut from = applied_through + 1;
+) -> Result<Option<u64>, ApplyError> {
+    let from = applied_through + 1;
     if from > audited_through {
         return Ok(None);
     }
@@ -221,23 +238,32 @@ fn next_window(
         .map_or(from, |s| s.first_seq);
     // Deleted before they were applied (no target was configured then): the caller says so
     // when it records the window.
-    from = from.max(first);
-    let to = journal::window_end(dir, from, audited_through, events, window_bytes)?;
-    Ok(Some(ApplyWindow {
-        from,
-        to,
-        batch_rows,
-        chunk_bytes,
-        changes: 0,
-        rows: 0,
-        chunks: 0,
-        finished_at: None,
-    }))
+    Ok(Some(from.max(first)).filter(|f| *f <= audited_through))
 }
 
-type MergeTask = tokio::task::JoinHandle<Result<Merged, ApplyError>>;
+/// The limits of a window planned now (see [`window`](super::window)).
+fn plan_end(audited_through: u64, snapshot_events: u64, budget: crate::config::Budget) -> End {
+    End::Plan {
+        through: audited_through,
+        snapshot_events,
+        max_events: WINDOW_EVENTS,
+        merged_bytes: budget.window_bytes,
+    }
+}
+
+type MergeTask = tokio::task::JoinHandle<Result<Option<Merged>, ApplyError>>;
+
+/// Which window to merge.
+enum Next {
+    /// The window an earlier run recorded: exactly it.
+    Recorded(ApplyWindow),
+    /// A new window from `from`.
+    Plan { from: u64, end: End },
+}
 
 struct Merged {
+    from: u64,
+    to: u64,
     plans: Vec<TablePlan>,
     marks: HashMap<String, SnapshotMarks>,
     skipped: BTreeSet<String>,
@@ -245,42 +271,100 @@ struct Merged {
     seconds: f64,
 }
 
-/// Reads and merges one window on a blocking thread.
+/// Plans the window (or reads the recorded one) and merges it, on a blocking thread. `None`:
+/// nothing to apply from its start on.
 fn spawn_merge(
     dir: &Path,
-    window: &ApplyWindow,
+    next: Next,
     placeholder: &str,
-    apply_truncates: bool,
+    tc: &crate::config::TargetConfig,
     budget: crate::config::Budget,
 ) -> MergeTask {
     let dir = dir.to_path_buf();
     let placeholder = placeholder.to_string();
-    let (from, to) = (window.from, window.to);
+    let apply_truncates = tc.truncate.applies();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
+        // Whether the window passes over superseded changes: not one recorded before they were.
+        let (scan, skip) = match next {
+            Next::Recorded(w) => {
+                let scan = window::scan(&dir, w.from, End::Exact(w.to), &placeholder)?
+                    .ok_or_else(|| ApplyError::Internal("a recorded window read as none".into()))?;
+                (scan, w.superseded_through > 0)
+            }
+            Next::Plan { from, end } => match window::scan(&dir, from, end, &placeholder)? {
+                Some(scan) => (scan, true),
+                None => return Ok(None),
+            },
+        };
+        let (from, to) = (scan.from, scan.to);
+        let scanned = started.elapsed();
         let mut merger = Merger::new(apply_truncates);
         let mut skipped = BTreeSet::new();
+        let mut passed_over = 0u64;
         let sizes = (DECODE_ROWS, budget.batch_bytes);
-        let marks =
-            compact::decode_in_order(&dir, from, to, &placeholder, sizes, |table, batch| {
-                if !table.has_key() {
-                    if only_truncates(&batch) {
-                        merger.truncate(table);
-                    } else {
-                        skipped.insert(table.table.clone());
+        // Decoding and merging run on two threads, a batch apart (a rendezvous: at most two
+        // batches live, as when one thread did both): the target waits for the merge of the
+        // first window, and the other core is free then.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Arc<TableSchema>, RecordBatch)>(0);
+        let (marks, merged) = std::thread::scope(|s| {
+            let merging = s.spawn(|| -> Result<(), ApplyError> {
+                for (table, batch) in rx {
+                    if !table.has_key() {
+                        if only_truncates(&batch) {
+                            merger.truncate(&table);
+                        } else {
+                            skipped.insert(table.table.clone());
+                        }
+                        continue;
                     }
-                    return Ok(());
+                    merger.push(&table, &batch)?;
                 }
-                merger.push(table, &batch).map_err(ApplyError::from)
-            })?;
-        let changes = merger.changes;
-        Ok(Merged {
+                Ok(())
+            });
+            let marks = compact::decode_in_order(
+                &dir,
+                (from, to),
+                &placeholder,
+                sizes,
+                |seq, table| {
+                    let yes = skip && scan.superseded(seq, table);
+                    passed_over += u64::from(yes);
+                    yes
+                },
+                |table, batch| {
+                    tx.send((table.clone(), batch))
+                        .map_err(|_| ApplyError::Internal("the merge stopped".into()))
+                },
+            );
+            drop(tx);
+            let merged = merging
+                .join()
+                .unwrap_or_else(|_| Err(ApplyError::Internal("the merge thread failed".into())));
+            (marks, merged)
+        });
+        // The merge's own error first: it is why the decode could not hand it a batch.
+        merged?;
+        let marks = marks?;
+        let changes = merger.changes + passed_over;
+        tracing::debug!(
+            from,
+            to,
+            changes,
+            passed_over,
+            scan_s = format!("{:.2}", scanned.as_secs_f64()),
+            merge_s = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "merged window"
+        );
+        Ok(Some(Merged {
+            from,
+            to,
             plans: merger.finish(),
             marks,
             skipped,
             changes,
             seconds: started.elapsed().as_secs_f64(),
-        })
+        }))
     })
 }
 

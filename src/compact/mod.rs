@@ -145,7 +145,8 @@ pub fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan, CompactError> {
 /// Distinct schema versions by content, found through the journal's cheap per-segment keys.
 #[derive(Default)]
 struct SchemaIndex {
-    by_key: HashMap<(usize, u32), usize>,
+    /// Looked up for every event: not with SipHash.
+    by_key: HashMap<(usize, u32), usize, foldhash::fast::RandomState>,
     by_json: HashMap<Vec<u8>, usize>,
     schemas: Vec<Arc<TableSchema>>,
     jsons: Vec<Arc<str>>,
@@ -156,7 +157,7 @@ impl SchemaIndex {
     /// are only meaningful within one read.
     fn fresh_read(&self) -> SchemaIndex {
         SchemaIndex {
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             by_json: self.by_json.clone(),
             schemas: self.schemas.clone(),
             jsons: self.jsons.clone(),
@@ -274,29 +275,32 @@ pub struct SnapshotMarks {
 /// Decodes events `from..=to` into change-row batches of at most `batch_rows` rows (or about
 /// `batch_bytes` of events) and hands each table's batches to `sink` in journal order; a batch
 /// ends where its table's schema version changes. Batches of different tables interleave.
-/// Used by apply, which merges per key and so needs each table's changes in order. Returns
-/// each table's [`SnapshotMarks`] where it has any.
+/// Used by apply, which merges per key and so needs each table's changes in order. Events
+/// for which `skip(seq, table)` holds are not decoded (apply's superseded changes). Returns
+/// each table's [`SnapshotMarks`] where it has any, skipped events included.
 pub fn decode_in_order<E: From<CompactError>>(
     dir: &Path,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
     placeholder: &str,
     (batch_rows, batch_bytes): (usize, usize),
+    mut skip: impl FnMut(u64, &str) -> bool,
     mut sink: impl FnMut(&Arc<TableSchema>, RecordBatch) -> Result<(), E>,
 ) -> Result<HashMap<String, SnapshotMarks>, E> {
     let mut marks: HashMap<String, SnapshotMarks> = HashMap::new();
     let mut schemas = SchemaIndex::default();
     // table → (schema version, rows so far)
-    let mut open: HashMap<String, (usize, RowBatch)> = HashMap::new();
+    let mut open: HashMap<String, (usize, RowBatch), foldhash::fast::RandomState> =
+        HashMap::default();
     let mut failed: Option<E> = None;
     let result = journal::read_events(dir, from, |e| {
         if e.seq > to {
             return Ok(false);
         }
         let version = schemas.index(&e);
-        let table = schemas.schemas[version].clone();
-        if open.get(&table.table).is_some_and(|(v, _)| *v != version) {
-            let (old, mut rows) = open.remove(&table.table).expect("checked above");
+        let table = &schemas.schemas[version];
+        let name = table.table.as_str();
+        if open.get(name).is_some_and(|(v, _)| *v != version) {
+            let (old, mut rows) = open.remove(name).expect("checked above");
             if let Err(err) = sink(&schemas.schemas[old], rows.finish()) {
                 failed = Some(err);
                 return Ok(false);
@@ -304,24 +308,34 @@ pub fn decode_in_order<E: From<CompactError>>(
         }
         let h = EventHeader::parse(e.body).map_err(|err| JournalError::Undecodable {
             seq: e.seq,
-            what: format!("{} ({})", err, table.table),
+            what: format!("{} ({})", err, name),
         })?;
         if h.is_full_snapshot() {
-            let m = marks.entry(table.table.clone()).or_default();
+            let m = match marks.get_mut(name) {
+                Some(m) => m,
+                None => marks.entry(name.to_string()).or_default(),
+            };
             m.rows = true;
             m.done |= h.is_table_snapshot_last();
         }
-        let (_, rows) = open
-            .entry(table.table.clone())
-            .or_insert_with(|| (version, RowBatch::new(table.clone(), batch_rows)));
+        if skip(e.seq, name) {
+            return Ok(true);
+        }
+        if !open.contains_key(name) {
+            open.insert(
+                name.to_string(),
+                (version, RowBatch::new(table.clone(), batch_rows)),
+            );
+        }
+        let (_, rows) = open.get_mut(name).expect("inserted above");
         rows.push(e.seq, e.body, placeholder)
             .map_err(|err| JournalError::Undecodable {
                 seq: e.seq,
-                what: format!("{} ({})", err, table.table),
+                what: format!("{} ({})", err, name),
             })?;
         if rows.is_full(batch_rows, batch_bytes) {
             let batch = rows.finish();
-            if let Err(err) = sink(&table, batch) {
+            if let Err(err) = sink(table, batch) {
                 failed = Some(err);
                 return Ok(false);
             }

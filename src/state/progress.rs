@@ -41,6 +41,11 @@ pub struct ApplyWindow {
     /// the current budget's).
     #[serde(default)]
     pub chunk_bytes: usize,
+    /// The merge passed over changes that a later change of the same key, up to this
+    /// sequence (the window's end), replaces whole. 0 (windows recorded before it was, and
+    /// backfill's): nothing passed over.
+    #[serde(default)]
+    pub superseded_through: u64,
     #[serde(default)]
     pub changes: u64,
     #[serde(default)]
