@@ -84,8 +84,9 @@ fn the_daemon_compacts_on_its_schedule_and_stops_cleanly_mid_cycle() {
         daemon.log()
     );
     let log_path = daemon.log_path.clone();
-    assert_eq!(daemon.terminate(WAIT), 0);
+    let code = daemon.terminate(WAIT);
     let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(code, 0, "{log}");
     assert!(log.contains("skipping this tick"), "{log}");
     assert!(log.contains("stopping between chunks"), "{log}");
 
