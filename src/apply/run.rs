@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::merge::{Merger, TablePlan};
 use super::profile::Step;
-use super::window::{self, End};
+use super::window::{self, End, Scan};
 use super::{
     Applier, ApplyError, Summary, SweepPlan, DECODE_ROWS, FIRST_WINDOW_EVENTS,
     SNAPSHOT_WINDOW_EVENTS, WINDOW_EVENTS,
@@ -287,10 +287,11 @@ fn spawn_merge(
         let started = Instant::now();
         // Whether the window passes over superseded changes: not one recorded before they were.
         let (scan, skip) = match next {
+            Next::Recorded(w) if w.superseded_through == 0 => (Scan::whole(w.from, w.to), false),
             Next::Recorded(w) => {
                 let scan = window::scan(&dir, w.from, End::Exact(w.to), &placeholder)?
                     .ok_or_else(|| ApplyError::Internal("a recorded window read as none".into()))?;
-                (scan, w.superseded_through > 0)
+                (scan, true)
             }
             Next::Plan { from, end } => match window::scan(&dir, from, end, &placeholder)? {
                 Some(scan) => (scan, true),

@@ -69,12 +69,25 @@ fn bit(words: &[u64], i: usize) -> bool {
 }
 
 impl Scan {
+    /// The window `from..=to` with nothing to pass over (one recorded before skipping was),
+    /// without reading it.
+    pub fn whole(from: u64, to: u64) -> Scan {
+        Scan {
+            from,
+            to,
+            ..Scan::default()
+        }
+    }
+
     /// Whether the merge may pass over change `seq` of `table`.
     pub fn superseded(&self, seq: u64, table: &str) -> bool {
         let Some(i) = seq.checked_sub(self.from) else {
             return false;
         };
-        bit(&self.superseded, i as usize) && self.moves_through.get(table).is_none_or(|&m| seq > m)
+        // Asked for every change: the table lookup only where a key change holds one back.
+        bit(&self.superseded, i as usize)
+            && (self.moves_through.is_empty()
+                || self.moves_through.get(table).is_none_or(|&m| seq > m))
     }
 }
 
