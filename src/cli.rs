@@ -426,7 +426,7 @@ impl crate::backfill::Progress for BackfillProgress {
 
 fn resnapshot(config: &Config, table: &str) -> Result<(), Failure> {
     let rt = runtime()?;
-    match rt.block_on(crate::capture::signal::request_snapshot(config, table)) {
+    match rt.block_on(crate::source::signal::request_snapshot(config, table)) {
         Ok(id) => {
             println!(
                 "asked for an incremental snapshot of {table} (signal {id}); the running capture (`db-sync run`) reads the table again in chunks, and its rows arrive as `r` events in the audit files and the target at the next compactions"
