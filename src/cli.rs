@@ -473,17 +473,19 @@ fn run_until_stopped(
             tokio::spawn(crate::metrics::serve(
                 listener,
                 std::sync::Arc::new(config.clone()),
-                crate::metrics::schedule_period(&jobs),
+                crate::schedule::compact_period(&jobs),
                 rx.clone(),
             ));
         }
+        // A job failure that a retry cannot mend stops capture too, through `tx`.
         let scheduler = tokio::spawn(crate::schedule::run_jobs(
             std::sync::Arc::new(config.clone()),
             jobs,
-            rx.clone(),
+            tx.clone(),
         ));
         let captured = capture::run(config, options, rx).await;
-        // Capture ended (a signal, the snapshot, or a failure): stop the jobs too.
+        // Capture ended (a signal, the snapshot, a job's failure, or its own): stop the jobs
+        // too.
         let _ = tx.send(true);
         let jobs = scheduler
             .await
