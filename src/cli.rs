@@ -109,6 +109,14 @@ enum Command {
     },
     /// Validate config, jars, JVM, the source's prerequisites and the target; one line per finding.
     Check,
+    /// Print the Debezium engine properties capture would start the engine with now, one
+    /// `key=value` a line (to run the engine outside db-sync, as the capture benchmark does).
+    #[command(hide = true)]
+    EngineProperties {
+        /// Print secret-bearing values (the source's password) as they are, not as `***`.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Inspect the journal.
     Journal {
         #[command(subcommand)]
@@ -240,6 +248,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             format,
         } => verify(&config, tables, settle, repair, format),
         Command::Check => Ok(crate::check::run(&config)?),
+        Command::EngineProperties { show_secrets } => {
+            let props = runtime()?.block_on(capture::fitted_properties(&config));
+            print!("{}", capture::properties_file(&props, show_secrets));
+            Ok(())
+        }
         Command::Journal {
             command: JournalCommand::Dump { from, limit },
         } => dump(&config.journal.dir, from, limit),
