@@ -8,11 +8,11 @@
 
 use mysql_async::prelude::Queryable;
 
-use crate::apply::sql::{redact_url, Session, SqlError};
-use crate::capture::source::pg_error;
-use crate::capture::{self, jvm};
+use crate::apply::sql::{redact_url, Session, SqlError, UrlError};
+use crate::capture;
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
+use crate::source::pg_error;
 
 /// Some checks failed (each printed its own line).
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub fn run(config: &Config) -> Result<(), CheckError> {
         format!("{} (pipeline {})", config.path.display(), config.name),
     );
 
-    match jvm::classpath(&config.engine.lib_dir) {
+    match capture::classpath(&config.engine.lib_dir) {
         Ok(jars) => {
             let missing = missing_listed_jars(config, &jars);
             if missing.is_empty() {
@@ -67,7 +67,7 @@ pub fn run(config: &Config) -> Result<(), CheckError> {
         }
         Err(e) => r.fail("jars", e),
     }
-    match jvm::find_libjvm() {
+    match capture::find_libjvm() {
         Ok(path) => match capture::check_engine(config) {
             Ok(()) => r.ok("jvm", format!("{} with the bridge loaded", path.display())),
             Err(e) => r.fail("jvm", e),
@@ -161,6 +161,15 @@ fn check_target(config: &Config, r: &mut Report) {
     }
 }
 
+/// Why the target could not be looked at.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+}
+
 /// What `check` learns about the target.
 struct Probe {
     version: String,
@@ -173,20 +182,20 @@ struct Probe {
 
 /// One look at the target, without retries or changes: the server, whether the user may do
 /// what apply does, and whether `LOAD DATA LOCAL` is on.
-async fn probe_target(url: &str, redacted: &str, create_tables: bool) -> Result<Probe, String> {
+async fn probe_target(url: &str, redacted: &str, create_tables: bool) -> Result<Probe, ProbeError> {
     // information_schema shows a non-admin only their own grants, an admin everyone's.
     const ME: &str = r#"CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"#;
-    let mut session = Session::new(url, redacted.to_string()).map_err(|e| e.to_string())?;
-    let conn = session.conn().await.map_err(|e| e.to_string())?;
+    let mut session = Session::new(url, redacted.to_string())?;
+    let conn = session.conn().await?;
     let row: Option<(String, Option<String>, u64)> = conn
         .query_first("SELECT VERSION(), DATABASE(), @@GLOBAL.local_infile")
         .await
-        .map_err(|e| SqlError::from(e).to_string())?;
+        .map_err(SqlError::from)?;
     let (version, database, local_infile) = row.unwrap_or_default();
     let tls: Option<(String, String)> = conn
         .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
         .await
-        .map_err(|e| SqlError::from(e).to_string())?;
+        .map_err(SqlError::from)?;
     let tls = tls.map(|(_, cipher)| cipher).filter(|c| !c.is_empty());
     let granted: Vec<String> = conn
         .query(format!(
@@ -195,7 +204,7 @@ async fn probe_target(url: &str, redacted: &str, create_tables: bool) -> Result<
              WHERE TABLE_SCHEMA = DATABASE() AND GRANTEE = {ME}"
         ))
         .await
-        .map_err(|e| SqlError::from(e).to_string())?;
+        .map_err(SqlError::from)?;
     let mut needed = vec!["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"];
     if create_tables {
         needed.push("ALTER");
@@ -263,7 +272,7 @@ fn missing_listed_jars(config: &Config, jars: &[std::path::PathBuf]) -> Vec<Stri
 }
 
 fn check_postgres(config: &Config, r: &mut Report) {
-    let (pg, source, tls) = match capture::source::pg_config(config, "db-sync check") {
+    let (pg, source, tls) = match crate::source::connect::pg_config(config, "db-sync check") {
         Ok(c) => c,
         Err(e) => {
             r.fail("source", e);

@@ -109,6 +109,14 @@ enum Command {
     },
     /// Validate config, jars, JVM, the source's prerequisites and the target; one line per finding.
     Check,
+    /// Print the Debezium engine properties capture would start the engine with now, one
+    /// `key=value` a line (to run the engine outside db-sync, as the capture benchmark does).
+    #[command(hide = true)]
+    EngineProperties {
+        /// Print secret-bearing values (the source's password) as they are, not as `***`.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Inspect the journal.
     Journal {
         #[command(subcommand)]
@@ -240,6 +248,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             format,
         } => verify(&config, tables, settle, repair, format),
         Command::Check => Ok(crate::check::run(&config)?),
+        Command::EngineProperties { show_secrets } => {
+            let props = runtime()?.block_on(capture::fitted_properties(&config));
+            print!("{}", capture::properties_file(&props, show_secrets));
+            Ok(())
+        }
         Command::Journal {
             command: JournalCommand::Dump { from, limit },
         } => dump(&config.journal.dir, from, limit),
@@ -426,7 +439,7 @@ impl crate::backfill::Progress for BackfillProgress {
 
 fn resnapshot(config: &Config, table: &str) -> Result<(), Failure> {
     let rt = runtime()?;
-    match rt.block_on(crate::capture::signal::request_snapshot(config, table)) {
+    match rt.block_on(crate::source::signal::request_snapshot(config, table)) {
         Ok(id) => {
             println!(
                 "asked for an incremental snapshot of {table} (signal {id}); the running capture (`db-sync run`) reads the table again in chunks, and its rows arrive as `r` events in the audit files and the target at the next compactions"
@@ -473,17 +486,19 @@ fn run_until_stopped(
             tokio::spawn(crate::metrics::serve(
                 listener,
                 std::sync::Arc::new(config.clone()),
-                crate::metrics::schedule_period(&jobs),
+                crate::schedule::compact_period(&jobs),
                 rx.clone(),
             ));
         }
+        // A job failure that a retry cannot mend stops capture too, through `tx`.
         let scheduler = tokio::spawn(crate::schedule::run_jobs(
             std::sync::Arc::new(config.clone()),
             jobs,
-            rx.clone(),
+            tx.clone(),
         ));
         let captured = capture::run(config, options, rx).await;
-        // Capture ended (a signal, the snapshot, or a failure): stop the jobs too.
+        // Capture ended (a signal, the snapshot, a job's failure, or its own): stop the jobs
+        // too.
         let _ = tx.send(true);
         let jobs = scheduler
             .await

@@ -26,22 +26,41 @@ impl std::fmt::Display for Loaded {
     }
 }
 
+/// How a broken library is restored.
+const FIX: &str = "run scripts/setup.sh to restore the prebuilt library (scripts/duckdb.sha256)";
+
+/// The DuckDB library cannot serve: it fails, or it is another release. `library` names the
+/// file (or the DuckDB compiled in).
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error("{library} does not work: {source}; {FIX}")]
+    Broken {
+        library: String,
+        source: duckdb::Error,
+    },
+    #[error("{library} is DuckDB {found}, db-sync was built for {EXPECTED_VERSION}; {FIX}")]
+    Version { library: String, found: String },
+}
+
 /// Open an in-memory database and report the library behind it; an error is one line
 /// naming the file and the command that restores it.
-pub fn loaded() -> Result<Loaded, String> {
+pub fn loaded() -> Result<Loaded, LibraryError> {
     let path = mapped_library();
-    let fix = "run scripts/setup.sh to restore the prebuilt library (scripts/duckdb.sha256)";
-    let where_ = path.as_ref().map_or_else(
+    let library = path.as_ref().map_or_else(
         || "the DuckDB compiled in".to_string(),
         |p| p.display().to_string(),
     );
     let version = duckdb::Connection::open_in_memory()
         .and_then(|c| c.query_row("SELECT version()", [], |r| r.get::<_, String>(0)))
-        .map_err(|e| format!("{where_} does not work: {e}; {fix}"))?;
+        .map_err(|source| LibraryError::Broken {
+            library: library.clone(),
+            source,
+        })?;
     if version != EXPECTED_VERSION {
-        return Err(format!(
-            "{where_} is DuckDB {version}, db-sync was built for {EXPECTED_VERSION}; {fix}"
-        ));
+        return Err(LibraryError::Version {
+            library,
+            found: version,
+        });
     }
     Ok(Loaded { path, version })
 }

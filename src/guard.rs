@@ -5,43 +5,6 @@
 
 use crate::config::Config;
 
-/// A PostgreSQL replication slot as `pg_replication_slots` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotState {
-    pub slot: String,
-    /// False when no capture is connected.
-    pub active: bool,
-    /// WAL the server keeps for the slot (`pg_current_wal_lsn() - restart_lsn`).
-    pub retained_wal_bytes: i64,
-}
-
-/// The pipeline's slot; `Ok(None)` for another connector or a slot not created yet.
-pub async fn read_slot(config: &Config) -> Result<Option<SlotState>, String> {
-    if !config.is_postgres() {
-        return Ok(None);
-    }
-    let slot = crate::capture::engine_properties(config)
-        .get("slot.name")
-        .cloned()
-        .unwrap_or_default();
-    let (client, source) = crate::capture::source::connect(config, "db-sync guard")
-        .await
-        .map_err(|e| e.to_string())?;
-    let row = client
-        .query_opt(
-            "SELECT active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint \
-             FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(|e| format!("cannot read pg_replication_slots on {source}: {e}"))?;
-    Ok(row.map(|r| SlotState {
-        slot,
-        active: r.get(0),
-        retained_wal_bytes: r.get(1),
-    }))
-}
-
 /// The warning when `retained` bytes are over the limit; `None` within it.
 pub fn over_limit(config: &Config, slot: &str, retained: i64) -> Option<String> {
     let limit = config.source_guard.max_retained_wal_bytes();
@@ -54,18 +17,20 @@ pub fn over_limit(config: &Config, slot: &str, retained: i64) -> Option<String> 
     })
 }
 
-/// Reads the slot and warns when it retains more WAL than the limit (once per call: each
-/// cycle). An unreachable source is only a debug line here: capture reports it.
+/// Reads the slot ([`crate::source::slot`]) and warns when it retains more WAL than the
+/// limit (once per call: each cycle). An unreachable source is only a debug line here:
+/// capture reports it.
 pub async fn warn_if_over(config: &Config) {
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_slot(config)).await;
-    match read.unwrap_or_else(|_| Err("the source did not answer within 5 s".into())) {
-        Ok(Some(s)) => {
-            if let Some(warning) = over_limit(config, &s.slot, s.retained_wal_bytes) {
+    let read = crate::source::slot::read_pipeline(config, "db-sync guard");
+    match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+        Ok(Ok(Some(s))) => {
+            if let Some(warning) = over_limit(config, &s.name, s.retained_wal_bytes) {
                 tracing::warn!("{warning}");
             }
         }
-        Ok(None) => {}
-        Err(e) => tracing::debug!("slot guard: {e}"),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::debug!("slot guard: {e}"),
+        Err(_) => tracing::debug!("slot guard: the source did not answer within 5 s"),
     }
 }
 

@@ -15,7 +15,9 @@
 //! beside capture (`run`). [`backfill`], [`query`], [`status`] and [`check`] sit on top, and
 //! [`cli`] and `main.rs` above them. Beside the flow, used by every stage: [`types`] (the
 //! Connect schema, column types and the change-row layout), [`state`] (every file of the
-//! state directory), [`error`] (error kinds), [`failpoint`], [`telemetry`], [`timearg`].
+//! state directory), [`source`] (db-sync's own connections to the PostgreSQL source, the
+//! slot's and publication's names and state, the source's identity), [`error`] (error
+//! kinds), [`failpoint`], [`telemetry`], [`timearg`].
 
 pub mod apply;
 pub mod audit;
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod query;
 pub mod rollup;
 pub mod schedule;
+pub mod source;
 pub mod state;
 pub mod status;
 pub mod telemetry;

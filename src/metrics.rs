@@ -30,6 +30,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::cycle::CycleError;
 use crate::error::{Classify, ErrorKind};
 
 type Labels = Vec<(String, String)>;
@@ -97,8 +98,8 @@ struct State {
     captured_through: Option<u64>,
     /// Events counted into `changes_applied` (through this seq).
     applied_counted: Option<u64>,
-    /// The last cycle's outcome: `Err` with its message when it failed.
-    last_cycle: Option<Result<(), String>>,
+    /// The last cycle's failure (its one line), until a cycle succeeds.
+    last_failure: Option<String>,
     last_success_at: Option<Instant>,
     started: Option<Instant>,
 }
@@ -110,9 +111,9 @@ pub fn global() -> &'static Metrics {
     GLOBAL.get_or_init(Metrics::new)
 }
 
-/// Records the end of a scheduled cycle: how long it took, whether it failed, and the merged
-/// rows it wrote.
-pub fn cycle_done(seconds: f64, outcome: Result<u64, String>) {
+/// Records the end of a scheduled cycle: how long it took, and the merged rows it wrote or
+/// why it failed.
+pub fn cycle_done(seconds: f64, outcome: Result<u64, &CycleError>) {
     let m = global();
     m.cycles.inc();
     m.cycle_seconds.observe(seconds);
@@ -123,163 +124,162 @@ pub fn cycle_done(seconds: f64, outcome: Result<u64, String>) {
             m.last_success
                 .set(chrono::Utc::now().timestamp_micros() as f64 / 1e6);
             st.last_success_at = Some(Instant::now());
-            st.last_cycle = Some(Ok(()));
+            st.last_failure = None;
         }
         Err(e) => {
             m.cycle_failures.inc();
-            st.last_cycle = Some(Err(e));
+            st.last_failure = Some(e.to_string().replace('\n', " "));
         }
     }
 }
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("db_sync");
-        let events_captured = Family::<Labels, Counter>::default();
-        let changes_applied = Family::<Labels, Counter>::default();
-        let rows_written = Counter::default();
-        let cycle_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
-        let cycle_failures = Counter::default();
-        let cycles = Counter::default();
-        let last_success = Gauge::<f64, AtomicU64>::default();
-        let verify_differences = Family::<Labels, Gauge>::default();
         let g = Gauge::<i64>::default;
         let f = Gauge::<f64, AtomicU64>::default;
-        let (journal_bytes, journal_segments, last_journaled) = (g(), g(), g());
-        let (audited_through, applied_through) = (g(), g());
-        let (audit_lag_events, apply_lag_events) = (g(), g());
-        let (audit_lag_seconds, apply_lag_seconds) = (f(), f());
-        let (slot_retained, slot_active, slot_over_limit, rejected_rows) = (g(), g(), g(), g());
-        let r = &mut registry;
-        r.register(
-            "events_captured",
-            "Events journaled by capture since this process started, by source table and op (c, u, d, r, t)",
-            events_captured.clone(),
-        );
-        r.register(
-            "changes_applied",
-            "Journaled changes applied to the target since this process started, by source table and op (d: deletes)",
-            changes_applied.clone(),
-        );
-        r.register(
-            "rows_written",
-            "Target rows written or deleted after merging per key, by the scheduled cycles",
-            rows_written.clone(),
-        );
-        r.register(
-            "cycle_duration_seconds",
-            "Duration of the scheduled compaction cycles (audit, apply, GC)",
-            cycle_seconds.clone(),
-        );
-        r.register("cycles", "Scheduled compaction cycles run", cycles.clone());
-        r.register(
-            "cycle_failures",
-            "Scheduled compaction cycles that failed",
-            cycle_failures.clone(),
-        );
-        r.register(
-            "last_successful_cycle_timestamp_seconds",
-            "Unix time the last scheduled cycle succeeded (0: none yet)",
-            last_success.clone(),
-        );
-        r.register(
-            "journal_bytes",
-            "Bytes in journal segments",
-            journal_bytes.clone(),
-        );
-        r.register(
-            "journal_segments",
-            "Journal segments",
-            journal_segments.clone(),
-        );
-        r.register(
-            "last_journaled_seq",
-            "Last journaled sequence",
-            last_journaled.clone(),
-        );
-        r.register(
-            "audited_through_seq",
-            "Every sequence up to this one is in an audit file",
-            audited_through.clone(),
-        );
-        r.register(
-            "applied_through_seq",
-            "Every sequence up to this one is applied to the target",
-            applied_through.clone(),
-        );
-        r.register(
-            "audit_lag_events",
-            "Journaled events not yet in audit files",
-            audit_lag_events.clone(),
-        );
-        r.register(
-            "audit_lag_seconds",
-            "Age of the oldest journaled event not yet in an audit file",
-            audit_lag_seconds.clone(),
-        );
-        r.register(
-            "apply_lag_events",
-            "Journaled events not yet applied to the target",
-            apply_lag_events.clone(),
-        );
-        r.register(
-            "apply_lag_seconds",
-            "Age of the oldest journaled event not yet applied",
-            apply_lag_seconds.clone(),
-        );
-        r.register(
-            "slot_retained_wal_bytes",
-            "WAL the source keeps for the replication slot",
-            slot_retained.clone(),
-        );
-        r.register(
-            "slot_active",
-            "1 when a capture is connected to the replication slot",
-            slot_active.clone(),
-        );
-        r.register(
-            "slot_over_limit",
-            "1 when the slot retains more WAL than source_guard.max_retained_wal_mb",
-            slot_over_limit.clone(),
-        );
-        r.register(
-            "rejected_rows",
-            "Rows of this pipeline in the target's _db_sync_rejected",
-            rejected_rows.clone(),
-        );
-        r.register(
-            "verify_differences",
-            "Differences the last `db-sync verify` of each table found",
-            verify_differences.clone(),
-        );
-        Metrics {
-            registry,
-            events_captured,
-            changes_applied,
-            rows_written,
-            cycle_seconds,
-            cycle_failures,
-            cycles,
-            last_success,
-            journal_bytes,
-            journal_segments,
-            last_journaled,
-            audited_through,
-            applied_through,
-            audit_lag_events,
-            audit_lag_seconds,
-            apply_lag_events,
-            apply_lag_seconds,
-            slot_retained,
-            slot_active,
-            slot_over_limit,
-            rejected_rows,
-            verify_differences,
+        let mut m = Metrics {
+            registry: Registry::default(),
+            events_captured: Family::default(),
+            changes_applied: Family::default(),
+            rows_written: Counter::default(),
+            cycle_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            cycle_failures: Counter::default(),
+            cycles: Counter::default(),
+            last_success: f(),
+            journal_bytes: g(),
+            journal_segments: g(),
+            last_journaled: g(),
+            audited_through: g(),
+            applied_through: g(),
+            audit_lag_events: g(),
+            audit_lag_seconds: f(),
+            apply_lag_events: g(),
+            apply_lag_seconds: f(),
+            slot_retained: g(),
+            slot_active: g(),
+            slot_over_limit: g(),
+            rejected_rows: g(),
+            verify_differences: Family::default(),
             state: Mutex::new(State {
                 started: Some(Instant::now()),
                 ..State::default()
             }),
-        }
+        };
+        let mut registry = Registry::with_prefix("db_sync");
+        m.register_flow(&mut registry);
+        m.register_progress(&mut registry);
+        m.register_source_and_target(&mut registry);
+        m.registry = registry;
+        m
+    }
+
+    /// The counters of what flowed through, and the cycles.
+    fn register_flow(&self, r: &mut Registry) {
+        r.register("events_captured", "Events journaled by capture since this process started, by source table and op (c, u, d, r, t)", self.events_captured.clone());
+        r.register("changes_applied", "Journaled changes applied to the target since this process started, by source table and op (d: deletes)", self.changes_applied.clone());
+        r.register(
+            "rows_written",
+            "Target rows written or deleted after merging per key, by the scheduled cycles",
+            self.rows_written.clone(),
+        );
+        r.register(
+            "cycle_duration_seconds",
+            "Duration of the scheduled compaction cycles (audit, apply, GC)",
+            self.cycle_seconds.clone(),
+        );
+        r.register(
+            "cycles",
+            "Scheduled compaction cycles run",
+            self.cycles.clone(),
+        );
+        r.register(
+            "cycle_failures",
+            "Scheduled compaction cycles that failed",
+            self.cycle_failures.clone(),
+        );
+        r.register(
+            "last_successful_cycle_timestamp_seconds",
+            "Unix time the last scheduled cycle succeeded (0: none yet)",
+            self.last_success.clone(),
+        );
+    }
+
+    /// The journal and how far audit and apply have come.
+    fn register_progress(&self, r: &mut Registry) {
+        r.register(
+            "journal_bytes",
+            "Bytes in journal segments",
+            self.journal_bytes.clone(),
+        );
+        r.register(
+            "journal_segments",
+            "Journal segments",
+            self.journal_segments.clone(),
+        );
+        r.register(
+            "last_journaled_seq",
+            "Last journaled sequence",
+            self.last_journaled.clone(),
+        );
+        r.register(
+            "audited_through_seq",
+            "Every sequence up to this one is in an audit file",
+            self.audited_through.clone(),
+        );
+        r.register(
+            "applied_through_seq",
+            "Every sequence up to this one is applied to the target",
+            self.applied_through.clone(),
+        );
+        r.register(
+            "audit_lag_events",
+            "Journaled events not yet in audit files",
+            self.audit_lag_events.clone(),
+        );
+        r.register(
+            "audit_lag_seconds",
+            "Age of the oldest journaled event not yet in an audit file",
+            self.audit_lag_seconds.clone(),
+        );
+        r.register(
+            "apply_lag_events",
+            "Journaled events not yet applied to the target",
+            self.apply_lag_events.clone(),
+        );
+        r.register(
+            "apply_lag_seconds",
+            "Age of the oldest journaled event not yet applied",
+            self.apply_lag_seconds.clone(),
+        );
+    }
+
+    /// The source's slot, the target's rejected rows, verify's findings.
+    fn register_source_and_target(&self, r: &mut Registry) {
+        r.register(
+            "slot_retained_wal_bytes",
+            "WAL the source keeps for the replication slot",
+            self.slot_retained.clone(),
+        );
+        r.register(
+            "slot_active",
+            "1 when a capture is connected to the replication slot",
+            self.slot_active.clone(),
+        );
+        r.register(
+            "slot_over_limit",
+            "1 when the slot retains more WAL than source_guard.max_retained_wal_mb",
+            self.slot_over_limit.clone(),
+        );
+        r.register(
+            "rejected_rows",
+            "Rows of this pipeline in the target's _db_sync_rejected",
+            self.rejected_rows.clone(),
+        );
+        r.register(
+            "verify_differences",
+            "Differences the last `db-sync verify` of each table found",
+            self.verify_differences.clone(),
+        );
     }
 
     /// Counts the events journaled and applied since the last call.
@@ -405,7 +405,7 @@ impl Metrics {
             _ => {}
         }
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(Err(e)) = &st.last_cycle {
+        if let Some(e) = &st.last_failure {
             return Some(format!("the last compaction cycle failed: {e}"));
         }
         if let Some(period) = period {
@@ -435,27 +435,8 @@ fn last_seq(dir: &std::path::Path) -> u64 {
     last
 }
 
-/// The longest gap between the next few ticks of the compact jobs' schedules (the longest
-/// job's); `None` without a compact job.
-pub fn schedule_period(jobs: &[crate::schedule::JobSpec]) -> Option<Duration> {
-    let parser = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .build();
-    let now = chrono::Utc::now();
-    jobs.iter()
-        .filter(|j| j.kind == crate::schedule::JobKind::Compact)
-        .filter_map(|j| {
-            let cron = parser.parse(&j.schedule).ok()?;
-            let ticks: Vec<_> = cron.iter_after(now).take(4).collect();
-            ticks
-                .windows(2)
-                .filter_map(|w| (w[1] - w[0]).to_std().ok())
-                .max()
-        })
-        .min()
-}
-
-/// Serves `/metrics` and `/healthz` until `stop` turns true.
+/// Serves `/metrics` and `/healthz` until `stop` turns true. `period` is the compact jobs'
+/// schedule period (`schedule::compact_period`), for the health check.
 pub async fn serve(
     listener: std::net::TcpListener,
     config: Arc<Config>,
@@ -561,25 +542,6 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_period_is_the_gap_between_ticks() {
-        let job = |schedule: &str| crate::schedule::JobSpec {
-            file: "j.yaml".into(),
-            name: "compact".into(),
-            schedule: schedule.into(),
-            kind: crate::schedule::JobKind::Compact,
-        };
-        assert_eq!(
-            schedule_period(&[job("*/5 * * * * *")]),
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            schedule_period(&[job("0 * * * * *")]),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(schedule_period(&[]), None);
-    }
 
     #[test]
     fn the_text_format_names_every_metric() {

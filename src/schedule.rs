@@ -11,17 +11,30 @@
 //!   run); then `run` exits 0.
 //! - **Bad files are bad usage.** A bad cron expression or an unknown kind is one line naming
 //!   the file and the key, before anything starts (exit 2).
+//! - **A failed run is retried or stops the daemon, by its kind** ([`on_job_failure`]). A
+//!   [`Transient`](ErrorKind::Transient) failure (the target or the audit store unreachable, a
+//!   lock held) is logged, counted (`db_sync_cycle_failures_total`, `/healthz`) and retried at
+//!   the next tick: capture goes on journaling meanwhile, and the next cycle picks up where
+//!   this one stopped. A [`Config`](ErrorKind::Config) or
+//!   [`Permanent`](ErrorKind::Permanent) failure (a setting, a target table or value that
+//!   does not fit, a corrupt journal) would fail the same way at every tick, so it stops the
+//!   daemon like a signal does (capture finishes its batch) and `run` exits with the error's
+//!   one line and its kind's exit code; the journal keeps every change not yet applied, and
+//!   the next start after the fix goes on from there. While the daemon is stopped the source
+//!   keeps the WAL the slot has not confirmed (the slot guard's concern): fix and restart.
+//!   A roll-up job's failure is logged and recorded, and never stops the daemon.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::sync::watch;
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::config::{deserialize_tracked, Config};
+use crate::cycle::CycleError;
 use crate::error::{Classify, ErrorKind};
 use crate::state::jobs::{store_run, JobRun};
 
@@ -58,7 +71,13 @@ pub enum ScheduleError {
     #[error("{file}: {message}")]
     Invalid { file: PathBuf, message: String },
     #[error("the job scheduler failed: {0}")]
-    Scheduler(String),
+    Scheduler(#[source] JobSchedulerError),
+    /// A job failed in a way a retry cannot mend; the daemon stopped (see the module doc).
+    #[error("job {job} failed, and the daemon stopped: {source}")]
+    Job {
+        job: String,
+        source: Box<CycleError>,
+    },
 }
 
 impl Classify for ScheduleError {
@@ -66,8 +85,47 @@ impl Classify for ScheduleError {
         match self {
             ScheduleError::Invalid { .. } => ErrorKind::Config,
             ScheduleError::Scheduler(_) => ErrorKind::Permanent,
+            ScheduleError::Job { source, .. } => source.kind(),
         }
     }
+}
+
+/// What the daemon does after a job's run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Log it, count it, run again at the next tick.
+    Retry,
+    /// Stop the daemon with the error (exit code by its kind).
+    Stop,
+}
+
+/// The daemon's policy for a failed job run, by the failure's kind (see the module doc).
+pub fn on_job_failure(kind: ErrorKind) -> Action {
+    match kind {
+        ErrorKind::Transient => Action::Retry,
+        ErrorKind::Config | ErrorKind::Permanent => Action::Stop,
+    }
+}
+
+/// The longest gap between the next few ticks of the compact jobs' schedules (the longest
+/// job's); `None` without a compact job. `/healthz` calls a pipeline unhealthy when no cycle
+/// succeeded within three of them.
+pub fn compact_period(jobs: &[JobSpec]) -> Option<Duration> {
+    let parser = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build();
+    let now = chrono::Utc::now();
+    jobs.iter()
+        .filter(|j| j.kind == JobKind::Compact)
+        .filter_map(|j| {
+            let cron = parser.parse(&j.schedule).ok()?;
+            let ticks: Vec<_> = cron.iter_after(now).take(4).collect();
+            ticks
+                .windows(2)
+                .filter_map(|w| (w[1] - w[0]).to_std().ok())
+                .max()
+        })
+        .min()
 }
 
 /// The jobs in `dir` (`*.yaml` / `*.yml`, by file name), each checked: keys, kind, schedule.
@@ -123,93 +181,102 @@ pub fn load_jobs(dir: &Path) -> Result<Vec<JobSpec>, ScheduleError> {
 }
 
 /// Runs `jobs` on their schedules until `shutdown` turns true, then waits for running jobs
-/// to stop at their next chunk boundary.
+/// to stop at their next chunk boundary. A job failure that calls for a stop
+/// ([`on_job_failure`]) turns `shutdown` true itself (capture stops too) and is returned.
 pub async fn run_jobs(
     config: Arc<Config>,
     jobs: Vec<JobSpec>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Sender<bool>,
 ) -> Result<(), ScheduleError> {
     if jobs.is_empty() {
         return Ok(());
     }
-    let err =
-        |e: tokio_cron_scheduler::JobSchedulerError| ScheduleError::Scheduler(format!("{e:?}"));
-    let scheduler = JobScheduler::new().await.map_err(err)?;
+    let scheduler = JobScheduler::new()
+        .await
+        .map_err(ScheduleError::Scheduler)?;
+    let failed: Arc<Mutex<Option<ScheduleError>>> = Arc::default();
     let mut running_flags = Vec::new();
     for spec in jobs {
         let running = Arc::new(AtomicBool::new(false));
         running_flags.push(running.clone());
-        let config = config.clone();
-        let stop = shutdown.clone();
-        let name = spec.name.clone();
-        let job = Job::new_async(spec.schedule.as_str(), move |_, _| {
-            let (config, stop, name, running) =
-                (config.clone(), stop.clone(), name.clone(), running.clone());
-            Box::pin(async move {
-                if *stop.borrow() {
-                    return;
-                }
-                if running.swap(true, Ordering::SeqCst) {
-                    tracing::warn!(job = %name, "the previous run is still going; skipping this tick");
-                    return;
-                }
-                run_job(&config, &name, spec.kind, &stop).await;
-                running.store(false, Ordering::SeqCst);
-            })
-        })
-        .map_err(err)?;
-        scheduler.add(job).await.map_err(err)?;
+        let job = scheduled(&config, &spec, running, &shutdown, &failed)?;
+        scheduler.add(job).await.map_err(ScheduleError::Scheduler)?;
         tracing::info!(job = %spec.name, schedule = %spec.schedule, file = %spec.file.display(), "scheduled");
     }
-    scheduler.start().await.map_err(err)?;
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
+    scheduler.start().await.map_err(ScheduleError::Scheduler)?;
+    let mut stop = shutdown.subscribe();
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
             break;
         }
     }
     let mut scheduler = scheduler;
-    scheduler.shutdown().await.map_err(err)?;
+    scheduler
+        .shutdown()
+        .await
+        .map_err(ScheduleError::Scheduler)?;
     // A job that is running stops at its next chunk boundary.
     while running_flags.iter().any(|r| r.load(Ordering::SeqCst)) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
+    let failure = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    failure.map_or(Ok(()), Err)
 }
 
-async fn run_job(config: &Config, name: &str, kind: JobKind, stop: &watch::Receiver<bool>) {
+/// The cron job of `spec`: skips a tick while its previous run goes on; on a failure that
+/// calls for a stop, records it in `failed` and turns `shutdown` true.
+fn scheduled(
+    config: &Arc<Config>,
+    spec: &JobSpec,
+    running: Arc<AtomicBool>,
+    shutdown: &watch::Sender<bool>,
+    failed: &Arc<Mutex<Option<ScheduleError>>>,
+) -> Result<Job, ScheduleError> {
+    let (config, shutdown, failed) = (config.clone(), shutdown.clone(), failed.clone());
+    let (name, kind) = (spec.name.clone(), spec.kind);
+    Job::new_async(spec.schedule.as_str(), move |_, _| {
+        let (config, shutdown, failed, name, running) = (
+            config.clone(),
+            shutdown.clone(),
+            failed.clone(),
+            name.clone(),
+            running.clone(),
+        );
+        Box::pin(async move {
+            let stop = shutdown.subscribe();
+            if *stop.borrow() {
+                return;
+            }
+            if running.swap(true, Ordering::SeqCst) {
+                tracing::warn!(job = %name, "the previous run is still going; skipping this tick");
+                return;
+            }
+            if let Some(e) = run_job(&config, &name, kind, &stop).await {
+                let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(ScheduleError::Job {
+                    job: name.clone(),
+                    source: Box::new(e),
+                });
+                let _ = shutdown.send(true);
+            }
+            running.store(false, Ordering::SeqCst);
+        })
+    })
+    .map_err(ScheduleError::Scheduler)
+}
+
+/// Runs one job and records the run; returns the failure that must stop the daemon, if any.
+async fn run_job(
+    config: &Config,
+    name: &str,
+    kind: JobKind,
+    stop: &watch::Receiver<bool>,
+) -> Option<CycleError> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
-    let result = match kind {
-        JobKind::Compact => match crate::cycle::run_until(config, Some(stop))
-            .await
-            .inspect(|s| {
-                let rows = s.apply.as_ref().map_or(0, |a| a.rows);
-                crate::metrics::cycle_done(started.elapsed().as_secs_f64(), Ok(rows))
-            })
-            .inspect_err(|e| {
-                crate::metrics::cycle_done(started.elapsed().as_secs_f64(), Err(e.to_string()))
-            }) {
-            Ok(s) if s.did_nothing() => {
-                tracing::debug!(job = %name, "nothing new to compact");
-                "nothing new".to_string()
-            }
-            Ok(s) => {
-                tracing::info!(
-                    job = %name,
-                    audited = s.audit.as_ref().map_or(0, |a| a.events),
-                    applied_rows = s.apply.as_ref().map_or(0, |a| a.rows),
-                    segments_deleted = s.segments_deleted,
-                    seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-                    "job done"
-                );
-                if *stop.borrow() { "stopped" } else { "ok" }.to_string()
-            }
-            Err(e) => {
-                tracing::error!(job = %name, "job failed: {e}");
-                format!("failed: {e}")
-            }
-        },
-        JobKind::Rollup => crate::rollup::job(config, name).await,
+    let (result, stop_with) = match kind {
+        JobKind::Compact => compact(config, name, stop, started).await,
+        JobKind::Rollup => (crate::rollup::job(config, name).await, None),
     };
     if config.journal.dir.is_dir() {
         store_run(
@@ -221,5 +288,83 @@ async fn run_job(config: &Config, name: &str, kind: JobKind, stop: &watch::Recei
                 result,
             },
         );
+    }
+    stop_with
+}
+
+/// One compaction cycle as a job: the run's result line, and the failure that must stop the
+/// daemon ([`on_job_failure`]), if any.
+async fn compact(
+    config: &Config,
+    name: &str,
+    stop: &watch::Receiver<bool>,
+    started: Instant,
+) -> (String, Option<CycleError>) {
+    let outcome = crate::cycle::run_until(config, Some(stop)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(s) => {
+            crate::metrics::cycle_done(seconds, Ok(s.apply.as_ref().map_or(0, |a| a.rows)));
+            if s.did_nothing() {
+                tracing::debug!(job = %name, "nothing new to compact");
+                return ("nothing new".to_string(), None);
+            }
+            tracing::info!(
+                job = %name,
+                audited = s.audit.as_ref().map_or(0, |a| a.events),
+                applied_rows = s.apply.as_ref().map_or(0, |a| a.rows),
+                segments_deleted = s.segments_deleted,
+                seconds = format!("{seconds:.2}"),
+                "job done"
+            );
+            let result = if *stop.borrow() { "stopped" } else { "ok" };
+            (result.to_string(), None)
+        }
+        Err(e) => {
+            crate::metrics::cycle_done(seconds, Err(&e));
+            let result = format!("failed: {e}");
+            match on_job_failure(e.kind()) {
+                Action::Retry => {
+                    tracing::warn!(job = %name, "job failed; it runs again at the next tick: {e}");
+                    (result, None)
+                }
+                Action::Stop => {
+                    tracing::error!(job = %name, "job failed, and a retry cannot mend it; stopping the daemon: {e}");
+                    (result, Some(e))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_are_retried_and_the_others_stop_the_daemon() {
+        assert_eq!(on_job_failure(ErrorKind::Transient), Action::Retry);
+        assert_eq!(on_job_failure(ErrorKind::Config), Action::Stop);
+        assert_eq!(on_job_failure(ErrorKind::Permanent), Action::Stop);
+    }
+
+    #[test]
+    fn the_period_is_the_gap_between_ticks() {
+        let job = |schedule: &str, kind| JobSpec {
+            file: "j.yaml".into(),
+            name: "compact".into(),
+            schedule: schedule.into(),
+            kind,
+        };
+        assert_eq!(
+            compact_period(&[job("*/5 * * * * *", JobKind::Compact)]),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            compact_period(&[job("0 * * * * *", JobKind::Compact)]),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(compact_period(&[job("0 * * * * *", JobKind::Rollup)]), None);
+        assert_eq!(compact_period(&[]), None);
     }
 }

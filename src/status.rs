@@ -1,10 +1,16 @@
-//! `db-sync status [--json]`: the journal and audit progress. Never prints a secret.
+//! `db-sync status [--json]`: the journal, audit and apply progress, the source slot, the
+//! audit files, the last verify and job runs. Never prints a secret. A part that cannot be
+//! read (source or target unreachable) is named in its `*_error` field; only the state
+//! directory can fail `status`.
 
 use serde::Serialize;
 
+use crate::apply::sql::{Session, SqlError, UrlError};
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
 use crate::journal::{self, JournalError};
+use crate::source::slot::SlotState;
+use crate::source::SourceError;
 use crate::state::jobs::{load_runs, JobRun};
 use crate::state::{ApplyProgress, ApplyWindow, AuditProgress, StateError, Window};
 
@@ -91,81 +97,88 @@ pub struct SlotStatus {
     pub unconfirmed_wal_bytes: i64,
 }
 
-/// The slot of a PostgreSQL source; `Ok(None)` for other connectors or a slot not created yet.
-fn slot_status(config: &Config) -> Result<Option<SlotStatus>, String> {
-    if !config.is_postgres() {
-        return Ok(None);
-    }
-    let slot = crate::capture::engine_properties(config)
-        .get("slot.name")
-        .cloned()
-        .unwrap_or_default();
-    let config = config.clone();
-    // Its own thread and runtime: `collect` may be called from async code (tests do).
-    let query = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let (client, source) = crate::capture::source::connect(&config, "db-sync status")
-                .await
-                .map_err(|e| e.to_string())?;
-            client
-                .query_opt(
-                    "SELECT active, \
-                            coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint, \
-                            coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint \
-                     FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&slot],
-                )
-                .await
-                .map(|row| row.map(|r| (slot, r.get::<_, bool>(0), r.get::<_, i64>(1), r.get::<_, i64>(2))))
-                .map_err(|e| format!("cannot read pg_replication_slots on {source}: {e}"))
-        })
-    });
-    let row = query
-        .join()
-        .map_err(|_| "the slot query panicked".to_string())??;
-    {
-        Ok(row.map(|(slot, active, retained, unconfirmed)| SlotStatus {
-            slot,
-            active,
-            retained_wal_bytes: retained,
-            unconfirmed_wal_bytes: unconfirmed,
-        }))
+impl From<SlotState> for SlotStatus {
+    fn from(s: SlotState) -> SlotStatus {
+        SlotStatus {
+            slot: s.name,
+            active: s.active,
+            retained_wal_bytes: s.retained_wal_bytes,
+            unconfirmed_wal_bytes: s.unconfirmed_wal_bytes,
+        }
     }
 }
 
+/// Why one part of the status could not be read: shown in that part's `*_error` field, never
+/// a failure of `status` itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot start a runtime for the query: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the query panicked")]
+    Panicked,
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("`target.url` {0}")]
+    TargetUrl(#[source] UrlError),
+    #[error("cannot connect to {url}: {source}")]
+    TargetConnect { url: String, source: SqlError },
+    #[error("cannot read the rejected rows on {url}: {source}")]
+    Rejected { url: String, source: SqlError },
+}
+
+/// Runs `query` on a thread and runtime of its own: `collect` may be called from async code
+/// (the metrics server and tests do), where blocking on the caller's runtime would panic.
+fn on_own_runtime<T, F>(query: impl FnOnce() -> F + Send + 'static) -> Result<T, ProbeError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, ProbeError>>,
+{
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ProbeError::Runtime)?
+            .block_on(query())
+    });
+    thread.join().map_err(|_| ProbeError::Panicked)?
+}
+
+/// The slot of a PostgreSQL source; `Ok(None)` for other connectors or a slot not created yet.
+fn slot_status(config: &Config) -> Result<Option<SlotStatus>, ProbeError> {
+    if !config.is_postgres() {
+        return Ok(None);
+    }
+    let config = config.clone();
+    on_own_runtime(move || async move {
+        let slot = crate::source::slot::read_pipeline(&config, "db-sync status").await?;
+        Ok(slot.map(SlotStatus::from))
+    })
+}
+
 /// The target's count of this pipeline's rejected rows; `Ok(None)` without a target or table.
-fn rejected_rows(config: &Config) -> Result<Option<u64>, String> {
+fn rejected_rows(config: &Config) -> Result<Option<u64>, ProbeError> {
     let Some(tc) = &config.target else {
         return Ok(None);
     };
     let url = tc.url.expose().to_string();
     let pipeline = config.name.clone();
-    // Its own thread and runtime, like the slot query.
-    let query = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let redacted = crate::apply::redact_url(&url);
-            let mut session = crate::apply::sql::Session::new(&url, redacted.clone())
-                .map_err(|e| e.to_string())?;
-            let conn = session
-                .conn()
-                .await
-                .map_err(|e| format!("cannot connect to {redacted}: {e}"))?;
-            crate::apply::rejected::count(conn, &pipeline)
-                .await
-                .map_err(|e| format!("cannot read the rejected rows on {redacted}: {e}"))
-        })
-    });
-    query
-        .join()
-        .map_err(|_| "the target query panicked".to_string())?
+    on_own_runtime(move || async move {
+        let redacted = crate::apply::redact_url(&url);
+        let mut session = Session::new(&url, redacted.clone()).map_err(ProbeError::TargetUrl)?;
+        let conn = session
+            .conn()
+            .await
+            .map_err(|source| ProbeError::TargetConnect {
+                url: redacted.clone(),
+                source,
+            })?;
+        crate::apply::rejected::count(conn, &pipeline)
+            .await
+            .map_err(|source| ProbeError::Rejected {
+                url: redacted,
+                source,
+            })
+    })
 }
 
 /// Seconds since the source committed the first journaled change at or after `seq`; 0 when
@@ -187,6 +200,15 @@ fn commit_age(dir: &std::path::Path, seq: u64) -> f64 {
     })
 }
 
+/// A part of the status that may be unreadable: its value (empty when not), and why not.
+fn part<T: Default, E: std::fmt::Display>(read: Result<T, E>) -> (T, Option<String>) {
+    match read {
+        Ok(value) => (value, None),
+        Err(e) => (T::default(), Some(e.to_string())),
+    }
+}
+
+/// Reads every part of the status; fails only when the state directory cannot be read.
 pub fn collect(config: &Config) -> Result<Status, StatusError> {
     let dir = &config.journal.dir;
     let (segments, audit, apply) = if dir.is_dir() {
@@ -208,18 +230,9 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         last = segments.last().map_or(0, |s| s.first_seq.saturating_sub(1));
     }
     let sealed_through = segments.iter().rev().find_map(|s| s.last_seq).unwrap_or(0);
-    let (source_slot, source_slot_error) = match slot_status(config) {
-        Ok(slot) => (slot, None),
-        Err(e) => (None, Some(e)),
-    };
-    let (rejected_rows, target_error) = match rejected_rows(config) {
-        Ok(n) => (n, None),
-        Err(e) => (None, Some(e)),
-    };
-    let (audit_tables, audit_tables_error) = match crate::audit::rollup::table_files(config) {
-        Ok(t) => (t, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
+    let (source_slot, source_slot_error) = part(slot_status(config));
+    let (rejected_rows, target_error) = part(rejected_rows(config));
+    let (audit_tables, audit_tables_error) = part(crate::audit::rollup::table_files(config));
     Ok(Status {
         pipeline: config.name.clone(),
         journal_dir: dir.display().to_string(),
@@ -268,6 +281,7 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
     })
 }
 
+/// Prints the status for a person, or as one JSON object with `json`.
 pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
     let s = collect(config)?;
     if json {
@@ -277,6 +291,28 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
         );
         return Ok(());
     }
+    print_progress(&s);
+    if s.target_configured {
+        print_target(&s);
+    }
+    print_source_slot(&s);
+    print_audit_tables(&s);
+    if let Some(w) = &s.source_slot_warning {
+        println!("WARNING          {w}");
+    }
+    print_verify(&s);
+    for j in &s.jobs {
+        println!(
+            "job {:<12} last run {} ({:.1}s): {}",
+            j.name, j.started_at, j.seconds, j.result
+        );
+    }
+    print_compaction(&s);
+    Ok(())
+}
+
+/// The journal and how far audit has come.
+fn print_progress(s: &Status) {
     println!("pipeline         {}", s.pipeline);
     println!(
         "journal          {} ({} segment(s), {} bytes)",
@@ -288,46 +324,51 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
         "audited through  seq {} ({} events, {:.1}s behind) at {}",
         s.audited_through, s.audit_lag_events, s.audit_lag_seconds, s.audit_url
     );
-    if s.target_configured {
+}
+
+/// How far apply has come, what it skips and rejects, and the snapshot sweeps.
+fn print_target(s: &Status) {
+    println!(
+        "applied through  seq {} ({} events, {:.1}s behind){}",
+        s.applied_through,
+        s.apply_lag_events,
+        s.apply_lag_seconds,
+        if s.apply_pending.is_some() {
+            "; a window is being applied"
+        } else {
+            ""
+        }
+    );
+    if !s.tables_skipped_by_apply.is_empty() {
         println!(
-            "applied through  seq {} ({} events, {:.1}s behind){}",
-            s.applied_through,
-            s.apply_lag_events,
-            s.apply_lag_seconds,
-            if s.apply_pending.is_some() {
-                "; a window is being applied"
-            } else {
-                ""
-            }
+            "skipped by apply {} (no primary key)",
+            s.tables_skipped_by_apply.join(", ")
         );
-        if !s.tables_skipped_by_apply.is_empty() {
-            println!(
-                "skipped by apply {} (no primary key)",
-                s.tables_skipped_by_apply.join(", ")
-            );
-        }
-        match (&s.rejected_rows, &s.target_error) {
-            (Some(n), _) => println!(
-                "rejected rows    {n} in {} (rows the target cannot hold)",
-                crate::apply::rejected::TABLE
+    }
+    match (&s.rejected_rows, &s.target_error) {
+        (Some(n), _) => println!(
+            "rejected rows    {n} in {} (rows the target cannot hold)",
+            crate::apply::rejected::TABLE
+        ),
+        (None, Some(e)) => println!("target           unknown: {e}"),
+        (None, None) => {}
+    }
+    for (table, sweep) in &s.snapshot_sweeps {
+        match sweep {
+            crate::state::Sweep::NotNeeded => {}
+            crate::state::Sweep::Staging { .. } => println!(
+                "snapshot sweep   {table}: the snapshot is being applied over existing rows"
             ),
-            (None, Some(e)) => println!("target           unknown: {e}"),
-            (None, None) => {}
-        }
-        for (table, sweep) in &s.snapshot_sweeps {
-            match sweep {
-                crate::state::Sweep::NotNeeded => {}
-                crate::state::Sweep::Staging { .. } => println!(
-                    "snapshot sweep   {table}: the snapshot is being applied over existing rows"
-                ),
-                crate::state::Sweep::Done {
-                    rows, finished_at, ..
-                } => println!(
-                    "snapshot sweep   {table}: {rows} target row(s) deleted that the snapshot did not bring ({finished_at})"
-                ),
-            }
+            crate::state::Sweep::Done {
+                rows, finished_at, ..
+            } => println!(
+                "snapshot sweep   {table}: {rows} target row(s) deleted that the snapshot did not bring ({finished_at})"
+            ),
         }
     }
+}
+
+fn print_source_slot(s: &Status) {
     match (&s.source_slot, &s.source_slot_error) {
         (Some(slot), _) => println!(
             "source slot      {} ({}): {} bytes of WAL retained, {} not yet confirmed",
@@ -339,10 +380,10 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
         (None, Some(e)) => println!("source slot      unknown: {e}"),
         (None, None) => {}
     }
-    print_audit_tables(&s);
-    if let Some(w) = &s.source_slot_warning {
-        println!("WARNING          {w}");
-    }
+}
+
+/// The last `verify` of each table.
+fn print_verify(s: &Status) {
     for (table, v) in &s.verify {
         println!(
             "verify           {table}: {} row(s), {} difference(s) ({} missing, {} extra, {} different){} at {}",
@@ -359,12 +400,10 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
             v.finished_at
         );
     }
-    for j in &s.jobs {
-        println!(
-            "job {:<12} last run {} ({:.1}s): {}",
-            j.name, j.started_at, j.seconds, j.result
-        );
-    }
+}
+
+/// An interrupted compaction, and the last one that finished.
+fn print_compaction(s: &Status) {
     if let Some(p) = &s.audit_pending {
         println!(
             "audit pending    seq {}..={} (an interrupted compaction; the next run redoes it)",
@@ -381,7 +420,6 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
             w.finished_at.as_deref().unwrap_or("?")
         );
     }
-    Ok(())
 }
 
 /// The audit store per table, and the retention that `rollup` applies.

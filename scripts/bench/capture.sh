@@ -47,10 +47,16 @@ if [[ ! -f $classes/CaptureBench.class || -n $(find "$src_dir" -name '*.java' -n
   javac -nowarn -d "$classes" -cp "$ROOT/debezium/lib/*" "$src_dir"/*.java || die "javac failed (see above)"
 fi
 
-# The engine properties of every run beyond those of bench_props: db-sync's defaults
-# (src/capture/mod.rs engine_properties) spelled out, so that the plain-JVM runs get the same.
-props=("${bench_engine_props[@]}" heartbeat.interval.ms=10000
-  "heartbeat.action.query=SELECT pg_logical_emit_message(false, 'db-sync-heartbeat', now()::text)")
+# capture_config KEY — run KEY's db-sync config. All three runs start the engine with the
+# properties db-sync gives it for this config: (c) itself, (a) and (b) as `db-sync
+# engine-properties` prints them (bench_engine_properties). Signalling is off in all three:
+# the plain-JVM harness counts the events of the one table in table.include.list.
+capture_config() {
+  echo "name: bench"
+  bench_source bench_rows "bench_${run_id}_$1" "$run_dir/$1" signal.data.collection=
+  bench_engine -Xmx1g
+  printf 'journal:\n  dir: %s\n' "$run_dir/$1/journal"
+}
 
 # --- 3. the three runs -----------------------------------------------------------------------
 declare -A label events secs rss cmdline
@@ -64,8 +70,8 @@ timed() {
 java_run() {
   local k=$1 mode=$2
   mkdir -p "$run_dir/$k"
-  { echo "name=bench"; bench_props bench_rows "bench_${run_id}_$k" "$run_dir/$k" "${props[@]}"; } \
-    >"$run_dir/$k.properties"
+  capture_config "$k" >"$run_dir/$k.yaml"
+  bench_engine_properties "$run_dir/$k.yaml" >"$run_dir/$k.properties"
   timed "$k" java -Xmx1g -cp "$ROOT/debezium/lib/*:$classes" CaptureBench "$mode" "$run_dir/$k.properties"
   events[$k]=$(sed -n 's/^events=\([0-9]*\) .*/\1/p' "$run_dir/$k.out")
   engine_secs[$k]=$(sed -n 's/.*engine_seconds=\([0-9.]*\).*/\1/p' "$run_dir/$k.out")
@@ -83,12 +89,7 @@ java_run b connect
 label[c]="db-sync"
 mkdir -p "$run_dir/c"
 cfg=$run_dir/c.yaml
-{
-  echo "name: bench"
-  bench_source bench_rows "bench_${run_id}_c" "$run_dir/c" "${props[@]}"
-  bench_engine -Xmx1g
-  printf 'journal:\n  dir: %s\n' "$run_dir/c/journal"
-} >"$cfg"
+capture_config c >"$cfg"
 timed c "$bin" --config "$cfg" capture --exit-after-snapshot
 events[c]=$("$bin" --config "$cfg" journal dump | wc -l) || { keep=1; die "db-sync journal dump failed (config $cfg)"; }
 if [[ ${events[c]} != "$rows" ]]; then

@@ -67,12 +67,11 @@ trap cleanup EXIT
 
 declare -A label events secs rss bytes cmdline
 
-# engine_config JOURNAL_DIR [AUDIT_URL] — a db-sync config: the engine properties of
-# scripts/bench/capture.sh (bench_engine_props) for public.$table, offsets and history in
-# the run dir.
+# engine_config JOURNAL_DIR [AUDIT_URL] — a db-sync config: db-sync's engine defaults for
+# public.$table, offsets and history in the run dir.
 engine_config() {
   echo "name: bench"
-  bench_source "$table" "bench_compact_$run_id" "$run_dir/capture" "${bench_engine_props[@]}"
+  bench_source "$table" "bench_compact_$run_id" "$run_dir/capture"
   bench_engine -Xmx1g
   printf 'journal:\n  dir: %s\n' "$1"
   [[ -z ${2:-} ]] || printf 'audit:\n  url: %s\n' "$2"

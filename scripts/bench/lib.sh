@@ -11,9 +11,9 @@
 #   bench_run_dir PREFIX             a fresh run dir under ~/.cache/db-sync/bench; sets run_dir, run_id
 #   bench_remove_run_dir [ALSO]      at exit: remove the run dir, or say it is kept (keep=1)
 #   drop_slot_and_publication DB S   at exit: drop a run's replication slot and publication S
-#   bench_props TABLE SLOT DIR [K=V...]   Debezium properties of a capture of bench.public.TABLE
-#   bench_engine_props               (array) db-sync's engine defaults as K=V, for bench_props
+#   bench_props TABLE SLOT DIR [K=V...]   the source's properties of a capture of bench.public.TABLE
 #   bench_source TABLE SLOT DIR [K=V...]  the same as the `source:` block of a db-sync config
+#   bench_engine_properties CONFIG   every engine property db-sync gives Debezium for CONFIG
 #   bench_engine [JVM_OPTION...]     the `engine:` block (debezium/lib, JVM options)
 #   bench_journal_cached CACHE N     true when CACHE/journal is a verified journal of N events
 #   bench_journal_copy CACHE DEST    a fresh copy of CACHE/journal at DEST, no progress files
@@ -150,12 +150,11 @@ drop_slot_and_publication() {
     log "warning: could not drop publication $s in database $db"
 }
 
-# bench_props TABLE SLOT STATE_DIR [KEY=VALUE...] — the Debezium properties of a benchmark's
+# bench_props TABLE SLOT STATE_DIR [KEY=VALUE...] — the source's properties of a benchmark's
 # capture of bench.public.TABLE from the local PostgreSQL, as key=value lines: the
 # connection, SLOT as replication slot and publication name, offsets and schema history
-# files in STATE_DIR, then each KEY=VALUE. db-sync adds its defaults for the keys not given
-# (src/capture/mod.rs engine_properties); a plain JVM run must be given them (see
-# bench_engine_props).
+# files in STATE_DIR, then each KEY=VALUE. db-sync adds its defaults for the keys not given;
+# a plain JVM run gets them all from bench_engine_properties.
 bench_props() {
   local table=$1 slot=$2 state=$3
   shift 3
@@ -174,25 +173,17 @@ bench_props() {
     "$@"
 }
 
-# db-sync's engine defaults (src/capture/mod.rs engine_properties) spelled out, for
-# bench_props: the capture benchmark gives its plain-JVM runs the same properties as db-sync.
-# For the benchmarks' small rows db-sync sizes the queue, batches and fetches as Debezium's
-# own defaults (src/capture/sizing.rs), so those are left unset here.
-# shellcheck disable=SC2034 # for the benchmarks
-bench_engine_props=(
-  topic.prefix=bench
-  plugin.name=pgoutput
-  snapshot.mode=initial
-  publication.autocreate.mode=filtered
-  offset.storage=org.apache.kafka.connect.storage.FileOffsetBackingStore
-  offset.flush.interval.ms=1000
-  schema.history.internal=io.debezium.storage.file.history.FileSchemaHistory
-  tombstones.on.delete=false
-  max.queue.size.in.bytes=67108864
-  skipped.operations=none
-  publish.via.partition.root=true
-  column.propagate.source.type=.*
-)
+# bench_engine_properties CONFIG — the Debezium engine properties db-sync starts the engine
+# with for the db-sync config CONFIG (`db-sync engine-properties`: its defaults, `source:`, and
+# the sizes fitted to the table's rows), as a Java properties file for a plain JVM run of the
+# same capture. db-sync prints the password as ***; the benchmark's own is put in its place.
+bench_engine_properties() {
+  local props
+  props=$("$bin" --config "$1" engine-properties) ||
+    die "db-sync engine-properties failed for $1 (see above)"
+  grep -v '^database\.password=' <<<"$props"
+  printf 'database.password=%s\n' "$PG_SUPERPASS"
+}
 
 # bench_source TABLE SLOT STATE_DIR [KEY=VALUE...] — the `source:` block of a db-sync config:
 # the properties of bench_props, each value a double-quoted YAML string.

@@ -50,6 +50,16 @@ pub enum AuditRunError {
     State(#[from] StateError),
     #[error(transparent)]
     Store(#[from] AuditError),
+    /// A blocking step (sealing, planning) panicked or was cancelled.
+    #[error("compaction stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("compaction stopped: cannot start the decoder thread: {0}")]
+    DecoderThread(#[source] std::io::Error),
+    #[error("compaction stopped: the decoder thread panicked")]
+    DecoderPanicked,
+    /// Fewer files were completed than planned (the decoder ended early without an error).
+    #[error("compaction stopped: {published} of {planned} audit files were completed; the window is redone on the next run")]
+    Incomplete { published: u64, planned: u64 },
 }
 
 impl Classify for AuditRunError {
@@ -59,6 +69,10 @@ impl Classify for AuditRunError {
             AuditRunError::Journal(e) => e.kind(),
             AuditRunError::State(e) => e.kind(),
             AuditRunError::Store(e) => e.kind(),
+            AuditRunError::Task(_)
+            | AuditRunError::DecoderThread(_)
+            | AuditRunError::DecoderPanicked
+            | AuditRunError::Incomplete { .. } => ErrorKind::Permanent,
         }
     }
 }
@@ -88,9 +102,7 @@ pub async fn audit_once(config: &Config) -> Result<Option<Summary>, AuditRunErro
     {
         let dir = dir.clone();
         let max = config.journal.segment_max_bytes;
-        tokio::task::spawn_blocking(move || journal::seal(&dir, max, SEAL_WAIT))
-            .await
-            .map_err(|e| CompactError::Internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || journal::seal(&dir, max, SEAL_WAIT)).await??;
     }
 
     let mut progress = AuditProgress::load(&dir)?;
@@ -125,9 +137,7 @@ pub async fn audit_once(config: &Config) -> Result<Option<Summary>, AuditRunErro
     let plan = {
         let dir = dir.clone();
         let (from, to) = (window.from, window.to);
-        tokio::task::spawn_blocking(move || compact::plan(&dir, from, to))
-            .await
-            .map_err(|e| CompactError::Internal(e.to_string()))??
+        tokio::task::spawn_blocking(move || compact::plan(&dir, from, to)).await??
     };
     let mut warnings = UnknownTypeWarnings::default();
     for schema in plan.schemas() {
@@ -258,7 +268,7 @@ async fn write_files(
                     let _ = tx.blocking_send(Err(e));
                 }
             })
-            .map_err(|e| CompactError::Internal(format!("cannot start the decoder thread: {e}")))?
+            .map_err(AuditRunError::DecoderThread)?
     };
 
     let mut writers: HashMap<usize, (AsyncArrowWriter<BufWriter>, u64)> = HashMap::new();
@@ -305,17 +315,13 @@ async fn write_files(
             failpoint::hit("compact.after_file");
         }
     }
-    decoder
-        .join()
-        .map_err(|_| CompactError::Internal("the decoder thread panicked".into()))?;
+    decoder.join().map_err(|_| AuditRunError::DecoderPanicked)?;
     progress.finish_and_clear();
     if !writers.is_empty() || published != plan.files.len() as u64 {
-        return Err(CompactError::Internal(format!(
-            "{} of {} audit files were completed; the window is redone on the next run",
+        return Err(AuditRunError::Incomplete {
             published,
-            plan.files.len()
-        ))
-        .into());
+            planned: plan.files.len() as u64,
+        });
     }
     Ok(published)
 }

@@ -6,26 +6,54 @@
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use jni::{InitArgsBuilder, JNIVersion, JavaVM, NativeMethod};
-
-use super::CaptureError;
 
 pub const BRIDGE_CLASS: &str = "io/dbsync/bridge/Bridge";
 pub const BRIDGE_JAR: &str = "db-sync-bridge.jar";
 /// A jar the engine cannot start without; its absence means set-up never ran.
 const ENGINE_JAR_PREFIX: &str = "debezium-embedded-";
 
-static JVM: OnceLock<Result<JavaVM, String>> = OnceLock::new();
+/// Why the JVM or the bridge cannot start: set-up or configuration, each naming its fix.
+#[derive(Debug, thiserror::Error)]
+pub enum JvmError {
+    #[error("engine.lib_dir {} cannot be read ({source}); run scripts/setup.sh to download the Debezium jars and build the bridge", .dir.display())]
+    LibDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is missing from engine.lib_dir {}; run scripts/setup.sh to build the bridge", BRIDGE_JAR, .dir.display())]
+    NoBridgeJar { dir: PathBuf },
+    #[error("no {}*.jar in engine.lib_dir {}; run scripts/setup.sh to extract the Debezium jars", ENGINE_JAR_PREFIX, .dir.display())]
+    NoEngineJar { dir: PathBuf },
+    #[error("cannot find libjvm.so (tried: {tried}); install a JDK 17 with scripts/setup.sh or set JAVA_HOME")]
+    NoLibjvm { tried: String },
+    #[error("bad jar path in engine.lib_dir: {0}")]
+    JarPath(#[source] std::env::JoinPathsError),
+    #[error("bad engine.jvm_options: {0}")]
+    Options(#[source] jni::JvmError),
+    #[error("cannot start the JVM from {}: {source}; check engine.jvm_options", .libjvm.display())]
+    Start {
+        libjvm: PathBuf,
+        source: jni::errors::StartJvmError,
+    },
+    #[error("cannot attach to the JVM: {0}")]
+    Attach(#[source] jni::errors::Error),
+    #[error("class {} not found in {}; rebuild the bridge with scripts/setup.sh", BRIDGE_CLASS.replace('/', "."), .jar.display())]
+    NoBridgeClass { jar: PathBuf },
+    #[error("cannot register the bridge's native methods ({0}); the bridge jar does not match this db-sync, rebuild it with scripts/setup.sh")]
+    Register(#[source] jni::errors::Error),
+}
+
+/// The process's one JVM, or why it could not start (kept: a JVM cannot be created twice).
+static JVM: OnceLock<Result<JavaVM, Arc<JvmError>>> = OnceLock::new();
 
 /// The jars of `lib_dir`, sorted, or a one-line error saying how to get them.
-pub fn classpath(lib_dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
-    let entries = std::fs::read_dir(lib_dir).map_err(|e| {
-        CaptureError::Setup(format!(
-            "engine.lib_dir {} cannot be read ({e}); run scripts/setup.sh to download the Debezium jars and build the bridge",
-            lib_dir.display()
-        ))
+pub fn classpath(lib_dir: &Path) -> Result<Vec<PathBuf>, JvmError> {
+    let entries = std::fs::read_dir(lib_dir).map_err(|source| JvmError::LibDir {
+        dir: lib_dir.to_path_buf(),
+        source,
     })?;
     let mut jars: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -36,18 +64,12 @@ pub fn classpath(lib_dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
         jars.iter()
             .any(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(pred))
     };
+    let dir = lib_dir.to_path_buf();
     if !has(&|n| n == BRIDGE_JAR) {
-        return Err(CaptureError::Setup(format!(
-            "{} is missing from engine.lib_dir {}; run scripts/setup.sh to build the bridge",
-            BRIDGE_JAR,
-            lib_dir.display()
-        )));
+        return Err(JvmError::NoBridgeJar { dir });
     }
     if !has(&|n| n.starts_with(ENGINE_JAR_PREFIX)) {
-        return Err(CaptureError::Setup(format!(
-            "no {ENGINE_JAR_PREFIX}*.jar in engine.lib_dir {}; run scripts/setup.sh to extract the Debezium jars",
-            lib_dir.display()
-        )));
+        return Err(JvmError::NoEngineJar { dir });
     }
     Ok(jars)
 }
@@ -83,15 +105,22 @@ pub fn libjvm_candidates() -> Vec<PathBuf> {
     out
 }
 
-pub fn find_libjvm() -> Result<PathBuf, CaptureError> {
+pub fn find_libjvm() -> Result<PathBuf, JvmError> {
     let candidates = libjvm_candidates();
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        CaptureError::Setup(format!(
-            "cannot find libjvm.so (tried: {}); install a JDK 17 with scripts/setup.sh or set JAVA_HOME",
-            if tried.is_empty() { "JAVA_HOME unset, no java on PATH".to_string() } else { tried.join(", ") }
-        ))
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            JvmError::NoLibjvm {
+                tried: if tried.is_empty() {
+                    "JAVA_HOME unset, no java on PATH".to_string()
+                } else {
+                    tried.join(", ")
+                },
+            }
+        })
 }
 
 /// Starts the process's JVM (once) with the jars of `lib_dir` and `options`, loads the bridge
@@ -100,23 +129,19 @@ pub fn start(
     lib_dir: &Path,
     options: &[String],
     natives: fn() -> Vec<NativeMethod>,
-) -> Result<&'static JavaVM, CaptureError> {
-    let started =
-        JVM.get_or_init(|| start_once(lib_dir, options, natives).map_err(|e| e.to_string()));
-    started
-        .as_ref()
-        .map_err(|message| CaptureError::Setup(message.clone()))
+) -> Result<&'static JavaVM, Arc<JvmError>> {
+    let started = JVM.get_or_init(|| start_once(lib_dir, options, natives).map_err(Arc::new));
+    started.as_ref().map_err(Arc::clone)
 }
 
 fn start_once(
     lib_dir: &Path,
     options: &[String],
     natives: fn() -> Vec<NativeMethod>,
-) -> Result<JavaVM, CaptureError> {
+) -> Result<JavaVM, JvmError> {
     let jars = classpath(lib_dir)?;
     let libjvm = find_libjvm()?;
-    let cp = std::env::join_paths(&jars)
-        .map_err(|e| CaptureError::Setup(format!("bad jar path in engine.lib_dir: {e}")))?;
+    let cp = std::env::join_paths(&jars).map_err(JvmError::JarPath)?;
     let verbose = tracing::enabled!(tracing::Level::DEBUG);
     let (log_level, engine_level) = if verbose {
         ("INFO", "INFO")
@@ -135,33 +160,25 @@ fn start_once(
     for opt in options {
         builder = builder.option(opt.as_str());
     }
-    let args = builder
-        .build()
-        .map_err(|e| CaptureError::Setup(format!("bad engine.jvm_options: {e}")))?;
-    let vm = JavaVM::with_libjvm(args, || Ok(libjvm.clone())).map_err(|e| {
-        CaptureError::Setup(format!(
-            "cannot start the JVM from {}: {e}; check engine.jvm_options",
-            libjvm.display()
-        ))
-    })?;
+    let args = builder.build().map_err(JvmError::Options)?;
+    let vm =
+        JavaVM::with_libjvm(args, || Ok(libjvm.clone())).map_err(|source| JvmError::Start {
+            libjvm: libjvm.clone(),
+            source,
+        })?;
     {
-        let mut env = vm
-            .attach_current_thread()
-            .map_err(|e| CaptureError::Setup(format!("cannot attach to the JVM: {e}")))?;
+        let mut env = vm.attach_current_thread().map_err(JvmError::Attach)?;
         let class = env.find_class(BRIDGE_CLASS).map_err(|_| {
             let _ = env.exception_clear();
-            CaptureError::Setup(format!(
-                "class {} not found in {}; rebuild the bridge with scripts/setup.sh",
-                BRIDGE_CLASS.replace('/', "."),
-                lib_dir.join(BRIDGE_JAR).display()
-            ))
+            JvmError::NoBridgeClass {
+                jar: lib_dir.join(BRIDGE_JAR),
+            }
         })?;
-        env.register_native_methods(&class, &natives()).map_err(|e| {
-            let _ = env.exception_clear();
-            CaptureError::Setup(format!(
-                "cannot register the bridge's native methods ({e}); the bridge jar does not match this db-sync, rebuild it with scripts/setup.sh"
-            ))
-        })?;
+        env.register_native_methods(&class, &natives())
+            .map_err(|e| {
+                let _ = env.exception_clear();
+                JvmError::Register(e)
+            })?;
     }
     Ok(vm)
 }

@@ -16,7 +16,7 @@ use super::{CaptureError, HISTORY_FILE, OFFSETS_FILE};
 use crate::audit::AuditStore;
 use crate::config::Config;
 use crate::journal::Journal;
-use crate::state::identity::{Identity, SourceIdentity};
+use crate::state::identity::Identity;
 use crate::state::{ApplyProgress, AuditProgress};
 
 /// The identity of the journal in `config`'s state directory, created with a new journal:
@@ -29,22 +29,21 @@ pub async fn identity(config: &Config) -> Result<Identity, CaptureError> {
         path: dir.clone(),
         source,
     })?;
-    if let Some(id) = Identity::load(dir).map_err(state)? {
+    if let Some(id) = Identity::load(dir)? {
         return Ok(id);
     }
     let has_segments = !crate::journal::segments(dir)?.is_empty();
     if has_segments {
         let id = Identity::legacy();
-        id.store(dir).map_err(state)?;
+        id.store(dir)?;
         return Ok(id);
     }
     // A new journal: after every sequence an earlier journal of this pipeline audited.
-    let store = AuditStore::open(&config.audit).map_err(|e| CaptureError::Setup(e.to_string()))?;
-    let files = store.list_files(None).await.map_err(|e| {
-        CaptureError::Setup(format!(
-            "a new journal numbers its events after the audit store's: {e}"
-        ))
-    })?;
+    let store = AuditStore::open(&config.audit)?;
+    let files = store
+        .list_files(None)
+        .await
+        .map_err(CaptureError::NewJournal)?;
     let first_seq = files.iter().map(|f| f.last_seq).max().unwrap_or(0) + 1;
     let id = Identity::new(first_seq);
     if first_seq > 1 {
@@ -53,24 +52,20 @@ pub async fn identity(config: &Config) -> Result<Identity, CaptureError> {
             audited_through: first_seq - 1,
             ..AuditProgress::default()
         };
-        audit.store(dir).map_err(state)?;
+        audit.store(dir)?;
         let apply = ApplyProgress {
             applied_through: first_seq - 1,
             ..ApplyProgress::default()
         };
-        apply.store(dir).map_err(state)?;
+        apply.store(dir)?;
         tracing::info!(
             journal = %id.journal,
             first_seq,
             "a new journal: the audit store holds an earlier journal's files, so this one numbers its events from {first_seq} and starts with a full snapshot"
         );
     }
-    id.store(dir).map_err(state)?;
+    id.store(dir)?;
     Ok(id)
-}
-
-fn state(e: crate::state::StateError) -> CaptureError {
-    CaptureError::State(e.to_string())
 }
 
 /// Moves Debezium's offsets and schema history from where earlier versions kept them
@@ -146,49 +141,19 @@ pub fn check_offsets(
     Ok(())
 }
 
-/// The source's identity now: cluster, database, slot. `None` when the source cannot be read
-/// (the engine reports an unreachable source in its own line).
-async fn source_identity(config: &Config) -> Option<SourceIdentity> {
-    let (client, _) = super::source::connect(config, "db-sync capture")
-        .await
-        .ok()?;
-    let database: String = client
-        .query_one("SELECT current_database()", &[])
-        .await
-        .ok()?
-        .get(0);
-    // Readable by superusers and pg_monitor; without it the other two still count.
-    let system_identifier = client
-        .query_one(
-            "SELECT system_identifier::text FROM pg_control_system()",
-            &[],
-        )
-        .await
-        .ok()
-        .map(|r| r.get::<_, String>(0));
-    let slot = super::engine_properties(config)
-        .get("slot.name")
-        .cloned()
-        .unwrap_or_default();
-    Some(SourceIdentity {
-        system_identifier,
-        database,
-        slot,
-    })
-}
-
 /// Records the source on the journal's first capture; refuses another one later.
 pub async fn check_source(config: &Config, identity: &mut Identity) -> Result<(), CaptureError> {
     if !config.is_postgres() {
         return Ok(());
     }
-    let Some(now) = source_identity(config).await else {
+    // An unreachable source is the engine's to report, in its own one line.
+    let Ok(now) = crate::source::identity::read(config, "db-sync capture").await else {
         return Ok(());
     };
     match &identity.source {
         None => {
             identity.source = Some(now);
-            identity.store(&config.journal.dir).map_err(state)?;
+            identity.store(&config.journal.dir)?;
             Ok(())
         }
         Some(was) => {

@@ -5,10 +5,10 @@
 //! few hundred bytes run at half speed with those: every batch is one journal `fdatasync`
 //! (measured: 1,000,000 rows of 7 columns in 40.7 s with batches of 128, 20.7 s with 2,048).
 //! So before it starts, capture asks the source how large the included tables' rows are
-//! (relation size over `reltuples`, TOAST included) and, when every table is known to hold
-//! rows of at most [`SMALL_ROW_BYTES`], gives the engine Debezium's own larger sizes. A table
-//! PostgreSQL has no statistics for yet (never analyzed) keeps the safe sizes. A key set in
-//! `source:` always wins.
+//! ([`crate::source::sizes`]: relation size over `reltuples`, TOAST included) and, when every
+//! table is known to hold rows of at most [`SMALL_ROW_BYTES`], gives the engine Debezium's own
+//! larger sizes. A table PostgreSQL has no statistics for yet (never analyzed) keeps the safe
+//! sizes. A key set in `source:` always wins.
 
 use std::collections::BTreeMap;
 
@@ -40,7 +40,7 @@ pub async fn fit(config: &Config, props: &mut BTreeMap<String, String>) {
     let Some(include) = props.get("table.include.list").cloned() else {
         return;
     };
-    match largest_row(config, &include).await {
+    match crate::source::sizes::largest_row(config, &include).await {
         Ok(Some(bytes)) if bytes <= SMALL_ROW_BYTES => {
             for (k, v) in SMALL_ROWS {
                 if !config.source.contains_key(k) {
@@ -68,52 +68,4 @@ pub async fn fit(config: &Config, props: &mut BTreeMap<String, String>) {
             tracing::debug!("could not read table sizes ({e}): the engine keeps small batches")
         }
     }
-}
-
-/// The largest average row (bytes, TOAST and indexes included) of the tables
-/// `table.include.list` names, or `None` when one of them has no statistics.
-async fn largest_row(config: &Config, include: &str) -> Result<Option<f64>, String> {
-    let pattern = format!(
-        "^({})$",
-        include
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    let (client, _) = super::source::connect(config, "db-sync sizing")
-        .await
-        .map_err(|e| e.to_string())?;
-    // Partitioned parents have no rows of their own: their partitions count, by the
-    // parent's name.
-    let rows = client
-        .query(
-            "SELECT c.reltuples::float8, pg_total_relation_size(c.oid)::float8
-               FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
-               LEFT JOIN pg_class p ON p.oid = i.inhparent
-               LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace
-              WHERE c.relkind = 'r'
-                AND (n.nspname || '.' || c.relname ~ $1
-                     OR pn.nspname || '.' || p.relname ~ $1)",
-            &[&pattern],
-        )
-        .await
-        .map_err(|e| super::source::pg_error(&e))?;
-    let mut largest: f64 = 0.0;
-    for row in rows {
-        let (tuples, bytes): (f64, f64) = (row.get(0), row.get(1));
-        if tuples <= 0.0 {
-            // Never analyzed (-1), or analyzed empty: size unknown (or moot) for an empty
-            // table, unknown for a never-analyzed one.
-            if bytes > 65_536.0 || tuples < 0.0 {
-                return Ok(None);
-            }
-            continue;
-        }
-        largest = largest.max(bytes / tuples);
-    }
-    Ok(Some(largest))
 }

@@ -1,7 +1,7 @@
 //! The batch the Java bridge hands over in one JNI call (`BatchEncoder.java` is the writer):
 //! a sequence of schema entries and event entries, each tagged and length-prefixed.
 
-use crate::journal::event::Cursor;
+use crate::journal::event::{Cursor, DecodeError};
 
 pub const TAG_SCHEMA: u8 = 1;
 pub const TAG_EVENT: u8 = 2;
@@ -15,14 +15,34 @@ pub enum Entry<'a> {
     Event { jvm_id: u32, body: &'a [u8] },
 }
 
-/// Splits a batch into entries; a malformed batch is a bridge bug, reported with its offset.
-pub fn entries(batch: &[u8]) -> Result<Vec<Entry<'_>>, String> {
+/// A malformed batch: a bridge bug, reported with the offset of the entry.
+#[derive(Debug, thiserror::Error)]
+#[error("bridge batch at byte {offset}: {problem}")]
+pub struct WireError {
+    pub offset: usize,
+    #[source]
+    pub problem: Problem,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The entry is cut short.
+    #[error(transparent)]
+    Short(#[from] DecodeError),
+    #[error("unknown entry tag {0}")]
+    UnknownTag(u8),
+}
+
+/// Splits a batch into entries.
+pub fn entries(batch: &[u8]) -> Result<Vec<Entry<'_>>, WireError> {
     let mut out = Vec::new();
     let mut c = Cursor::new(batch);
     while !c.rest().is_empty() {
         let offset = batch.len() - c.rest().len();
-        let bad =
-            |e: crate::journal::event::DecodeError| format!("bridge batch at byte {offset}: {e}");
+        let bad = |e: DecodeError| WireError {
+            offset,
+            problem: Problem::Short(e),
+        };
         let tag = c.u8().map_err(bad)?;
         let jvm_id = c.u32().map_err(bad)?;
         let len = c.u32().map_err(bad)? as usize;
@@ -37,9 +57,10 @@ pub fn entries(batch: &[u8]) -> Result<Vec<Entry<'_>>, String> {
                 body: bytes,
             },
             other => {
-                return Err(format!(
-                    "bridge batch at byte {offset}: unknown entry tag {other}"
-                ))
+                return Err(WireError {
+                    offset,
+                    problem: Problem::UnknownTag(other),
+                })
             }
         });
     }
@@ -81,10 +102,15 @@ mod tests {
     fn a_short_or_unknown_entry_names_its_offset() {
         let mut batch = entry(TAG_EVENT, 1, b"abc");
         batch.extend(entry(9, 1, b""));
-        assert!(entries(&batch)
-            .unwrap_err()
-            .contains("byte 12: unknown entry tag 9"));
+        let e = entries(&batch).unwrap_err();
+        assert!(matches!(e.problem, Problem::UnknownTag(9)), "{e}");
+        assert!(
+            e.to_string().contains("byte 12: unknown entry tag 9"),
+            "{e}"
+        );
         let short = &entry(TAG_EVENT, 1, b"abc")[..10];
-        assert!(entries(short).unwrap_err().contains("byte 0"));
+        let e = entries(short).unwrap_err();
+        assert!(matches!(e.problem, Problem::Short(_)), "{e}");
+        assert_eq!(e.offset, 0);
     }
 }

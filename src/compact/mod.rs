@@ -27,7 +27,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
-use crate::journal::event::EventHeader;
+use crate::journal::event::{DecodeError, EventHeader};
 use crate::journal::{self, JournalError};
 use crate::types::TableSchema;
 
@@ -48,19 +48,66 @@ pub fn placeholder(config: &Config) -> String {
 pub enum CompactError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("cannot decode journal event {seq}: {message}; the bridge jar and db-sync may not match (rebuild with scripts/setup.sh)")]
-    Decode { seq: u64, message: String },
-    #[error("compaction stopped: {0}")]
-    Internal(String),
+    #[error("cannot decode journal event {seq} ({table}): {source}; the bridge jar and db-sync may not match (rebuild with scripts/setup.sh)")]
+    Decode {
+        seq: u64,
+        table: String,
+        source: DecodeError,
+    },
+    /// The receiver of the decoded batches went away: it failed, and its own error says why.
+    #[error("compaction stopped: the writer of the decoded batches stopped")]
+    WriterStopped,
+    /// The journal holds an event the window's plan did not count: the window changed between
+    /// the two reads.
+    #[error("compaction stopped: journal event {seq} was not in the window's plan")]
+    NotInPlan { seq: u64 },
 }
 
 impl Classify for CompactError {
     fn kind(&self) -> ErrorKind {
         match self {
             CompactError::Journal(e) => e.kind(),
-            CompactError::Decode { .. } | CompactError::Internal(_) => ErrorKind::Permanent,
+            CompactError::Decode { .. }
+            | CompactError::WriterStopped
+            | CompactError::NotInPlan { .. } => ErrorKind::Permanent,
         }
     }
+}
+
+impl CompactError {
+    fn decode(seq: u64, table: &str) -> impl FnOnce(DecodeError) -> CompactError + '_ {
+        move |source| CompactError::Decode {
+            seq,
+            table: table.to_string(),
+            source,
+        }
+    }
+}
+
+/// Reads the window `from..=to` with a callback that fails with compaction's own errors (or
+/// a caller's, `E`): the first error stops the read and is returned as it is, its kind kept.
+fn read_window<E: From<CompactError>>(
+    dir: &Path,
+    (from, to): (u64, u64),
+    mut f: impl FnMut(&journal::StoredEvent<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut failed = None;
+    let read = journal::read_events(dir, from, |e| {
+        if e.seq > to {
+            return Ok(false);
+        }
+        match f(&e) {
+            Ok(()) => Ok(true),
+            Err(err) => {
+                failed = Some(err);
+                Ok(false)
+            }
+        }
+    });
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    read.map_err(|e| E::from(CompactError::Journal(e)))
 }
 
 /// One output file of a window: a table, a commit date, a schema version.
@@ -115,11 +162,8 @@ pub fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan, CompactError> {
     let mut schemas = SchemaIndex::default();
     let mut plans: Vec<FilePlan> = Vec::new();
     let mut by_key: HashMap<(usize, i64), usize> = HashMap::new();
-    journal::read_events(dir, from, |e| {
-        if e.seq > to {
-            return Ok(false);
-        }
-        let (schema, day) = schemas.locate(&e)?;
+    read_window(dir, (from, to), |e| {
+        let (schema, day) = schemas.locate(e)?;
         let i = *by_key.entry((schema, day)).or_insert_with(|| {
             plans.push(FilePlan {
                 table: schemas.schemas[schema].clone(),
@@ -133,7 +177,7 @@ pub fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan, CompactError> {
         });
         plans[i].last_seq = e.seq;
         plans[i].rows += 1;
-        Ok(true)
+        Ok::<(), CompactError>(())
     })?;
     Ok(Plan {
         files: plans,
@@ -165,11 +209,8 @@ impl SchemaIndex {
     }
 
     /// The (schema version, commit day) an event belongs to: the key of its file.
-    fn locate(&mut self, e: &journal::StoredEvent<'_>) -> Result<(usize, i64), JournalError> {
-        let h = EventHeader::parse(e.body).map_err(|err| JournalError::Undecodable {
-            seq: e.seq,
-            what: err.to_string(),
-        })?;
+    fn locate(&mut self, e: &journal::StoredEvent<'_>) -> Result<(usize, i64), CompactError> {
+        let h = EventHeader::parse(e.body).map_err(CompactError::decode(e.seq, &e.schema.table))?;
         Ok((self.index(e), commit_day(h.ts_us)))
     }
 
@@ -216,29 +257,24 @@ pub fn decode_window(
     let mut batches: Vec<Option<RowBatch>> = (0..plan.files.len()).map(|_| None).collect();
     let mut decoded: Vec<u64> = vec![0; plan.files.len()];
     let mut since_tick = 0u64;
-    let mut deliver = |d: Decoded| -> Result<(), JournalError> {
+    let mut deliver = |d: Decoded| -> Result<(), CompactError> {
         if send(d) {
             Ok(())
         } else {
-            Err(JournalError::BadBatch("the writer stopped".into()))
+            Err(CompactError::WriterStopped)
         }
     };
-    let result = journal::read_events(dir, from, |e| {
-        if e.seq > to {
-            return Ok(false);
-        }
-        let file = *plan.file_of.get(&schemas.locate(&e)?).ok_or_else(|| {
-            JournalError::BadBatch(format!("event {} was not in the plan", e.seq))
-        })?;
+    let result = read_window(dir, (from, to), |e| {
+        let file = *plan
+            .file_of
+            .get(&schemas.locate(e)?)
+            .ok_or(CompactError::NotInPlan { seq: e.seq })?;
         let fp = &plan.files[file];
         let rows = batches[file].get_or_insert_with(|| {
             RowBatch::new(fp.table.clone(), batch_rows.min(fp.rows as usize))
         });
         rows.push(e.seq, e.body, placeholder)
-            .map_err(|err| JournalError::Undecodable {
-                seq: e.seq,
-                what: format!("{} ({})", err, fp.table.table),
-            })?;
+            .map_err(CompactError::decode(e.seq, &fp.table.table))?;
         decoded[file] += 1;
         if decoded[file] == fp.rows {
             let mut last = batches[file].take().expect("present");
@@ -257,10 +293,10 @@ pub fn decode_window(
             progress.inc(since_tick);
             since_tick = 0;
         }
-        Ok(true)
+        Ok(())
     });
     progress.inc(since_tick);
-    result.map_err(decode_error)
+    result
 }
 
 /// Where a window holds rows of a table's full (initial or blocking) snapshot.
@@ -291,25 +327,15 @@ pub fn decode_in_order<E: From<CompactError>>(
     // table → (schema version, rows so far)
     let mut open: HashMap<String, (usize, RowBatch), foldhash::fast::RandomState> =
         HashMap::default();
-    let mut failed: Option<E> = None;
-    let result = journal::read_events(dir, from, |e| {
-        if e.seq > to {
-            return Ok(false);
-        }
-        let version = schemas.index(&e);
+    read_window(dir, (from, to), |e| -> Result<(), E> {
+        let version = schemas.index(e);
         let table = &schemas.schemas[version];
         let name = table.table.as_str();
         if open.get(name).is_some_and(|(v, _)| *v != version) {
             let (old, mut rows) = open.remove(name).expect("checked above");
-            if let Err(err) = sink(&schemas.schemas[old], rows.finish()) {
-                failed = Some(err);
-                return Ok(false);
-            }
+            sink(&schemas.schemas[old], rows.finish())?;
         }
-        let h = EventHeader::parse(e.body).map_err(|err| JournalError::Undecodable {
-            seq: e.seq,
-            what: format!("{} ({})", err, name),
-        })?;
+        let h = EventHeader::parse(e.body).map_err(CompactError::decode(e.seq, name))?;
         if h.is_full_snapshot() {
             let m = match marks.get_mut(name) {
                 Some(m) => m,
@@ -319,7 +345,7 @@ pub fn decode_in_order<E: From<CompactError>>(
             m.done |= h.is_table_snapshot_last();
         }
         if skip(e.seq, name) {
-            return Ok(true);
+            return Ok(());
         }
         if !open.contains_key(name) {
             open.insert(
@@ -329,23 +355,12 @@ pub fn decode_in_order<E: From<CompactError>>(
         }
         let (_, rows) = open.get_mut(name).expect("inserted above");
         rows.push(e.seq, e.body, placeholder)
-            .map_err(|err| JournalError::Undecodable {
-                seq: e.seq,
-                what: format!("{} ({})", err, name),
-            })?;
+            .map_err(CompactError::decode(e.seq, name))?;
         if rows.is_full(batch_rows, batch_bytes) {
-            let batch = rows.finish();
-            if let Err(err) = sink(table, batch) {
-                failed = Some(err);
-                return Ok(false);
-            }
+            sink(table, rows.finish())?;
         }
-        Ok(true)
-    });
-    if let Some(err) = failed {
-        return Err(err);
-    }
-    result.map_err(|e| E::from(decode_error(e)))?;
+        Ok(())
+    })?;
     let mut rest: Vec<(String, (usize, RowBatch))> = open.into_iter().collect();
     rest.sort_by(|a, b| a.0.cmp(&b.0));
     for (_, (version, mut rows)) in rest {
@@ -354,11 +369,4 @@ pub fn decode_in_order<E: From<CompactError>>(
         }
     }
     Ok(marks)
-}
-
-fn decode_error(e: JournalError) -> CompactError {
-    match e {
-        JournalError::Undecodable { seq, what } => CompactError::Decode { seq, message: what },
-        other => other.into(),
-    }
 }

@@ -12,6 +12,32 @@ use super::plan::{KeyOrder, TablePlan, ValueCmp};
 
 pub type Row = Vec<Option<Vec<u8>>>;
 
+/// A side whose rows cannot be merged: never a difference, always an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("{side} returned key {key} after {last}: its key order differs from the other side's (a target key column with another collation than the binary one apply creates?)")]
+    OutOfOrder {
+        side: &'static str,
+        key: String,
+        last: String,
+    },
+    #[error("{side} returned a NULL key value")]
+    NullKey { side: &'static str },
+    #[error("key column `{column}` holds {value:?}, not an integer")]
+    NotInteger { column: String, value: String },
+}
+
+/// PostgreSQL's COPY text that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("the COPY stream ended inside a row")]
+    Truncated,
+    #[error("a COPY field ends with a lone backslash")]
+    LoneBackslash,
+    #[error("a COPY row has {found} fields, expected {expected}")]
+    Width { found: usize, expected: usize },
+}
+
 /// How many keys of each kind a report shows.
 pub const FIRST_KEYS: usize = 10;
 
@@ -106,7 +132,11 @@ impl<'p> Merge<'p> {
 
     /// Compares the heads of both streams (`None`: that stream is over), records what it
     /// finds, and says which head to replace. `Err` when a stream is not in key order.
-    pub fn step(&mut self, source: Option<&Row>, target: Option<&Row>) -> Result<Advance, String> {
+    pub fn step(
+        &mut self,
+        source: Option<&Row>,
+        target: Option<&Row>,
+    ) -> Result<Advance, CompareError> {
         let n = self.plan.keys.len();
         let (advance, seen_source, seen_target) = match (source, target) {
             (None, None) => return Ok(Advance::Done),
@@ -160,21 +190,25 @@ impl<'p> Merge<'p> {
         Ok(advance)
     }
 
-    fn out_of_order(&self, side: &str, last: &[Vec<u8>], key: &[Vec<u8>]) -> String {
-        format!(
-            "{side} returned key {} after {}: its key order differs from the other side's (a target key column with another collation than the binary one apply creates?)",
-            show_key(self.plan, key),
-            show_key(self.plan, last)
-        )
+    fn out_of_order(&self, side: &'static str, last: &[Vec<u8>], key: &[Vec<u8>]) -> CompareError {
+        CompareError::OutOfOrder {
+            side,
+            key: show_key(self.plan, key),
+            last: show_key(self.plan, last),
+        }
     }
 
-    fn cmp_keys(&self, a: &[Option<Vec<u8>>], b: &[Option<Vec<u8>>]) -> Result<Ordering, String> {
+    fn cmp_keys(
+        &self,
+        a: &[Option<Vec<u8>>],
+        b: &[Option<Vec<u8>>],
+    ) -> Result<Ordering, CompareError> {
         let a = key_of(a, "the source")?;
         let b = key_of(b, "the target")?;
         self.cmp_key_bytes(&a, &b)
     }
 
-    fn cmp_key_bytes(&self, a: &[Vec<u8>], b: &[Vec<u8>]) -> Result<Ordering, String> {
+    fn cmp_key_bytes(&self, a: &[Vec<u8>], b: &[Vec<u8>]) -> Result<Ordering, CompareError> {
         for ((k, x), y) in self.plan.keys.iter().zip(a).zip(b) {
             let o = match k.order {
                 KeyOrder::Bytes => x.cmp(y),
@@ -183,12 +217,9 @@ impl<'p> Merge<'p> {
                         std::str::from_utf8(v)
                             .ok()
                             .and_then(|s| s.parse::<i128>().ok())
-                            .ok_or_else(|| {
-                                format!(
-                                    "key column `{}` holds {:?}, not an integer",
-                                    k.column.name,
-                                    String::from_utf8_lossy(v)
-                                )
+                            .ok_or_else(|| CompareError::NotInteger {
+                                column: k.column.name.clone(),
+                                value: String::from_utf8_lossy(v).into_owned(),
                             })
                     };
                     p(x)?.cmp(&p(y)?)
@@ -270,12 +301,9 @@ impl<'p> Merge<'p> {
     }
 }
 
-fn key_of(key: &[Option<Vec<u8>>], side: &str) -> Result<Vec<Vec<u8>>, String> {
+fn key_of(key: &[Option<Vec<u8>>], side: &'static str) -> Result<Vec<Vec<u8>>, CompareError> {
     key.iter()
-        .map(|v| {
-            v.clone()
-                .ok_or_else(|| format!("{side} returned a NULL key value"))
-        })
+        .map(|v| v.clone().ok_or(CompareError::NullKey { side }))
         .collect()
 }
 
@@ -440,7 +468,12 @@ pub struct CopyParser {
 
 impl CopyParser {
     /// Parses the complete lines of `chunk` (with what an earlier chunk left) into `out`.
-    pub fn feed(&mut self, chunk: &[u8], width: usize, out: &mut Vec<Row>) -> Result<(), String> {
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        width: usize,
+        out: &mut Vec<Row>,
+    ) -> Result<(), CopyError> {
         let mut data = chunk;
         if !self.pending.is_empty() {
             match chunk.iter().position(|&b| b == b'\n') {
@@ -466,16 +499,16 @@ impl CopyParser {
     }
 
     /// `Err` when the stream ended inside a row.
-    pub fn finish(&self) -> Result<(), String> {
+    pub fn finish(&self) -> Result<(), CopyError> {
         if self.pending.is_empty() {
             Ok(())
         } else {
-            Err("the COPY stream ended inside a row".into())
+            Err(CopyError::Truncated)
         }
     }
 }
 
-fn parse_line(line: &[u8], width: usize) -> Result<Row, String> {
+fn parse_line(line: &[u8], width: usize) -> Result<Row, CopyError> {
     let mut row = Vec::with_capacity(width);
     for field in line.split(|&b| b == b'\t') {
         if field == b"\\N" {
@@ -498,17 +531,17 @@ fn parse_line(line: &[u8], width: usize) -> Result<Row, String> {
                     Some(b'f') => v.push(12),
                     Some(b'v') => v.push(11),
                     Some(&c) => v.push(c),
-                    None => return Err("a COPY field ends with a lone backslash".into()),
+                    None => return Err(CopyError::LoneBackslash),
                 }
             }
             row.push(Some(v));
         }
     }
     if row.len() != width {
-        return Err(format!(
-            "a COPY row has {} fields, expected {width}",
-            row.len()
-        ));
+        return Err(CopyError::Width {
+            found: row.len(),
+            expected: width,
+        });
     }
     Ok(row)
 }
@@ -540,7 +573,7 @@ mod tests {
             .collect()
     }
 
-    fn merge(plan: &TablePlan, a: &[Row], b: &[Row]) -> Result<Tally, String> {
+    fn merge(plan: &TablePlan, a: &[Row], b: &[Row]) -> Result<Tally, CompareError> {
         let mut m = Merge::new(plan, 100);
         let (mut i, mut j) = (0, 0);
         loop {
@@ -588,7 +621,17 @@ mod tests {
         let plan = plan_of(&[("k", "text", 1)]);
         let src = [row(&[Some("b")]), row(&[Some("a")])];
         let e = merge(&plan, &src, &src).unwrap_err();
-        assert!(e.contains("after"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                CompareError::OutOfOrder {
+                    side: "the source",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("returned key k=a after k=b"), "{e}");
         // Integers order by value, not by text.
         let plan = plan_of(&[("id", "int4", 1)]);
         let src = [row(&[Some("9")]), row(&[Some("10")])];
@@ -654,6 +697,12 @@ mod tests {
                 row(&[Some("2"), Some("x"), Some("y")])
             ]
         );
-        assert!(p.feed(b"1\t2\n", 3, &mut out).is_err());
+        assert!(matches!(
+            p.feed(b"1\t2\n", 3, &mut out),
+            Err(CopyError::Width {
+                found: 2,
+                expected: 3
+            })
+        ));
     }
 }

@@ -34,11 +34,14 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
-use crate::apply::sql::Session;
+use crate::apply::sql::{Session, SqlError, UrlError};
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
+use crate::journal::JournalError;
+use crate::source::slot::{BadLsn, Lsn};
+use crate::source::SourceError;
 use crate::state::{ApplyProgress, StateError};
-use compare::{Advance, Merge, Row, Tally};
+use compare::{Advance, CompareError, CopyError, Merge, Row, Tally};
 use plan::TablePlan;
 use read::*;
 
@@ -75,12 +78,30 @@ pub enum VerifyError {
     /// Bad usage or set-up: the message names the fix.
     #[error("{0}")]
     Usage(String),
+    #[error("verify: `target.url` {0}")]
+    TargetUrl(#[source] UrlError),
     #[error("verify: the source: {0}")]
-    Source(String),
-    #[error("verify: the target {url}: {message}")]
-    Target { url: String, message: String },
+    Source(#[from] SourceError),
+    #[error("verify: the target {url}: {what}: {source}")]
+    Target {
+        url: String,
+        what: String,
+        source: SqlError,
+    },
+    /// A side's rows cannot be merged (out of key order, a NULL key).
+    #[error("verify: {table}: {source}")]
+    Compare { table: String, source: CompareError },
+    #[error("verify: {table}: the source's COPY text: {source}")]
+    Copy { table: String, source: CopyError },
+    #[error("verify: the source's WAL position: {0}")]
+    Lsn(#[from] BadLsn),
+    /// `--repair` cannot do what it was asked: the message names why and what to do.
     #[error("verify: {0}")]
-    Compare(String),
+    Repair(String),
+    #[error("verify: waiting for compact.lock: {0}")]
+    Lock(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("verify: the compaction cycle it ran to settle failed: {0}")]
@@ -90,9 +111,15 @@ pub enum VerifyError {
 impl Classify for VerifyError {
     fn kind(&self) -> ErrorKind {
         match self {
-            VerifyError::Usage(_) => ErrorKind::Config,
-            VerifyError::Source(_) | VerifyError::Target { .. } => ErrorKind::Transient,
-            VerifyError::Compare(_) => ErrorKind::Permanent,
+            VerifyError::Usage(_) | VerifyError::TargetUrl(_) => ErrorKind::Config,
+            VerifyError::Source(e) => e.kind(),
+            VerifyError::Target { source, .. } => source.kind(),
+            VerifyError::Compare { .. }
+            | VerifyError::Copy { .. }
+            | VerifyError::Lsn(_)
+            | VerifyError::Repair(_)
+            | VerifyError::Lock(_) => ErrorKind::Permanent,
+            VerifyError::Journal(e) => e.kind(),
             VerifyError::State(e) => e.kind(),
             VerifyError::Cycle(e) => e.kind(),
         }
@@ -240,46 +267,30 @@ async fn repair_all(
     let Some(tc) = &config.target else {
         return Ok(BTreeMap::new());
     };
-    let (pg, described) = crate::capture::source::connect(config, "db-sync verify --repair")
-        .await
-        .map_err(|e| VerifyError::Source(e.to_string()))?;
-    let slot = crate::capture::engine_properties(config)
-        .get("slot.name")
-        .cloned()
-        .unwrap_or_default();
-    let active: bool = pg
-        .query_opt(
-            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(|e| {
-            VerifyError::Source(format!(
-                "{described}: {}",
-                crate::capture::source::pg_error(&e)
-            ))
-        })?
-        .is_some_and(|r| r.get(0));
+    let (pg, described) = crate::source::connect(config, "db-sync verify --repair").await?;
+    let slot = crate::source::slot_name(config);
+    let active = crate::source::slot::read(&pg, &described, &slot)
+        .await?
+        .is_some_and(|s| s.active);
     if !active {
-        return Err(VerifyError::Compare(format!(
+        return Err(VerifyError::Repair(format!(
             "--repair re-reads keys through the running capture, and none is connected to replication slot {slot}; start `db-sync run` (or `capture`) and run verify --repair again"
         )));
     }
     let redacted = crate::apply::redact_url(tc.url.expose());
-    let mut my = Session::new(tc.url.expose(), redacted)
-        .map_err(|e| VerifyError::Usage(format!("`target.url` {e}")))?;
+    let mut my = Session::new(tc.url.expose(), redacted).map_err(VerifyError::TargetUrl)?;
     let dir = config.journal.dir.clone();
     // No cycle writes to the target while extra rows are deleted.
     let lock = tokio::task::spawn_blocking(move || crate::state::locks::compact_lock(&dir))
         .await
-        .map_err(|e| VerifyError::Compare(format!("waiting for compact.lock: {e}")))??;
+        .map_err(VerifyError::Lock)??;
     let mut done = BTreeMap::new();
     for t in report.tables.iter().filter(|t| t.differences() > 0) {
         let Some(plan) = &t.plan else {
             continue;
         };
         if t.keys_overflow {
-            return Err(VerifyError::Compare(format!(
+            return Err(VerifyError::Repair(format!(
                 "{}: more than {KEYS_CAP} keys differ, too many for a key-wise repair; rebuild the table with `db-sync backfill --table {} --resnapshot`",
                 t.table, t.table
             )));
@@ -328,6 +339,15 @@ fn record(config: &Config, report: &Report) -> Result<(), VerifyError> {
     Ok(())
 }
 
+/// A table that cannot be compared: its source name, target name and why.
+struct NotCompared {
+    table: String,
+    target: String,
+    why: String,
+}
+
+type Planned = Result<TablePlan, NotCompared>;
+
 /// One verify: compare, settle, record.
 async fn verify_once(config: &Config, opts: &Options) -> Result<Report, VerifyError> {
     let started = Instant::now();
@@ -343,55 +363,105 @@ async fn verify_once(config: &Config, opts: &Options) -> Result<Report, VerifyEr
                 .into(),
         ));
     }
-    let dir = &config.journal.dir;
+    let tables = select_tables(&applied_tables(&config.journal.dir)?, &opts.tables)?;
+    let mut sides = open_sides(config, tc).await?;
+    let plans = plan_tables(&mut sides, &tc.table_name, &tables).await?;
+
+    // First pass: the whole of each table, at one snapshot per side.
+    let start_lsn = begin_snapshots(&mut sides).await?;
+    let mut tallies: Vec<Option<Tally>> = Vec::new();
+    for plan in &plans {
+        tallies.push(match plan {
+            Ok(plan) => Some(compare_table(&mut sides, plan, None).await?),
+            Err(_) => None,
+        });
+    }
+    end_snapshots(&mut sides).await;
+    let first: Vec<u64> = tallies
+        .iter()
+        .map(|t| t.as_ref().map_or(0, Tally::differences))
+        .collect();
+
+    let settled = settle(
+        config,
+        &mut sides,
+        &plans,
+        &mut tallies,
+        start_lsn,
+        opts.settle,
+    )
+    .await?;
+    let report = Report {
+        tables: table_reports(&plans, tallies, first),
+        start_lsn: start_lsn.to_string(),
+        settle_seconds: settled.seconds,
+        rechecks: settled.rechecks,
+        caught_up: settled.caught_up,
+        capture_running: settled.capture_running,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    record(config, &report)?;
+    Ok(report)
+}
+
+/// The tables apply has written (and not skipped), from its progress file.
+fn applied_tables(dir: &std::path::Path) -> Result<Vec<String>, VerifyError> {
     let progress = if dir.is_dir() {
         ApplyProgress::load(dir)?
     } else {
         ApplyProgress::default()
     };
-    let applied: Vec<String> = progress
+    Ok(progress
         .column_types
         .keys()
         .filter(|t| !progress.skipped_tables.contains(*t))
         .cloned()
-        .collect();
-    let tables = select_tables(&applied, &opts.tables)?;
+        .collect())
+}
 
+/// Connects to both sides; the source session prints values as the comparison expects them.
+async fn open_sides(
+    config: &Config,
+    tc: &crate::config::TargetConfig,
+) -> Result<Sides, VerifyError> {
     let redacted = crate::apply::redact_url(tc.url.expose());
-    let target_err = |message: String| VerifyError::Target {
-        url: redacted.clone(),
-        message,
+    let my = Session::new(tc.url.expose(), redacted).map_err(VerifyError::TargetUrl)?;
+    let (client, described) = crate::source::connect(config, "db-sync verify").await?;
+    let sides = Sides {
+        pg: Arc::new(client),
+        described,
+        my,
     };
-    let mut my = Session::new(tc.url.expose(), redacted.clone())
-        .map_err(|e| VerifyError::Usage(format!("`target.url` {e}")))?;
-    let (client, described) = crate::capture::source::connect(config, "db-sync verify")
+    sides
+        .pg
+        .batch_execute(
+            "SET extra_float_digits = 1; SET DateStyle = ISO; SET IntervalStyle = postgres; \
+             SET TimeZone = 'UTC'; SET bytea_output = hex; SET statement_timeout = 0",
+        )
         .await
-        .map_err(|e| VerifyError::Source(e.to_string()))?;
-    let pg = Arc::new(client);
-    let pg_err = move |what: &str, e: tokio_postgres::Error| {
-        VerifyError::Source(format!(
-            "{what} on {described}: {}",
-            crate::capture::source::pg_error(&e)
-        ))
-    };
-    pg.batch_execute(
-        "SET extra_float_digits = 1; SET DateStyle = ISO; SET IntervalStyle = postgres; \
-         SET TimeZone = 'UTC'; SET bytea_output = hex; SET statement_timeout = 0",
-    )
-    .await
-    .map_err(|e| pg_err("setting up the session", e))?;
+        .map_err(sides.source_err("setting up the session"))?;
+    Ok(sides)
+}
 
-    // Plans: the source's columns and key, the target's columns.
-    let mut plans: Vec<Result<TablePlan, (String, String, String)>> = Vec::new();
-    for table in &tables {
-        let target = target_name(&tc.table_name, table);
+/// Each table's plan: the source's columns and key, the target's columns.
+async fn plan_tables(
+    sides: &mut Sides,
+    template: &str,
+    tables: &[String],
+) -> Result<Vec<Planned>, VerifyError> {
+    let mut plans = Vec::new();
+    for table in tables {
+        let target = target_name(template, table);
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
-        let cols = source_columns(&pg, schema, name)
+        let cols = source_columns(&sides.pg, schema, name)
             .await
-            .map_err(|e| pg_err(&format!("reading the columns of {table}"), e))?;
-        let target_cols = target_columns(&mut my, &target)
+            .map_err(sides.source_err(&format!("reading the columns of {table}")))?;
+        let target_cols = target_columns(&mut sides.my, &target)
             .await
-            .map_err(|e| target_err(format!("reading the columns of `{target}`: {e}")))?;
+            .map_err(target_err(
+                &sides.my,
+                format!("reading the columns of `{target}`"),
+            ))?;
         let plan = if cols.is_empty() {
             Err("the source table does not exist".to_string())
         } else if target_cols.is_empty() {
@@ -399,75 +469,54 @@ async fn verify_once(config: &Config, opts: &Options) -> Result<Report, VerifyEr
         } else {
             plan::table(table, &target, &cols, &target_cols)
         };
-        plans.push(plan.map_err(|why| (table.clone(), target, why)));
+        plans.push(plan.map_err(|why| NotCompared {
+            table: table.clone(),
+            target,
+            why,
+        }));
     }
+    Ok(plans)
+}
 
-    // First pass: the whole of each table, at one snapshot per side.
-    let start_lsn = begin_source_snapshot(&pg)
-        .await
-        .map_err(|e| pg_err("starting a snapshot", e))?;
-    begin_target_snapshot(&mut my).await.map_err(&target_err)?;
-    let mut tallies: Vec<Option<Tally>> = Vec::new();
-    for plan in &plans {
-        tallies.push(match plan {
-            Ok(plan) => Some(compare_table(&pg, &mut my, plan, None, &target_err).await?),
-            Err(_) => None,
-        });
-    }
-    end_snapshots(&pg, &mut my).await;
-    let first: Vec<u64> = tallies
-        .iter()
-        .map(|t| t.as_ref().map_or(0, Tally::differences))
-        .collect();
+/// How the settling went.
+struct Settled {
+    rechecks: u32,
+    /// Whether the pipeline had caught up before the last re-check.
+    caught_up: bool,
+    capture_running: bool,
+    /// Seconds spent settling; 0 when nothing needed it.
+    seconds: f64,
+}
 
-    // Settle.
+/// Re-checks the differing keys until nothing differs, the same rows differ the same way
+/// twice after the pipeline caught up (nothing is in flight for them), or `settle` is spent.
+async fn settle(
+    config: &Config,
+    sides: &mut Sides,
+    plans: &[Planned],
+    tallies: &mut [Option<Tally>],
+    start_lsn: Lsn,
+    settle: Duration,
+) -> Result<Settled, VerifyError> {
     let settle_start = Instant::now();
-    let deadline = settle_start + opts.settle;
-    let mut rechecks = 0;
-    let mut caught_up_last = false;
-    let mut capture_running = true;
+    let deadline = settle_start + settle;
+    let mut out = Settled {
+        rechecks: 0,
+        caught_up: false,
+        capture_running: true,
+        seconds: 0.0,
+    };
     let mut last_digests: Option<Vec<u64>> = None;
-    let mut lsn = start_lsn.clone();
+    let mut lsn = start_lsn;
     while tallies.iter().flatten().any(|t| t.differences() > 0) && Instant::now() < deadline {
-        let wait = wait_applied_past(config, &pg, &lsn, deadline).await?;
-        capture_running = wait.capture_running;
-        caught_up_last = wait.caught_up;
+        let wait = wait_applied_past(config, sides, lsn, deadline).await?;
+        out.capture_running = wait.capture_running;
+        out.caught_up = wait.caught_up;
         if !wait.caught_up && Instant::now() >= deadline {
             break;
         }
-        lsn = begin_source_snapshot(&pg)
-            .await
-            .map_err(|e| pg_err("starting a snapshot", e))?;
-        begin_target_snapshot(&mut my).await.map_err(&target_err)?;
-        for (plan, tally) in plans.iter().zip(tallies.iter_mut()) {
-            let (Ok(plan), Some(t)) = (plan, tally.as_mut()) else {
-                continue;
-            };
-            if t.differences() == 0 {
-                continue;
-            }
-            let source_rows = t.source_rows;
-            let target_rows = t.target_rows;
-            let mut fresh = if t.keys_overflow {
-                compare_table(&pg, &mut my, plan, None, &target_err).await?
-            } else {
-                let mut acc = Tally::default();
-                let all: Vec<Vec<Vec<u8>>> = t.keys.iter().chain(&t.extra_keys).cloned().collect();
-                for keys in all.chunks(KEYS_PER_QUERY) {
-                    let part = compare_table(&pg, &mut my, plan, Some(keys), &target_err).await?;
-                    acc.absorb(part);
-                }
-                acc
-            };
-            if !t.keys_overflow {
-                // A re-check of some keys keeps the first pass's row counts.
-                fresh.source_rows = source_rows;
-                fresh.target_rows = target_rows;
-            }
-            *t = fresh;
-        }
-        end_snapshots(&pg, &mut my).await;
-        rechecks += 1;
+        lsn = recheck(sides, plans, tallies).await?;
+        out.rechecks += 1;
         let digests: Vec<u64> = tallies
             .iter()
             .map(|t| t.as_ref().map_or(0, |t| t.digest))
@@ -477,15 +526,56 @@ async fn verify_once(config: &Config, opts: &Options) -> Result<Report, VerifyEr
         }
         last_digests = wait.caught_up.then_some(digests);
     }
-    let settle_seconds = if rechecks > 0 {
-        settle_start.elapsed().as_secs_f64()
-    } else {
-        0.0
-    };
+    if out.rechecks > 0 {
+        out.seconds = settle_start.elapsed().as_secs_f64();
+    }
+    Ok(out)
+}
 
-    let mut reports = Vec::new();
-    for ((plan, tally), first) in plans.iter().zip(tallies).zip(first) {
-        reports.push(match (plan, tally) {
+/// Re-reads, at a new snapshot, the keys of each table that differed; returns the snapshot's
+/// WAL position. A table with more differing keys than verify keeps is read whole.
+async fn recheck(
+    sides: &mut Sides,
+    plans: &[Planned],
+    tallies: &mut [Option<Tally>],
+) -> Result<Lsn, VerifyError> {
+    let lsn = begin_snapshots(sides).await?;
+    for (plan, tally) in plans.iter().zip(tallies.iter_mut()) {
+        let (Ok(plan), Some(t)) = (plan, tally.as_mut()) else {
+            continue;
+        };
+        if t.differences() == 0 {
+            continue;
+        }
+        if t.keys_overflow {
+            *t = compare_table(sides, plan, None).await?;
+            continue;
+        }
+        let mut fresh = Tally::default();
+        let all: Vec<Vec<Vec<u8>>> = t.keys.iter().chain(&t.extra_keys).cloned().collect();
+        for keys in all.chunks(KEYS_PER_QUERY) {
+            fresh.absorb(compare_table(sides, plan, Some(keys)).await?);
+        }
+        // A re-check of some keys keeps the first pass's row counts.
+        fresh.source_rows = t.source_rows;
+        fresh.target_rows = t.target_rows;
+        *t = fresh;
+    }
+    end_snapshots(sides).await;
+    Ok(lsn)
+}
+
+/// Each table's report from its plan, its last tally and its first pass's differences.
+fn table_reports(
+    plans: &[Planned],
+    tallies: Vec<Option<Tally>>,
+    first: Vec<u64>,
+) -> Vec<TableReport> {
+    plans
+        .iter()
+        .zip(tallies)
+        .zip(first)
+        .map(|((plan, tally), first)| match (plan, tally) {
             (Ok(plan), Some(t)) => TableReport {
                 table: plan.source.clone(),
                 target_table: plan.target.clone(),
@@ -504,25 +594,14 @@ async fn verify_once(config: &Config, opts: &Options) -> Result<Report, VerifyEr
                 repaired_resnapshot: 0,
                 repaired_deleted: 0,
                 plan: Some(plan.clone()),
-                keys: t.keys.clone(),
-                extra_keys: t.extra_keys.clone(),
+                keys: t.keys,
+                extra_keys: t.extra_keys,
                 keys_overflow: t.keys_overflow,
             },
             (Ok(plan), None) => TableReport::not_compared(&plan.source, &plan.target, "not read"),
-            (Err((table, target, why)), _) => TableReport::not_compared(table, target, why),
-        });
-    }
-    let report = Report {
-        tables: reports,
-        start_lsn,
-        settle_seconds,
-        rechecks,
-        caught_up: caught_up_last,
-        capture_running,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    record(config, &report)?;
-    Ok(report)
+            (Err(n), _) => TableReport::not_compared(&n.table, &n.target, &n.why),
+        })
+        .collect()
 }
 
 /// The tables to verify: `named` (each must be applied), or every applied one.
@@ -583,48 +662,22 @@ struct Waited {
 /// can arrive: it applies what is journaled and says so.
 async fn wait_applied_past(
     config: &Config,
-    pg: &tokio_postgres::Client,
-    lsn: &str,
+    sides: &Sides,
+    lsn: Lsn,
     deadline: Instant,
 ) -> Result<Waited, VerifyError> {
-    let slot = crate::capture::engine_properties(config)
-        .get("slot.name")
-        .cloned()
-        .unwrap_or_default();
-    let dir = &config.journal.dir;
+    let slot = crate::source::slot_name(config);
     loop {
-        let row = pg
-            .query_opt(
-                "SELECT active, coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) \
-                 FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot, &lsn],
-            )
-            .await
-            .map_err(|e| VerifyError::Source(crate::capture::source::pg_error(&e)))?;
-        let (active, confirmed) = row.map_or((false, false), |r| (r.get(0), r.get(1)));
+        let state = crate::source::slot::read(&sides.pg, &sides.described, &slot).await?;
+        let active = state.as_ref().is_some_and(|s| s.active);
+        let confirmed = state.as_ref().is_some_and(|s| s.confirmed_through(lsn));
         if confirmed || !active {
             // Everything up to `lsn` is journaled (or nothing more will be): apply it all.
-            let journaled = last_journaled(dir)?;
-            loop {
-                let applied = if dir.is_dir() {
-                    ApplyProgress::load(dir)?.applied_through
-                } else {
-                    0
-                };
-                if applied >= journaled {
-                    return Ok(Waited {
-                        caught_up: true,
-                        capture_running: active,
-                    });
-                }
-                if Instant::now() >= deadline {
-                    return Ok(Waited {
-                        caught_up: false,
-                        capture_running: active,
-                    });
-                }
-                crate::cycle::run_once(config).await?;
-            }
+            let caught_up = apply_journaled(config, deadline).await?;
+            return Ok(Waited {
+                caught_up,
+                capture_running: active,
+            });
         }
         if Instant::now() >= deadline {
             return Ok(Waited {
@@ -636,19 +689,38 @@ async fn wait_applied_past(
     }
 }
 
+/// Runs compaction cycles until every event journaled now is applied (true), or `deadline`
+/// (false).
+async fn apply_journaled(config: &Config, deadline: Instant) -> Result<bool, VerifyError> {
+    let dir = &config.journal.dir;
+    let journaled = last_journaled(dir)?;
+    loop {
+        let applied = if dir.is_dir() {
+            ApplyProgress::load(dir)?.applied_through
+        } else {
+            0
+        };
+        if applied >= journaled {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        crate::cycle::run_once(config).await?;
+    }
+}
+
 /// The last sequence in the journal (0 when empty or missing).
 fn last_journaled(dir: &std::path::Path) -> Result<u64, VerifyError> {
     if !dir.is_dir() {
         return Ok(0);
     }
-    let io = |e: crate::journal::JournalError| VerifyError::Compare(e.to_string());
-    let segments = crate::journal::segments(dir).map_err(io)?;
+    let segments = crate::journal::segments(dir)?;
     let mut last = segments.last().map_or(0, |s| s.first_seq.saturating_sub(1));
     crate::journal::read_events(dir, segments.last().map_or(0, |s| s.first_seq), |e| {
         last = e.seq;
         Ok(true)
-    })
-    .map_err(io)?;
+    })?;
     Ok(last)
 }
 

@@ -2,6 +2,34 @@
 //! streamed in key order from both into the merge.
 
 use super::*;
+use crate::apply::sql::SqlError;
+use crate::source::slot::Lsn;
+use compare::CopyError;
+
+/// The two connections verify reads through, each inside one consistent snapshot per pass.
+pub(super) struct Sides {
+    pub pg: Arc<tokio_postgres::Client>,
+    /// The source as messages name it (`host:port/db as user`).
+    pub described: String,
+    pub my: Session,
+}
+
+impl Sides {
+    /// A failed source statement, `what` naming its purpose.
+    pub fn source_err(&self, what: &str) -> impl FnOnce(tokio_postgres::Error) -> VerifyError {
+        let failed = SourceError::query(format!("{what} on {}", self.described));
+        move |e| VerifyError::Source(failed(e))
+    }
+}
+
+/// A failed target statement, `what` naming its purpose.
+pub(super) fn target_err(
+    my: &Session,
+    what: impl Into<String>,
+) -> impl FnOnce(SqlError) -> VerifyError {
+    let (url, what) = (my.url.clone(), what.into());
+    move |source| VerifyError::Target { url, what, source }
+}
 
 pub(super) async fn source_columns(
     pg: &tokio_postgres::Client,
@@ -40,22 +68,21 @@ pub(super) async fn source_columns(
 pub(super) async fn target_columns(
     my: &mut Session,
     name: &str,
-) -> Result<HashSet<String>, String> {
-    let conn = my.conn().await.map_err(|e| e.to_string())?;
+) -> Result<HashSet<String>, SqlError> {
+    let conn = my.conn().await?;
     let names: Vec<String> = conn
         .exec(
             "SELECT LOWER(COLUMN_NAME) FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
             (name,),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(names.into_iter().collect())
 }
 
 /// Starts a read-only repeatable-read transaction and returns the WAL position at its start:
 /// every transaction the snapshot sees committed before it.
-pub(super) async fn begin_source_snapshot(
+async fn begin_source_snapshot(
     pg: &tokio_postgres::Client,
 ) -> Result<String, tokio_postgres::Error> {
     pg.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -66,52 +93,79 @@ pub(super) async fn begin_source_snapshot(
     Ok(row.get(0))
 }
 
-pub(super) async fn begin_target_snapshot(my: &mut Session) -> Result<(), String> {
-    let conn = my.conn().await.map_err(|e| e.to_string())?;
+async fn begin_target_snapshot(my: &mut Session) -> Result<(), SqlError> {
+    let conn = my.conn().await?;
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        .await
-        .map_err(|e| e.to_string())
+        .await?;
+    Ok(())
 }
 
-pub(super) async fn end_snapshots(pg: &tokio_postgres::Client, my: &mut Session) {
-    let _ = pg.batch_execute("COMMIT").await;
-    if let Ok(conn) = my.conn().await {
+/// Opens a snapshot on each side; returns the source's WAL position at its start.
+pub(super) async fn begin_snapshots(sides: &mut Sides) -> Result<Lsn, VerifyError> {
+    let lsn = begin_source_snapshot(&sides.pg)
+        .await
+        .map_err(sides.source_err("starting a snapshot"))?;
+    begin_target_snapshot(&mut sides.my)
+        .await
+        .map_err(target_err(&sides.my, "starting a snapshot"))?;
+    Ok(lsn.parse()?)
+}
+
+pub(super) async fn end_snapshots(sides: &mut Sides) {
+    let _ = sides.pg.batch_execute("COMMIT").await;
+    if let Ok(conn) = sides.my.conn().await {
         let _ = conn.query_drop("COMMIT").await;
     }
 }
 
+/// Why the source's rows stopped coming.
+enum SourceRead {
+    Pg(tokio_postgres::Error),
+    Copy(CopyError),
+}
+
+type Batches = tokio::sync::mpsc::Receiver<Result<Vec<Row>, SourceRead>>;
+
 /// Compares one table (or the `filter` keys of it) inside the open snapshots: the source is
 /// read and parsed on another task while the target is read and merged on this one.
 pub(super) async fn compare_table(
-    pg: &Arc<tokio_postgres::Client>,
-    my: &mut Session,
+    sides: &mut Sides,
     plan: &TablePlan,
     filter: Option<&[Vec<Vec<u8>>]>,
-    target_err: &impl Fn(String) -> VerifyError,
 ) -> Result<Tally, VerifyError> {
     let (schema, name) = plan
         .source
         .split_once('.')
         .unwrap_or(("public", &plan.source));
     let pg_sql = format!("COPY ({}) TO STDOUT", plan.pg_select(schema, name, filter));
-    let my_sql = plan.my_select(filter);
-    let width = plan.width();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>, String>>(4);
-    let client = pg.clone();
+    let (reader, mut rx) = spawn_source_reader(sides.pg.clone(), pg_sql, plan.width());
+    let outcome = merge_with_target(sides, plan, filter, &mut rx).await;
+    drop(rx);
+    let _ = reader.await;
+    outcome
+}
+
+/// Streams `COPY … TO STDOUT` of the source, parsed into batches of rows, on a task of its
+/// own; it stops when the receiver goes away.
+fn spawn_source_reader(
+    pg: Arc<tokio_postgres::Client>,
+    sql: String,
+    width: usize,
+) -> (tokio::task::JoinHandle<()>, Batches) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>, SourceRead>>(4);
     let reader = tokio::spawn(async move {
         let result = async {
-            let stream = client
-                .copy_out(pg_sql.as_str())
-                .await
-                .map_err(|e| crate::capture::source::pg_error(&e))?;
+            let stream = pg.copy_out(sql.as_str()).await.map_err(SourceRead::Pg)?;
             futures::pin_mut!(stream);
             let mut parser = compare::CopyParser::default();
             let mut batch = Vec::new();
             let mut bytes = 0;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| crate::capture::source::pg_error(&e))?;
+                let chunk = chunk.map_err(SourceRead::Pg)?;
                 bytes += chunk.len();
-                parser.feed(&chunk, width, &mut batch)?;
+                parser
+                    .feed(&chunk, width, &mut batch)
+                    .map_err(SourceRead::Copy)?;
                 if batch.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
                     bytes = 0;
                     if tx.send(Ok(std::mem::take(&mut batch))).await.is_err() {
@@ -119,86 +173,112 @@ pub(super) async fn compare_table(
                     }
                 }
             }
-            parser.finish()?;
+            parser.finish().map_err(SourceRead::Copy)?;
             if !batch.is_empty() {
                 let _ = tx.send(Ok(batch)).await;
             }
-            Ok::<(), String>(())
+            Ok::<(), SourceRead>(())
         }
         .await;
         if let Err(e) = result {
             let _ = tx.send(Err(e)).await;
         }
     });
+    (reader, rx)
+}
 
+/// Reads the target's rows of `plan` in key order and merges them with the source's batches.
+async fn merge_with_target(
+    sides: &mut Sides,
+    plan: &TablePlan,
+    filter: Option<&[Vec<Vec<u8>>]>,
+    rx: &mut Batches,
+) -> Result<Tally, VerifyError> {
+    let url = sides.my.url.clone();
+    let reading = format!("reading `{}`", plan.target);
+    let target_failed = |e: mysql_async::Error| VerifyError::Target {
+        url: url.clone(),
+        what: reading.clone(),
+        source: e.into(),
+    };
     let mut source = SourceRows {
-        rx: &mut rx,
+        rx,
         batch: Vec::new().into_iter(),
+        table: &plan.source,
     };
-    let conn = my.conn().await.map_err(|e| target_err(e.to_string()))?;
-    let mut result = conn
-        .query_iter(my_sql)
+    let conn = sides
+        .my
+        .conn()
         .await
-        .map_err(|e| target_err(format!("reading `{}`: {e}", plan.target)))?;
-    let next_target = |row: Option<mysql_async::Row>| -> Option<Row> {
-        row.map(|r| {
-            r.unwrap()
-                .into_iter()
-                .map(|v| match v {
-                    mysql_async::Value::NULL => None,
-                    mysql_async::Value::Bytes(b) => Some(b),
-                    other => Some(other.as_sql(true).into_bytes()),
-                })
-                .collect()
-        })
-    };
+        .map_err(|source| VerifyError::Target {
+            url: url.clone(),
+            what: "connecting".into(),
+            source,
+        })?;
+    let mut result = conn
+        .query_iter(plan.my_select(filter))
+        .await
+        .map_err(target_failed)?;
     let mut merge = Merge::new(plan, KEYS_CAP);
-    let mut s = source.next().await.map_err(VerifyError::Source)?;
-    let mut t = next_target(
-        result
-            .next()
-            .await
-            .map_err(|e| target_err(format!("reading `{}`: {e}", plan.target)))?,
-    );
-    let outcome =
-        loop {
-            match merge.step(s.as_ref(), t.as_ref()) {
-                Err(e) => break Err(VerifyError::Compare(format!("{}: {e}", plan.source))),
-                Ok(Advance::Done) => break Ok(()),
-                Ok(advance) => {
-                    if matches!(advance, Advance::Source | Advance::Both) {
-                        s = source.next().await.map_err(VerifyError::Source)?;
-                    }
-                    if matches!(advance, Advance::Target | Advance::Both) {
-                        t =
-                            next_target(result.next().await.map_err(|e| {
-                                target_err(format!("reading `{}`: {e}", plan.target))
-                            })?);
-                    }
-                }
-            }
-        };
-    drop(result);
-    drop(rx);
-    let _ = reader.await;
-    outcome?;
-    Ok(merge.tally)
+    let mut s = source.next().await?;
+    let mut t = result.next().await.map_err(target_failed)?.map(target_row);
+    loop {
+        let advance = merge
+            .step(s.as_ref(), t.as_ref())
+            .map_err(|e| VerifyError::Compare {
+                table: plan.source.clone(),
+                source: e,
+            })?;
+        if advance == Advance::Done {
+            return Ok(merge.tally);
+        }
+        if matches!(advance, Advance::Source | Advance::Both) {
+            s = source.next().await?;
+        }
+        if matches!(advance, Advance::Target | Advance::Both) {
+            t = result.next().await.map_err(target_failed)?.map(target_row);
+        }
+    }
+}
+
+/// A target row as canonical texts: MySQL's text protocol gives bytes; anything else is
+/// printed as SQL would print it.
+fn target_row(r: mysql_async::Row) -> Row {
+    r.unwrap()
+        .into_iter()
+        .map(|v| match v {
+            mysql_async::Value::NULL => None,
+            mysql_async::Value::Bytes(b) => Some(b),
+            other => Some(other.as_sql(true).into_bytes()),
+        })
+        .collect()
 }
 
 /// The source rows as the reader task hands them over.
-pub(super) struct SourceRows<'a> {
-    rx: &'a mut tokio::sync::mpsc::Receiver<Result<Vec<Row>, String>>,
+struct SourceRows<'a> {
+    rx: &'a mut Batches,
     batch: std::vec::IntoIter<Row>,
+    table: &'a str,
 }
 
 impl SourceRows<'_> {
-    async fn next(&mut self) -> Result<Option<Row>, String> {
+    async fn next(&mut self) -> Result<Option<Row>, VerifyError> {
         loop {
             if let Some(row) = self.batch.next() {
                 return Ok(Some(row));
             }
             match self.rx.recv().await {
-                Some(batch) => self.batch = batch?.into_iter(),
+                Some(Ok(batch)) => self.batch = batch.into_iter(),
+                Some(Err(SourceRead::Pg(e))) => {
+                    let what = format!("reading {}", self.table);
+                    return Err(VerifyError::Source(SourceError::query(what)(e)));
+                }
+                Some(Err(SourceRead::Copy(source))) => {
+                    return Err(VerifyError::Copy {
+                        table: self.table.to_string(),
+                        source,
+                    })
+                }
                 None => return Ok(None),
             }
         }

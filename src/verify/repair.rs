@@ -20,6 +20,7 @@ use super::plan::{pg_ident, TablePlan};
 use super::VerifyError;
 use crate::apply::sql::Session;
 use crate::config::Config;
+use crate::source::SourceError;
 
 /// The most characters of one signal's `data` (the signalling table's column is VARCHAR(2048)).
 const SIGNAL_DATA_MAX: usize = 2000;
@@ -37,7 +38,7 @@ pub async fn resnapshot(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let collection = crate::capture::signal::collection(config).ok_or_else(|| {
+    let collection = crate::source::signal_collection(config).ok_or_else(|| {
         VerifyError::Usage(
             "--repair needs Debezium's signalling table (`source.signal.data.collection`; db-sync sets it by default: do not set it empty)".into(),
         )
@@ -68,7 +69,7 @@ pub async fn resnapshot(
             end += 1;
         }
         if data_of(&keys[start..end]).len() > SIGNAL_DATA_MAX {
-            return Err(VerifyError::Compare(format!(
+            return Err(VerifyError::Repair(format!(
                 "{table}: key {} is too long for a snapshot signal; rebuild the table with `db-sync backfill --table {table} --resnapshot`",
                 super::compare::show_key(plan, &keys[start])
             )));
@@ -90,12 +91,9 @@ pub async fn resnapshot(
             &[&id, &data_of(chunk)],
         )
         .await
-        .map_err(|e| {
-            VerifyError::Source(format!(
-                "cannot insert the repair's snapshot signal into {collection}: {}",
-                crate::capture::source::pg_error(&e)
-            ))
-        })?;
+        .map_err(SourceError::query(format!(
+            "cannot insert the repair's snapshot signal into {collection}"
+        )))?;
         tracing::info!(table = %table, keys = chunk.len(), signal = %id, "repair: asked the capture for an incremental snapshot of the differing keys");
         ids.push(id);
     }
@@ -129,13 +127,13 @@ pub async fn delete_extra(
             pg_ident(name),
             plan.key_filter(chunk, true)
         );
-        let rows = pg.query(&sql, &[]).await.map_err(|e| {
-            VerifyError::Source(format!(
-                "re-reading keys of {}: {}",
-                plan.source,
-                crate::capture::source::pg_error(&e)
-            ))
-        })?;
+        let rows = pg
+            .query(&sql, &[])
+            .await
+            .map_err(SourceError::query(format!(
+                "re-reading keys of {}",
+                plan.source
+            )))?;
         let present: std::collections::HashSet<Vec<Vec<u8>>> = rows
             .iter()
             .map(|r| {
@@ -158,13 +156,16 @@ pub async fn delete_extra(
             plan.key_filter(&absent, false)
         );
         let url = my.url.clone();
+        let what = format!("deleting extra keys of `{}`", plan.target);
         let target_err = |e: mysql_async::Error| VerifyError::Target {
             url: url.clone(),
-            message: format!("deleting extra keys of `{}`: {e}", plan.target),
+            what: what.clone(),
+            source: e.into(),
         };
-        let conn = my.conn().await.map_err(|e| VerifyError::Target {
+        let conn = my.conn().await.map_err(|source| VerifyError::Target {
             url: url.clone(),
-            message: e.to_string(),
+            what: what.clone(),
+            source,
         })?;
         let mut tx = conn
             .start_transaction(mysql_async::TxOpts::default())

@@ -15,15 +15,12 @@ pub async fn ensure_partition_root(config: &Config) {
     if !config.is_postgres() {
         return;
     }
-    let props = super::engine_properties(config);
-    if props.get("publish.via.partition.root").map(String::as_str) != Some("true") {
+    if !super::publish_via_partition_root(config) {
         return;
     }
-    let Some(name) = props.get("publication.name").cloned() else {
-        return;
-    };
+    let name = super::publication_name(config);
     // An unreachable source is the engine's to report, in its own one line.
-    let Ok((client, _)) = super::source::connect(config, "db-sync capture").await else {
+    let Ok((client, _)) = super::connect(config, "db-sync capture").await else {
         return;
     };
     let viaroot: Option<bool> = match client

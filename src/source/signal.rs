@@ -7,7 +7,7 @@
 //! capture then reads the table again in chunks (an incremental snapshot) and the rows arrive
 //! as `r` events through the journal, the audit files and apply.
 
-use super::source::SourceError;
+use super::SourceError;
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
 
@@ -19,33 +19,20 @@ pub enum SignalError {
     Usage(String),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{what}: {source}")]
-    Sql {
-        what: String,
-        source: tokio_postgres::Error,
-    },
 }
 
 impl Classify for SignalError {
     fn kind(&self) -> ErrorKind {
         match self {
-            SignalError::Usage(_) | SignalError::Source(SourceError::Config(_)) => {
-                ErrorKind::Config
-            }
-            SignalError::Source(SourceError::Connect { .. }) => ErrorKind::Transient,
-            SignalError::Sql { .. } => ErrorKind::Permanent,
+            SignalError::Usage(_) => ErrorKind::Config,
+            SignalError::Source(e) => e.kind(),
         }
     }
 }
 
 fn sql_failed(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SignalError {
-    let what = what.into();
-    move |source| SignalError::Sql { what, source }
-}
-
-/// The signalling table's name under `schema.table` (PostgreSQL).
-pub fn default_collection(ident: &str) -> String {
-    format!("public.dbsync_signal_{ident}")
+    let failed = SourceError::query(what);
+    move |source| SignalError::Source(failed(source))
 }
 
 /// `schema.table` as a quoted PostgreSQL name.
@@ -57,17 +44,6 @@ fn pg_name(collection: &str) -> String {
     }
 }
 
-/// The signalling table of `config`, when signalling is on (PostgreSQL sources).
-pub fn collection(config: &Config) -> Option<String> {
-    if !config.is_postgres() {
-        return None;
-    }
-    super::engine_properties(config)
-        .get("signal.data.collection")
-        .filter(|c| !c.is_empty())
-        .cloned()
-}
-
 fn create_sql(collection: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data VARCHAR(2048) NULL)",
@@ -76,13 +52,13 @@ fn create_sql(collection: &str) -> String {
 }
 
 async fn connect(config: &Config, app: &str) -> Result<tokio_postgres::Client, SignalError> {
-    Ok(super::source::connect(config, app).await?.0)
+    Ok(super::connect(config, app).await?.0)
 }
 
 /// Creates the signalling table when it is missing (capture start). A failure is a warning:
 /// capture works without it; only `--resnapshot` needs it.
 pub async fn ensure_table(config: &Config) {
-    let Some(collection) = collection(config) else {
+    let Some(collection) = super::signal_collection(config) else {
         return;
     };
     // An unreachable source is the engine's to report, in its own one line.
@@ -104,7 +80,7 @@ pub async fn ensure_table(config: &Config) {
 /// Asks the capture for an incremental snapshot of `table`: one `execute-snapshot` signal.
 /// Returns the signal id.
 pub async fn request_snapshot(config: &Config, table: &str) -> Result<String, SignalError> {
-    let collection = collection(config).ok_or_else(|| {
+    let collection = super::signal_collection(config).ok_or_else(|| {
         SignalError::Usage(
             "--resnapshot needs a PostgreSQL source with `source.signal.data.collection` (db-sync sets it by default; do not set it empty)".to_string(),
         )

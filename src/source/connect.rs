@@ -1,8 +1,8 @@
-//! db-sync's own connections to a PostgreSQL source (`check`, `status`, the signalling table,
-//! the publication's options, the journal's source identity), built from `source:` as Debezium
-//! reads it, TLS included (`database.sslmode`, `database.sslrootcert`), so a server that
-//! requires SSL (RDS and Cloud SQL by default) is reachable and a plain one is not read in
-//! the clear by accident.
+//! db-sync's own connections to a PostgreSQL source (`check`, `status`, the slot guard,
+//! `verify`, the signalling table, the publication's options, the source's identity), built
+//! from `source:` as Debezium reads it, TLS included (`database.sslmode`,
+//! `database.sslrootcert`), so a server that requires SSL (RDS and Cloud SQL by default) is
+//! reachable and a plain one is not read in the clear by accident.
 //!
 //! `sslmode` as libpq means it: `disable`; `allow` and `prefer` (the default) try TLS first
 //! and fall back to plain; `require` encrypts without checking the certificate; `verify-ca`
@@ -18,10 +18,18 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::SslMode;
 
-use super::SourceConfigError;
 use crate::config::Config;
+use crate::error::{Classify, ErrorKind};
 
-/// Why a connection to the source failed.
+/// A source setting db-sync cannot use for its own connections (`check`, `status`, signals).
+#[derive(Debug, thiserror::Error)]
+#[error("source.{key} {message}")]
+pub struct SourceConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Why db-sync could not connect to the source, or a query on it failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(transparent)]
@@ -31,6 +39,48 @@ pub enum SourceError {
         described: String,
         source: tokio_postgres::Error,
     },
+    /// A statement failed; `what` says what it was for and on which source.
+    #[error("{what}: {}", pg_error(.source))]
+    Query {
+        what: String,
+        source: tokio_postgres::Error,
+    },
+}
+
+impl SourceError {
+    /// A failed statement, `what` naming its purpose (and the source, where it helps).
+    pub fn query(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
+        let what = what.into();
+        move |source| SourceError::Query { what, source }
+    }
+}
+
+impl Classify for SourceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SourceError::Config(_) => ErrorKind::Config,
+            SourceError::Connect { .. } => ErrorKind::Transient,
+            SourceError::Query { source, .. } => {
+                if is_transient(source) {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Permanent
+                }
+            }
+        }
+    }
+}
+
+/// Whether a retry can get past a failed statement: the connection went away, or the server
+/// said so (SQLSTATE classes 08 connection, 40 rollback, 53 resources, 57 operator
+/// intervention). A statement the server refuses otherwise fails the same way again.
+fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => ["08", "40", "53", "57"]
+            .iter()
+            .any(|class| db.code().code().starts_with(class)),
+        None => true,
+    }
 }
 
 /// The server's own message when there is one (tokio-postgres' Display says only "db error").
