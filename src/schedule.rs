@@ -209,7 +209,7 @@ async fn run_job(config: &Config, name: &str, kind: JobKind, stop: &watch::Recei
                 format!("failed: {e}")
             }
         },
-        JobKind::Rollup => crate::rollup::job(config, name).await,
+        JobKind::Rollup => crate::audit::rollup::job(config, name).await,
     };
     if config.journal.dir.is_dir() {
         store_run(

@@ -218,7 +218,7 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
     };
     let (audit_tables, audit_tables_error) = match crate::audit::rollup::table_files(config) {
         Ok(t) => (t, None),
-        Err(e) => (Vec::new(), Some(e)),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     };
     Ok(Status {
         pipeline: config.name.clone(),
