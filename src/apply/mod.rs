@@ -363,7 +363,7 @@ impl Applier {
     }
 
     /// Applies the merged `plans` of `window`: tables prepared, chunks numbered (table by
-    /// table: a truncate, deletes, moves, then each upsert group; see [`chunk`]), committed
+    /// table: a truncate, deletes, moves, then each upsert group; see `chunk.rs`), committed
     /// chunks skipped. `column_types` holds the types db-sync gave each table's columns (per
     /// source table; see [`ddl::prepare_table`]), `None` when there is no such record. With
     /// `stop`, returns at the next chunk boundary once it turns true.

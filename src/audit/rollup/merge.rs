@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::failpoint;
 
 /// Merges the runs of consecutive files of one (table, date) partition, per journal, each run
-/// into one file (see [`runs`]).
+/// into one file: a run ends at a schema change, at a file whose range overlaps the run's, or
+/// at `audit.target_file_mb`.
 pub async fn merge_runs(
     config: &Config,
     store: &AuditStore,
