@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite (what CI runs through .ci/run):
-# setup.sh, local PostgreSQL + MariaDB, the shop schema, fmt + clippy, then the tests.
+# the import-cycle check, setup.sh, local PostgreSQL + MariaDB, the shop schema, fmt + clippy,
+# then the tests.
 #
 # Usage: scripts/test.sh [ARGS...]   ARGS go to `cargo nextest run` (or `cargo test`),
 #                                    e.g. a test-name filter.
@@ -11,6 +12,9 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# First, as it takes a second: modules import one another in one direction only.
+python3 "$ROOT/scripts/check_imports.py" "$ROOT/src" ||
+  die "import cycles among the modules under src/ (above): break them, then rerun scripts/test.sh"
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/services.sh" start all
 psql_shop -f "$ROOT/scripts/sql/shop.sql"

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use crate::apply::merge::Merger;
 use crate::apply::{Applier, ApplyError};
 use crate::audit::{AuditError, AuditFile, AuditStore};
-use crate::config::Config;
+use crate::config::{Budget, Config};
 use crate::state::{locks, ApplyWindow};
 use crate::types::{cdc, TableSchema};
 
@@ -73,7 +73,62 @@ pub async fn backfill(
         key: "target".into(),
         message: "is not configured: backfill writes to the target; add a `target:` section".into(),
     })?;
+    let budget = config.budget();
     let store = AuditStore::open(&config.audit)?;
+    let files = files_to_replay(&store, opts, budget.batch_bytes).await?;
+    let pipeline = format!("{}:backfill:{}", config.name, opts.table);
+    let mut target = Applier::new(tc, &pipeline, budget)?;
+    let mut summary = Summary {
+        target_table: target.target_name(&opts.table),
+        files: files.len(),
+        ..Summary::default()
+    };
+
+    // No cycle applies to the target while the table is rebuilt.
+    let _lock = if config.journal.dir.is_dir() {
+        Some(locks::compact_lock(&config.journal.dir)?)
+    } else {
+        None
+    };
+    // A table without a key cannot be applied: say so before anything is emptied.
+    if let Some(first) = files.first() {
+        let reader = store
+            .open_rows(first, budget.batch_bytes, &std::env::temp_dir())
+            .await?;
+        let schema = table_schema(&reader.schema_json, &mut Vec::new(), &store, first)?;
+        if !schema.has_key() {
+            return Err(no_key(&opts.table));
+        }
+    }
+    target.prepare().await?;
+    target.prune_checkpoints(u64::MAX).await?;
+    if opts.truncate {
+        summary.truncated = target.truncate(&opts.table).await?.1;
+    }
+    let mut replay = Replay {
+        target,
+        settings: (tc.batch_rows, tc.truncate.applies()),
+        opts,
+        summary,
+        progress,
+        pending: Vec::new(),
+        pending_bytes: 0,
+        reach: 0,
+    };
+    replay.files(&store, &files, budget).await?;
+    let mut summary = replay.summary;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The audit files of `opts.table` to replay, in order: those an interrupted roll-up left
+/// behind, those outside the time range, and those of journals before the latest one's
+/// snapshot left out.
+async fn files_to_replay(
+    store: &AuditStore,
+    opts: &Options,
+    batch_bytes: usize,
+) -> Result<Vec<AuditFile>, ApplyError> {
     let all = store.list_files(Some(&opts.table)).await?;
     if all.is_empty() {
         let tables: std::collections::BTreeSet<String> = store
@@ -96,91 +151,122 @@ pub async fn backfill(
         });
     }
     // An interrupted roll-up may have left files its merged file holds too.
-    let all = crate::audit::rollup::visible(&store, all).await?;
+    let all = crate::audit::rollup::visible(store, all).await?;
     let files = in_range(all, opts.since, opts.until);
-    let files = from_latest_snapshot(&store, files, config.budget().batch_bytes).await?;
-    let pipeline = format!("{}:backfill:{}", config.name, opts.table);
-    let mut target = Applier::new(tc, &pipeline, config.budget())?;
-    let mut summary = Summary {
-        target_table: target.target_name(&opts.table),
-        files: files.len(),
-        ..Summary::default()
-    };
+    from_latest_snapshot(store, files, batch_bytes).await
+}
 
-    // No cycle applies to the target while the table is rebuilt.
-    let _lock = if config.journal.dir.is_dir() {
-        Some(locks::compact_lock(&config.journal.dir)?)
-    } else {
-        None
-    };
-    // A table without a key cannot be applied: say so before anything is emptied.
-    if let Some(first) = files.first() {
-        let reader = store
-            .open_rows(first, config.budget().batch_bytes, &std::env::temp_dir())
+/// The replay of a table's audit files: batches gathered into windows, each merged and
+/// applied after the one before it.
+struct Replay<'a> {
+    target: Applier,
+    /// `target.batch_rows`, and whether truncates apply.
+    settings: (usize, bool),
+    opts: &'a Options,
+    summary: Summary,
+    progress: &'a dyn Progress,
+    /// The next window's batches, and their bytes.
+    pending: Vec<(Arc<TableSchema>, RecordBatch)>,
+    pending_bytes: usize,
+    /// The highest `_cdc_seq` in `pending`.
+    reach: u64,
+}
+
+impl Replay<'_> {
+    /// Reads `files` batch by batch (those in the time range), applying a window whenever
+    /// the pending batches reach the window budget and nothing later can come before them.
+    async fn files(
+        &mut self,
+        store: &AuditStore,
+        files: &[AuditFile],
+        budget: Budget,
+    ) -> Result<(), ApplyError> {
+        self.progress.start(files.len() as u64);
+        let scratch = std::env::temp_dir();
+        let mut schemas: Vec<(String, Arc<TableSchema>)> = Vec::new();
+        for (i, file) in files.iter().enumerate() {
+            let next_first = files.get(i + 1).map(|f| f.first_seq);
+            let mut reader = store.open_rows(file, budget.batch_bytes, &scratch).await?;
+            let schema = table_schema(&reader.schema_json, &mut schemas, store, file)?;
+            let mut changes = 0u64;
+            for batch in &mut reader {
+                let batch = within(&batch?, self.opts.since, self.opts.until)
+                    .map_err(|e| read_fail(store, file, e))?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                changes += batch.num_rows() as u64;
+                self.reach = self.reach.max(last_seq(&batch));
+                self.pending_bytes += batch.get_array_memory_size();
+                self.pending.push((schema.clone(), batch));
+                // A window ends where nothing later can come before it: the rest of this file
+                // follows in order, and the next file must start after everything pending.
+                let clear = next_first.is_none_or(|n| n > self.reach);
+                if self.pending_bytes >= budget.window_bytes && clear {
+                    self.apply_pending().await?;
+                }
+            }
+            self.progress.file_done(changes);
+        }
+        self.apply_pending().await
+    }
+
+    /// Merges the pending batches in `_cdc_seq` order and applies them as one window.
+    async fn apply_pending(&mut self) -> Result<(), ApplyError> {
+        let batches = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if batches.is_empty() {
+            return Ok(());
+        }
+        if let Some((schema, _)) = batches.first() {
+            if !schema.has_key() {
+                return Err(no_key(&self.opts.table));
+            }
+        }
+        let (batch_rows, truncates) = self.settings;
+        let mut merger = Merger::new(truncates);
+        let (mut from, mut to) = (u64::MAX, 0u64);
+        for_each_in_seq_order(&batches, |schema, batch| {
+            let seqs = batch
+                .column_by_name(cdc::SEQ)
+                .map(|c| c.as_primitive::<Int64Type>().clone());
+            if let Some(seqs) = seqs.filter(|s| !s.is_empty()) {
+                from = from.min(seqs.value(0) as u64);
+                to = to.max(seqs.value(seqs.len() - 1) as u64);
+            }
+            merger.push(schema, &batch).map_err(ApplyError::from)
+        })?;
+        let changes = merger.changes;
+        let plans = merger.finish();
+        let window = ApplyWindow {
+            from,
+            to,
+            batch_rows,
+            chunk_bytes: 0,
+            superseded_through: 0,
+            changes,
+            rows: 0,
+            chunks: 0,
+            finished_at: None,
+        };
+        let done = self
+            .target
+            .apply_window(&window, &plans, None, &Default::default(), None)
             .await?;
-        let schema = table_schema(&reader.schema_json, &mut Vec::new(), &store, first)?;
-        if !schema.has_key() {
-            return Err(no_key(&opts.table));
-        }
+        let rows: u64 = plans.iter().map(|p| p.rows() as u64).sum();
+        let deletes: u64 = plans.iter().map(|p| p.deletes.len() as u64).sum();
+        let summary = &mut self.summary;
+        summary.changes += changes;
+        summary.deletes += deletes;
+        summary.upserts += rows - deletes;
+        summary.chunks += done.chunks;
+        summary.seqs = Some(match summary.seqs {
+            Some((a, _)) => (a, to),
+            None => (from, to),
+        });
+        self.progress.window_applied((from, to), rows);
+        Ok(())
     }
-    target.prepare().await?;
-    target.prune_checkpoints(u64::MAX).await?;
-    if opts.truncate {
-        summary.truncated = target.truncate(&opts.table).await?.1;
-    }
-
-    progress.start(files.len() as u64);
-    let budget = config.budget();
-    let scratch = std::env::temp_dir();
-    let mut pending: Vec<(Arc<TableSchema>, RecordBatch)> = Vec::new();
-    let mut pending_bytes = 0usize;
-    let mut reach = 0u64; // highest _cdc_seq in `pending`
-    let mut schemas: Vec<(String, Arc<TableSchema>)> = Vec::new();
-    let settings = (tc.batch_rows, tc.truncate.applies());
-    for (i, file) in files.iter().enumerate() {
-        let next_first = files.get(i + 1).map(|f| f.first_seq);
-        let mut reader = store.open_rows(file, budget.batch_bytes, &scratch).await?;
-        let schema = table_schema(&reader.schema_json, &mut schemas, &store, file)?;
-        let mut changes = 0u64;
-        for batch in &mut reader {
-            let batch =
-                within(&batch?, opts.since, opts.until).map_err(|m| read_fail(&store, file, m))?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            changes += batch.num_rows() as u64;
-            reach = reach.max(last_seq(&batch));
-            pending_bytes += batch.get_array_memory_size();
-            pending.push((schema.clone(), batch));
-            // A window ends where nothing later can come before it: the rest of this file
-            // follows in order, and the next file must start after everything pending.
-            let clear = next_first.is_none_or(|n| n > reach);
-            if pending_bytes >= budget.window_bytes && clear {
-                apply_pending(
-                    &mut target,
-                    settings,
-                    opts,
-                    &mut pending,
-                    &mut summary,
-                    progress,
-                )
-                .await?;
-                pending_bytes = 0;
-            }
-        }
-        progress.file_done(changes);
-    }
-    apply_pending(
-        &mut target,
-        settings,
-        opts,
-        &mut pending,
-        &mut summary,
-        progress,
-    )
-    .await?;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
 }
 
 /// The files to replay when they come from several journals (a pipeline moved to a new host):
@@ -238,10 +324,14 @@ fn last_seq(batch: &RecordBatch) -> u64 {
         .map_or(0, |s| s.value(s.len() - 1) as u64)
 }
 
-fn read_fail(store: &AuditStore, file: &AuditFile, message: String) -> ApplyError {
+fn read_fail(
+    store: &AuditStore,
+    file: &AuditFile,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ApplyError {
     ApplyError::Audit(AuditError::Read {
         location: store.describe_location(file),
-        source: message.into(),
+        source: Box::new(source),
     })
 }
 
@@ -255,10 +345,8 @@ fn table_schema(
     if let Some((_, s)) = schemas.iter().find(|(j, _)| j == json) {
         return Ok(s.clone());
     }
-    let s = Arc::new(
-        TableSchema::from_json(json.as_bytes())
-            .map_err(|e| read_fail(store, file, e.to_string()))?,
-    );
+    let s =
+        Arc::new(TableSchema::from_json(json.as_bytes()).map_err(|e| read_fail(store, file, e))?);
     schemas.push((json.to_string(), s.clone()));
     Ok(s)
 }
@@ -279,27 +367,38 @@ fn in_range(
         .collect()
 }
 
+/// Why the rows of an audit batch cannot be filtered by commit time.
+#[derive(Debug, thiserror::Error)]
+enum TimeFilterError {
+    #[error("it has no _cdc_ts column")]
+    NoCommitTime,
+    #[error("its _cdc_ts is not a microsecond timestamp")]
+    CommitTimeType,
+    #[error(transparent)]
+    Filter(#[from] arrow::error::ArrowError),
+}
+
 /// The rows of `batch` committed in `[since, until]`.
 fn within(
     batch: &RecordBatch,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, TimeFilterError> {
     if since.is_none() && until.is_none() {
         return Ok(batch.clone());
     }
     let ts = batch
         .column_by_name(cdc::TS)
-        .ok_or("it has no _cdc_ts column")?
+        .ok_or(TimeFilterError::NoCommitTime)?
         .as_primitive_opt::<TimestampMicrosecondType>()
-        .ok_or("its _cdc_ts is not a microsecond timestamp")?;
+        .ok_or(TimeFilterError::CommitTimeType)?;
     let lo = since.map_or(i64::MIN, crate::timearg::micros);
     let hi = until.map_or(i64::MAX, crate::timearg::micros);
     let mask: BooleanArray = ts
         .iter()
         .map(|t| Some(t.is_some_and(|t| lo <= t && t <= hi)))
         .collect();
-    arrow::compute::filter_record_batch(batch, &mask).map_err(|e| e.to_string())
+    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
 fn no_key(table: &str) -> ApplyError {
@@ -309,65 +408,6 @@ fn no_key(table: &str) -> ApplyError {
             "{table} has no primary key: apply skips it, and so does backfill (add a primary key, or set message.key.columns in source:)"
         ),
     }
-}
-
-/// Merges the pending batches in `_cdc_seq` order and applies them as one window.
-async fn apply_pending(
-    target: &mut Applier,
-    (batch_rows, truncates): (usize, bool),
-    opts: &Options,
-    pending: &mut Vec<(Arc<TableSchema>, RecordBatch)>,
-    summary: &mut Summary,
-    progress: &dyn Progress,
-) -> Result<(), ApplyError> {
-    let batches = std::mem::take(pending);
-    if batches.is_empty() {
-        return Ok(());
-    }
-    if let Some((schema, _)) = batches.first() {
-        if !schema.has_key() {
-            return Err(no_key(&opts.table));
-        }
-    }
-    let mut merger = Merger::new(truncates);
-    let (mut from, mut to) = (u64::MAX, 0u64);
-    for_each_in_seq_order(&batches, |schema, batch| {
-        let seqs = batch
-            .column_by_name(cdc::SEQ)
-            .map(|c| c.as_primitive::<Int64Type>().clone());
-        if let Some(seqs) = seqs.filter(|s| !s.is_empty()) {
-            from = from.min(seqs.value(0) as u64);
-            to = to.max(seqs.value(seqs.len() - 1) as u64);
-        }
-        merger.push(schema, &batch).map_err(ApplyError::from)
-    })?;
-    let changes = merger.changes;
-    let plans = merger.finish();
-    let window = ApplyWindow {
-        from,
-        to,
-        batch_rows,
-        chunk_bytes: 0,
-        superseded_through: 0,
-        changes,
-        rows: 0,
-        chunks: 0,
-        finished_at: None,
-    };
-    let done = target
-        .apply_window(&window, &plans, None, &Default::default(), None)
-        .await?;
-    let rows: u64 = plans.iter().map(|p| p.rows() as u64).sum();
-    summary.changes += changes;
-    summary.deletes += plans.iter().map(|p| p.deletes.len() as u64).sum::<u64>();
-    summary.upserts += rows - plans.iter().map(|p| p.deletes.len() as u64).sum::<u64>();
-    summary.chunks += done.chunks;
-    summary.seqs = Some(match summary.seqs {
-        Some((a, _)) => (a, to),
-        None => (from, to),
-    });
-    progress.window_applied((from, to), rows);
-    Ok(())
 }
 
 /// Calls `f` with slices of `batches` (each sorted by `_cdc_seq`) in global `_cdc_seq` order:

@@ -35,7 +35,6 @@ pub mod guard;
 pub mod journal;
 pub mod metrics;
 pub mod query;
-pub mod rollup;
 pub mod schedule;
 pub mod source;
 pub mod state;

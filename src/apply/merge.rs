@@ -167,6 +167,347 @@ struct TableMerge {
     truncate: bool,
 }
 
+/// The columns of one audit batch that the merge reads.
+struct BatchColumns<'a> {
+    op: &'a StringArray,
+    seq: &'a Int64Array,
+    unchanged: Option<&'a ListArray>,
+    /// `_cdc_old_key` and a renderer per key column; audit files written before the old key
+    /// was recorded have no such column.
+    old_key: Option<(&'a StructArray, Vec<Cells<'a>>)>,
+    /// The table's columns (those before `_cdc_op`) and a renderer for each.
+    names: Vec<String>,
+    renderers: Vec<Cells<'a>>,
+}
+
+impl<'a> BatchColumns<'a> {
+    fn read(table: &str, batch: &'a RecordBatch) -> Result<BatchColumns<'a>, MergeError> {
+        let missing = |column: &str| MergeError::MissingColumn {
+            table: table.to_string(),
+            column: column.to_string(),
+        };
+        let schema = batch.schema();
+        let n = schema.index_of(cdc::OP).map_err(|_| missing(cdc::OP))?;
+        let seq = schema.index_of(cdc::SEQ).map_err(|_| missing(cdc::SEQ))?;
+        let old_key = match schema.index_of(cdc::OLD_KEY).ok() {
+            Some(i) => batch.column(i).as_struct_opt(),
+            None => None,
+        };
+        let old_key = match old_key {
+            Some(s) => {
+                let names = s
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{}.{}", cdc::OLD_KEY, f.name()));
+                Some((s, renderers(table, s.columns(), names)?))
+            }
+            None => None,
+        };
+        let names: Vec<String> = schema.fields()[..n]
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        Ok(BatchColumns {
+            op: batch.column(n).as_string(),
+            seq: batch.column(seq).as_primitive::<Int64Type>(),
+            unchanged: schema
+                .index_of(cdc::UNCHANGED)
+                .ok()
+                .map(|i| batch.column(i).as_list()),
+            old_key,
+            renderers: renderers(table, &batch.columns()[..n], names.iter().cloned())?,
+            names,
+        })
+    }
+
+    /// Renders the cells of `row` into `out`, a column that `_cdc_unchanged` names as
+    /// [`Cell::Unchanged`] (`skip` is scratch space, a flag per column); whether there was any.
+    fn render_row(
+        &self,
+        row: usize,
+        version: &Version,
+        skip: &mut [bool],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let mut any_unchanged = false;
+        if let Some(list) = self
+            .unchanged
+            .filter(|l| !l.is_null(row) && l.value_length(row) > 0)
+        {
+            let names = list.value(row);
+            let names = names.as_string::<i32>();
+            skip.fill(false);
+            for i in 0..names.len() {
+                if let Some(&c) = version.index.get(names.value(i)) {
+                    skip[c] = true;
+                    any_unchanged = true;
+                }
+            }
+        }
+        out.clear();
+        for (c, r) in self.renderers.iter().enumerate() {
+            if any_unchanged && skip[c] {
+                out.push(UNCHANGED);
+            } else {
+                push_rendered(out, r, row);
+            }
+        }
+        any_unchanged
+    }
+
+    /// The old key of `row` when it is the create half of a key change.
+    fn old_key(&self, row: usize) -> Option<Vec<u8>> {
+        let (_, renderers) = self.old_key.as_ref().filter(|(a, _)| a.is_valid(row))?;
+        let mut from = Vec::with_capacity(32);
+        for c in renderers {
+            push_rendered(&mut from, c, row);
+        }
+        Some(from)
+    }
+}
+
+/// A renderer per column of `arrays`; a type apply does not know is an error naming the column.
+fn renderers<'a>(
+    table: &str,
+    arrays: &'a [arrow::array::ArrayRef],
+    names: impl Iterator<Item = String>,
+) -> Result<Vec<Cells<'a>>, MergeError> {
+    arrays
+        .iter()
+        .zip(names)
+        .map(|(a, column)| {
+            Cells::new(a).ok_or_else(|| MergeError::Type {
+                table: table.to_string(),
+                column,
+                ty: a.data_type().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Scratch space of [`Merger::push`], reused row by row.
+#[derive(Default)]
+struct RowBuffers {
+    key: Vec<u8>,
+    row: Vec<u8>,
+    skip: Vec<bool>,
+}
+
+impl TableMerge {
+    fn new(key: Vec<String>) -> TableMerge {
+        TableMerge {
+            versions: Vec::new(),
+            key,
+            rows: HashMap::default(),
+            last_seq: i64::MIN,
+            last_delete: None,
+            truncate: false,
+        }
+    }
+
+    /// The positions of the key columns among a batch's `columns`.
+    fn key_indices(&self, table: &str, columns: &[String]) -> Result<Vec<usize>, MergeError> {
+        self.key
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .position(|c| c == k)
+                    .ok_or_else(|| MergeError::MissingColumn {
+                        table: table.to_string(),
+                        column: k.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    /// The index of the schema version whose rows look like `columns`, added if new.
+    fn version(&mut self, schema: &Arc<TableSchema>, columns: &BatchColumns<'_>) -> usize {
+        let binary: Vec<bool> = columns
+            .renderers
+            .iter()
+            .map(|r| matches!(r, Cells::Binary(_) | Cells::LargeBinary(_)))
+            .collect();
+        let names = &columns.names;
+        if let Some(v) = self
+            .versions
+            .iter()
+            .position(|v| v.columns == *names && v.binary == binary)
+        {
+            return v;
+        }
+        self.versions.push(Version {
+            schema: schema.clone(),
+            index: names
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), i))
+                .collect(),
+            columns: names.clone(),
+            binary,
+        });
+        self.versions.len() - 1
+    }
+
+    /// Checks that `seq` comes after every change seen so far.
+    fn advance(&mut self, table: &str, seq: i64) -> Result<(), MergeError> {
+        if seq <= self.last_seq {
+            return Err(MergeError::Order {
+                table: table.to_string(),
+                seq,
+                last: self.last_seq,
+            });
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// Forgets every earlier change of the window: the table is emptied first.
+    fn truncate(&mut self) {
+        self.rows.clear();
+        self.last_delete = None;
+        self.truncate = true;
+    }
+
+    /// A delete of `key`: remembered with what it replaced, for a key change's create half.
+    fn delete(&mut self, key: &[u8]) -> Op {
+        let prior = self.rows.remove(key).map(|slot| slot.op);
+        self.last_delete = Some((key.into(), prior));
+        Op::Delete
+    }
+
+    /// The operation the delete of `from` replaced, when that delete was the last one: the
+    /// delete half of the key change whose create half comes now.
+    fn take_deleted(&mut self, from: &[u8]) -> Option<Op> {
+        match self.last_delete.take() {
+            Some((k, op)) if *k == *from => op,
+            other => {
+                self.last_delete = other;
+                None
+            }
+        }
+    }
+
+    /// A `c`, `u` or `r` of `key` whose rendered cells are in `row`, and its old key if it is
+    /// the create half of a key change: an upsert, or a move when cells the source did not
+    /// send are in no earlier change of the window (the target row holds them).
+    fn upsert(
+        &mut self,
+        version: usize,
+        key: &[u8],
+        row: &[u8],
+        any_unchanged: bool,
+        moved_from: Option<Vec<u8>>,
+    ) -> Op {
+        // The op whose row this change continues: the old key's (a key change) or this key's.
+        let prior = moved_from
+            .as_deref()
+            .and_then(|from| self.take_deleted(from));
+        let version_no = version as u32;
+        if !any_unchanged {
+            return Op::Upsert {
+                version: version_no,
+                cells: row.into(),
+            };
+        }
+        let current = match &moved_from {
+            Some(_) => prior.as_ref(),
+            None => self.rows.get(key).map(|s| &s.op),
+        };
+        let (filled, from) = self.fill(version, row, current);
+        let still_unchanged = cells(&filled).any(|c| c == Cell::Unchanged);
+        // Where the values still missing are: the target row of the original key of a chain
+        // of moves, or of the old key.
+        match from.or_else(|| moved_from.map(Into::into)) {
+            Some(from) if still_unchanged => Op::Move {
+                from,
+                version: version_no,
+                cells: filled.into(),
+            },
+            _ => Op::Upsert {
+                version: version_no,
+                cells: filled.into(),
+            },
+        }
+    }
+
+    /// `row` (of `version`) with its unchanged cells taken from `current`, the operation it
+    /// continues, and the key a move in `current` started from.
+    fn fill(
+        &self,
+        version: usize,
+        row: &[u8],
+        current: Option<&Op>,
+    ) -> (Vec<u8>, Option<Box<[u8]>>) {
+        let new_version = &self.versions[version];
+        match current {
+            Some(Op::Upsert { version: v, cells }) => (
+                fill_unchanged(row, new_version, cells, &self.versions[*v as usize]),
+                None,
+            ),
+            Some(Op::Move {
+                from,
+                version: v,
+                cells,
+            }) => (
+                fill_unchanged(row, new_version, cells, &self.versions[*v as usize]),
+                Some(from.clone()),
+            ),
+            Some(Op::Delete) | None => (row.to_vec(), None),
+        }
+    }
+
+    /// The merged operations of `table`, in journal order.
+    fn into_plan(self, table: String) -> TablePlan {
+        let mut slots: Vec<(Box<[u8]>, Slot)> = self.rows.into_iter().collect();
+        slots.sort_unstable_by_key(|(_, s)| s.seq);
+        // A moved row leaves its old key: no delete of that key is needed (or safe: it would
+        // come first and remove the row the move needs).
+        let sources: std::collections::HashSet<Box<[u8]>> = slots
+            .iter()
+            .filter_map(|(_, s)| match &s.op {
+                Op::Move { from, .. } => Some(from.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut plan = TablePlan {
+            table,
+            versions: self.versions,
+            key: self.key,
+            truncate: self.truncate,
+            deletes: Vec::new(),
+            delete_seqs: Vec::new(),
+            moves: Vec::new(),
+            upserts: Vec::new(),
+        };
+        let mut group_of: HashMap<(usize, Vec<usize>), usize> = HashMap::new();
+        for (key, slot) in slots {
+            match slot.op {
+                Op::Delete if sources.contains(&key) => {}
+                Op::Delete => {
+                    plan.deletes.push(key);
+                    plan.delete_seqs.push(slot.seq);
+                }
+                Op::Move {
+                    from,
+                    version,
+                    cells,
+                } => plan.moves.push(MoveRow {
+                    from,
+                    to: key,
+                    seq: slot.seq,
+                    version: version as usize,
+                    cells,
+                }),
+                Op::Upsert { version, cells } => {
+                    plan.add_upsert(&mut group_of, version as usize, key, cells, slot.seq)
+                }
+            }
+        }
+        plan
+    }
+}
+
 /// Merges the changes of a window, table by table.
 pub struct Merger {
     tables: HashMap<String, TableMerge>,
@@ -233,6 +574,36 @@ impl TablePlan {
             + self.moves.len()
             + self.upserts.iter().map(|g| g.rows.len()).sum::<usize>()
     }
+
+    /// Adds an upsert to the group of its version and sent columns (`group_of` finds it).
+    fn add_upsert(
+        &mut self,
+        group_of: &mut HashMap<(usize, Vec<usize>), usize>,
+        version: usize,
+        key: Box<[u8]>,
+        row: Box<[u8]>,
+        seq: i64,
+    ) {
+        let columns: Vec<usize> = cells(&row)
+            .enumerate()
+            .filter(|(_, c)| *c != Cell::Unchanged)
+            .map(|(i, _)| i)
+            .collect();
+        let upserts = &mut self.upserts;
+        let g = *group_of
+            .entry((version, columns.clone()))
+            .or_insert_with(|| {
+                upserts.push(UpsertGroup {
+                    version,
+                    columns,
+                    rows: Vec::new(),
+                    seqs: Vec::new(),
+                });
+                upserts.len() - 1
+            });
+        self.upserts[g].rows.push((key, row));
+        self.upserts[g].seqs.push(seq);
+    }
 }
 
 impl Merger {
@@ -253,20 +624,10 @@ impl Merger {
         if !self.apply_truncates {
             return;
         }
-        let merge = self
-            .tables
+        self.tables
             .entry(table.table.clone())
-            .or_insert_with(|| TableMerge {
-                versions: Vec::new(),
-                key: Vec::new(),
-                rows: HashMap::default(),
-                last_seq: i64::MIN,
-                last_delete: None,
-                truncate: false,
-            });
-        merge.rows.clear();
-        merge.last_delete = None;
-        merge.truncate = true;
+            .or_insert_with(|| TableMerge::new(Vec::new()))
+            .truncate();
     }
 
     /// Adds a batch of audit rows of `table` (which must have a key). Batches of one table must
@@ -277,321 +638,59 @@ impl Merger {
         batch: &RecordBatch,
     ) -> Result<(), MergeError> {
         let name = &table.table;
-        let missing = |column: &str| MergeError::MissingColumn {
-            table: name.clone(),
-            column: column.to_string(),
-        };
-        let schema = batch.schema();
-        let n = schema.index_of(cdc::OP).map_err(|_| missing(cdc::OP))?;
-        let op: &StringArray = batch.column(n).as_string();
-        let seq: &Int64Array = batch
-            .column(schema.index_of(cdc::SEQ).map_err(|_| missing(cdc::SEQ))?)
-            .as_primitive::<Int64Type>();
-        let unchanged: Option<&ListArray> = schema
-            .index_of(cdc::UNCHANGED)
-            .ok()
-            .map(|i| batch.column(i).as_list());
-        // Audit files written before the old key was recorded have no such column.
-        let old_key: Option<&StructArray> = schema
-            .index_of(cdc::OLD_KEY)
-            .ok()
-            .and_then(|i| batch.column(i).as_struct_opt());
-        let old_key_cells = old_key
-            .map(|s| {
-                s.columns()
-                    .iter()
-                    .zip(s.fields())
-                    .map(|(a, f)| {
-                        Cells::new(a).ok_or_else(|| MergeError::Type {
-                            table: name.clone(),
-                            column: format!("{}.{}", cdc::OLD_KEY, f.name()),
-                            ty: a.data_type().to_string(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        let columns: Vec<String> = schema.fields()[..n]
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let renderers = batch.columns()[..n]
-            .iter()
-            .zip(&columns)
-            .map(|(a, c)| {
-                Cells::new(a).ok_or_else(|| MergeError::Type {
-                    table: name.clone(),
-                    column: c.clone(),
-                    ty: a.data_type().to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
+        let columns = BatchColumns::read(name, batch)?;
         let merge = self
             .tables
             .entry(name.clone())
-            .or_insert_with(|| TableMerge {
-                versions: Vec::new(),
-                key: table.key_columns(),
-                rows: HashMap::default(),
-                last_seq: i64::MIN,
-                last_delete: None,
-                truncate: false,
-            });
+            .or_insert_with(|| TableMerge::new(table.key_columns()));
         if merge.key.is_empty() {
             // Opened by a keyless truncate.
             merge.key = table.key_columns();
         }
-        let key_idx = merge
-            .key
-            .iter()
-            .map(|k| {
-                columns
-                    .iter()
-                    .position(|c| c == k)
-                    .ok_or_else(|| missing(k))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let binary: Vec<bool> = renderers
-            .iter()
-            .map(|r| matches!(r, Cells::Binary(_) | Cells::LargeBinary(_)))
-            .collect();
-        let version = match merge
-            .versions
-            .iter()
-            .position(|v| v.columns == columns && v.binary == binary)
-        {
-            Some(v) => v,
-            None => {
-                merge.versions.push(Version {
-                    schema: table.clone(),
-                    index: columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| (c.clone(), i))
-                        .collect(),
-                    columns: columns.clone(),
-                    binary,
-                });
-                merge.versions.len() - 1
-            }
+        let key_idx = merge.key_indices(name, &columns.names)?;
+        let version = merge.version(table, &columns);
+        let mut buf = RowBuffers {
+            skip: vec![false; columns.names.len()],
+            ..RowBuffers::default()
         };
-
-        let mut key = Vec::with_capacity(32);
-        let mut row_buf = Vec::with_capacity(256);
-        let mut skip = vec![false; n];
         for row in 0..batch.num_rows() {
-            let s = seq.value(row);
-            if s <= merge.last_seq {
-                return Err(MergeError::Order {
-                    table: name.clone(),
-                    seq: s,
-                    last: merge.last_seq,
-                });
-            }
-            merge.last_seq = s;
+            let seq = columns.seq.value(row);
+            merge.advance(name, seq)?;
             self.changes += 1;
-            key.clear();
+            buf.key.clear();
             for &k in &key_idx {
-                push_rendered(&mut key, &renderers[k], row);
+                push_rendered(&mut buf.key, &columns.renderers[k], row);
             }
-            let new_op = match op.value(row) {
-                "d" => {
-                    let prior = merge.rows.remove(key.as_slice()).map(|slot| slot.op);
-                    merge.last_delete = Some((key.as_slice().into(), prior));
-                    Op::Delete
-                }
+            let op = match columns.op.value(row) {
+                "d" => merge.delete(&buf.key),
                 "t" if self.apply_truncates => {
-                    merge.rows.clear();
-                    merge.last_delete = None;
-                    merge.truncate = true;
+                    merge.truncate();
                     continue;
                 }
                 "c" | "u" | "r" => {
-                    let mut any_unchanged = false;
-                    if let Some(list) =
-                        unchanged.filter(|l| !l.is_null(row) && l.value_length(row) > 0)
-                    {
-                        let names = list.value(row);
-                        let names = names.as_string::<i32>();
-                        skip.iter_mut().for_each(|s| *s = false);
-                        for i in 0..names.len() {
-                            if let Some(&c) = merge.versions[version].index.get(names.value(i)) {
-                                skip[c] = true;
-                                any_unchanged = true;
-                            }
-                        }
-                    }
-                    row_buf.clear();
-                    for (c, r) in renderers.iter().enumerate() {
-                        if any_unchanged && skip[c] {
-                            row_buf.push(UNCHANGED);
-                        } else {
-                            push_rendered(&mut row_buf, r, row);
-                        }
-                    }
-                    // The op whose row this change continues: the old key's (a key change)
-                    // or this key's.
-                    let moved_from = match (&old_key, &old_key_cells) {
-                        (Some(o), Some(cells)) if o.is_valid(row) => {
-                            let mut from = Vec::with_capacity(key.len());
-                            for c in cells {
-                                push_rendered(&mut from, c, row);
-                            }
-                            Some(from)
-                        }
-                        _ => None,
-                    };
-                    let mut prior: Option<Op> = None;
-                    if let Some(from) = &moved_from {
-                        prior = match merge.last_delete.take() {
-                            Some((k, op)) if *k == **from => op,
-                            other => {
-                                merge.last_delete = other;
-                                None
-                            }
-                        };
-                    }
-                    if !any_unchanged {
-                        Op::Upsert {
-                            version: version as u32,
-                            cells: row_buf.as_slice().into(),
-                        }
-                    } else {
-                        let current = match &moved_from {
-                            Some(_) => prior.as_ref(),
-                            None => merge.rows.get(key.as_slice()).map(|s| &s.op),
-                        };
-                        let (filled, from) = match current {
-                            Some(Op::Upsert { version: v, cells }) => (
-                                fill_unchanged(
-                                    &row_buf,
-                                    &merge.versions[version],
-                                    cells,
-                                    &merge.versions[*v as usize],
-                                ),
-                                None,
-                            ),
-                            Some(Op::Move {
-                                from,
-                                version: v,
-                                cells,
-                            }) => (
-                                fill_unchanged(
-                                    &row_buf,
-                                    &merge.versions[version],
-                                    cells,
-                                    &merge.versions[*v as usize],
-                                ),
-                                Some(from.clone()),
-                            ),
-                            Some(Op::Delete) | None => (row_buf.clone(), None),
-                        };
-                        let still_unchanged = cells(&filled).any(|c| c == Cell::Unchanged);
-                        // Where the values still missing are: the target row of the original
-                        // key of a chain of moves, or of the old key.
-                        let from = from.or_else(|| moved_from.map(Into::into));
-                        match from {
-                            Some(from) if still_unchanged => Op::Move {
-                                from,
-                                version: version as u32,
-                                cells: filled.into(),
-                            },
-                            _ => Op::Upsert {
-                                version: version as u32,
-                                cells: filled.into(),
-                            },
-                        }
-                    }
+                    let version_cols = &merge.versions[version];
+                    let any_unchanged =
+                        columns.render_row(row, version_cols, &mut buf.skip, &mut buf.row);
+                    let moved_from = columns.old_key(row);
+                    merge.upsert(version, &buf.key, &buf.row, any_unchanged, moved_from)
                 }
                 // Messages, and truncates that `target.truncate: ignore` leaves alone.
                 _ => continue,
             };
             merge
                 .rows
-                .insert(key.as_slice().into(), Slot { seq: s, op: new_op });
+                .insert(buf.key.as_slice().into(), Slot { seq, op });
         }
         Ok(())
     }
 
     /// The merged operations, tables sorted by name, each in journal order.
     pub fn finish(self) -> Vec<TablePlan> {
-        let mut plans: Vec<TablePlan> =
-            self.tables
-                .into_iter()
-                .map(|(table, t)| {
-                    let mut slots: Vec<(Box<[u8]>, Slot)> = t.rows.into_iter().collect();
-                    slots.sort_unstable_by_key(|(_, s)| s.seq);
-                    // A moved row leaves its old key: no delete of that key is needed (or safe:
-                    // it would come first and remove the row the move needs).
-                    let sources: std::collections::HashSet<Box<[u8]>> = slots
-                        .iter()
-                        .filter_map(|(_, s)| match &s.op {
-                            Op::Move { from, .. } => Some(from.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    let mut deletes = Vec::new();
-                    let mut delete_seqs = Vec::new();
-                    let mut moves = Vec::new();
-                    let mut upserts: Vec<UpsertGroup> = Vec::new();
-                    let mut group_of: HashMap<(usize, Vec<usize>), usize> = HashMap::new();
-                    for (key, slot) in slots {
-                        match slot.op {
-                            Op::Delete if sources.contains(&key) => {}
-                            Op::Delete => {
-                                deletes.push(key);
-                                delete_seqs.push(slot.seq);
-                            }
-                            Op::Move {
-                                from,
-                                version,
-                                cells,
-                            } => moves.push(MoveRow {
-                                from,
-                                to: key,
-                                seq: slot.seq,
-                                version: version as usize,
-                                cells,
-                            }),
-                            Op::Upsert {
-                                version,
-                                cells: row,
-                            } => {
-                                let version = version as usize;
-                                let columns: Vec<usize> = cells(&row)
-                                    .enumerate()
-                                    .filter(|(_, c)| *c != Cell::Unchanged)
-                                    .map(|(i, _)| i)
-                                    .collect();
-                                let g = *group_of.entry((version, columns.clone())).or_insert_with(
-                                    || {
-                                        upserts.push(UpsertGroup {
-                                            version,
-                                            columns,
-                                            rows: Vec::new(),
-                                            seqs: Vec::new(),
-                                        });
-                                        upserts.len() - 1
-                                    },
-                                );
-                                upserts[g].rows.push((key, row));
-                                upserts[g].seqs.push(slot.seq);
-                            }
-                        }
-                    }
-                    TablePlan {
-                        table,
-                        versions: t.versions,
-                        key: t.key,
-                        truncate: t.truncate,
-                        deletes,
-                        delete_seqs,
-                        moves,
-                        upserts,
-                    }
-                })
-                .collect();
+        let mut plans: Vec<TablePlan> = self
+            .tables
+            .into_iter()
+            .map(|(table, merge)| merge.into_plan(table))
+            .collect();
         plans.sort_by(|a, b| a.table.cmp(&b.table));
         plans
     }

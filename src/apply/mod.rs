@@ -23,17 +23,17 @@
 //! `backfill` drives it with windows read from audit files instead of the journal.
 
 mod checkpoint;
+mod chunk;
 mod coltype;
 mod ddl;
 pub mod merge;
 mod moves;
 mod parallel;
 mod profile;
-mod run;
-
-use parallel::parallel_class;
 pub mod rejected;
+mod run;
 pub mod sql;
+mod statement;
 mod sweep;
 mod values;
 mod window;
@@ -54,7 +54,6 @@ use ddl::TargetTable;
 use merge::{MergeError, TablePlan};
 use profile::{Profile, Step};
 use sql::{Session, SqlError};
-use write::{Chunk, Work};
 
 pub use ddl::quote;
 pub use run::apply_audited;
@@ -364,19 +363,57 @@ impl Applier {
     }
 
     /// Applies the merged `plans` of `window`: tables prepared, chunks numbered (table by
-    /// table: a truncate, deletes, moves, then each upsert group), committed chunks skipped.
-    /// `column_types` holds the types db-sync gave each table's columns (per source table; see
-    /// [`ddl::prepare_table`]), `None` when there is no such record. With `stop`, returns at the
-    /// next chunk boundary once it turns true.
+    /// table: a truncate, deletes, moves, then each upsert group; see `chunk.rs`), committed
+    /// chunks skipped. `column_types` holds the types db-sync gave each table's columns (per
+    /// source table; see [`ddl::prepare_table`]), `None` when there is no such record. With
+    /// `stop`, returns at the next chunk boundary once it turns true.
     pub async fn apply_window(
         &mut self,
         window: &ApplyWindow,
         plans: &[TablePlan],
-        mut column_types: Option<&mut ColumnTypes>,
+        column_types: Option<&mut ColumnTypes>,
         sweeps: &SweepPlan<'_>,
         stop: Option<&tokio::sync::watch::Receiver<bool>>,
     ) -> Result<WindowDone, ApplyError> {
-        // Names first: two source tables must not land in one target table.
+        self.check_names(plans)?;
+        let tables = self.prepare_tables(plans, column_types).await?;
+        let cut = chunk::cut(window, plans, &tables, sweeps, self.chunk_bytes);
+        let total = cut.chunks.len() as u32;
+        let committed = if total > 0 {
+            checkpoint::committed(&mut self.session, &self.pipeline, window.from)
+                .await
+                .map_err(|e| {
+                    ApplyError::sql(&self.session.url, "reading the checkpoint table", e)
+                })?
+        } else {
+            Default::default()
+        };
+        let (skipped, stopped) = self.apply_runs(&cut.chunks, &committed, stop).await?;
+        if stopped {
+            return Ok(WindowDone {
+                chunks: total,
+                skipped,
+                stopped: true,
+                sweeps: Vec::new(),
+            });
+        }
+        if skipped > 0 {
+            tracing::info!(
+                window_from = window.from,
+                skipped,
+                "skipped chunks an earlier run had committed"
+            );
+        }
+        Ok(WindowDone {
+            chunks: total,
+            skipped,
+            stopped: false,
+            sweeps: cut.sweeps,
+        })
+    }
+
+    /// Two source tables must not land in one target table (`target.table_name`).
+    fn check_names(&self, plans: &[TablePlan]) -> Result<(), ApplyError> {
         let mut names: BTreeMap<String, &str> = BTreeMap::new();
         for p in plans {
             let name = self.target_name(&p.table);
@@ -390,8 +427,17 @@ impl Applier {
                 });
             }
         }
-        // `None`: a window with only a truncate of a table the target does not have.
-        let mut tables: Vec<Option<TargetTable>> = Vec::with_capacity(plans.len());
+        Ok(())
+    }
+
+    /// The target table of each plan, created or altered to hold its rows. `None`: a window
+    /// with only a truncate of a table the target does not have.
+    async fn prepare_tables(
+        &mut self,
+        plans: &[TablePlan],
+        mut column_types: Option<&mut ColumnTypes>,
+    ) -> Result<Vec<Option<TargetTable>>, ApplyError> {
+        let mut tables = Vec::with_capacity(plans.len());
         let preparing = Instant::now();
         for p in plans {
             if p.versions.is_empty() {
@@ -405,126 +451,7 @@ impl Applier {
             tables.push(Some(self.prepare_table(p, known).await?));
         }
         self.profile.lap(Step::Tables, preparing);
-
-        let batch = window.batch_rows.max(1);
-        let mut chunks: Vec<Chunk<'_>> = Vec::new();
-        let mut swept = Vec::new();
-        for (plan, target) in plans.iter().zip(&tables) {
-            let Some(target) = target else {
-                continue;
-            };
-            let stage = match sweeps.sweeps.and_then(|s| s.get(&plan.table)) {
-                Some(Sweep::Staging { stage }) => Some(stage.as_str()),
-                _ => None,
-            };
-            let done = sweeps.marks.get(&plan.table).is_some_and(|m| m.done);
-            let sweep = stage.filter(|_| done).map(|stage| Work::Sweep { stage });
-            let truncate = plan.truncate.then_some(Work::Truncate);
-            let max_bytes = if window.chunk_bytes > 0 {
-                window.chunk_bytes
-            } else {
-                self.chunk_bytes
-            };
-            let deletes = spans(plan.deletes.iter().map(|k| k.len()), batch, max_bytes)
-                .into_iter()
-                .map(|r| Work::Delete {
-                    keys: &plan.deletes[r.clone()],
-                    seqs: &plan.delete_seqs[r],
-                });
-            let moves = spans(plan.moves.iter().map(|m| m.cells.len()), batch, max_bytes)
-                .into_iter()
-                .map(|r| Work::Move(&plan.moves[r]));
-            let upserts = plan.upserts.iter().flat_map(|group| {
-                spans(group.rows.iter().map(|(_, r)| r.len()), batch, max_bytes)
-                    .into_iter()
-                    .map(move |r| Work::Upsert {
-                        group,
-                        rows: &group.rows[r.clone()],
-                        seqs: &group.seqs[r],
-                    })
-            });
-            let work = truncate
-                .into_iter()
-                .chain(deletes)
-                .chain(moves)
-                .chain(upserts)
-                .chain(sweep);
-            for work in work {
-                if let Work::Sweep { stage } = work {
-                    swept.push((plan.table.clone(), chunks.len() as u32, stage.to_string()));
-                }
-                chunks.push(Chunk {
-                    no: chunks.len() as u32,
-                    chunks: 0,
-                    window: (window.from, window.to),
-                    plan,
-                    target,
-                    work,
-                    stage,
-                });
-            }
-        }
-        let total = chunks.len() as u32;
-        for c in &mut chunks {
-            c.chunks = total;
-        }
-        let committed = if total > 0 {
-            checkpoint::committed(&mut self.session, &self.pipeline, window.from)
-                .await
-                .map_err(|e| {
-                    ApplyError::sql(&self.session.url, "reading the checkpoint table", e)
-                })?
-        } else {
-            Default::default()
-        };
-        let mut skipped = 0;
-        let mut rest = &chunks[..];
-        while let Some(first) = rest.first() {
-            if stop.is_some_and(|s| *s.borrow()) {
-                return Ok(WindowDone {
-                    chunks: total,
-                    skipped,
-                    stopped: true,
-                    sweeps: Vec::new(),
-                });
-            }
-            // A run of chunks whose keys are disjoint (the deletes, or the upserts, of one
-            // table) may commit in any order: they go to several connections at once.
-            let run = rest
-                .iter()
-                .take_while(|c| {
-                    parallel_class(c).is_some() && parallel_class(c) == parallel_class(first)
-                })
-                .count()
-                .max(1);
-            let (now, later) = rest.split_at(run);
-            rest = later;
-            let todo: Vec<&Chunk<'_>> = now.iter().filter(|c| !committed.contains(&c.no)).collect();
-            skipped += (now.len() - todo.len()) as u32;
-            let (done, stopped) = self.apply_chunks(&todo, stop).await?;
-            skipped += done;
-            if stopped {
-                return Ok(WindowDone {
-                    chunks: total,
-                    skipped,
-                    stopped: true,
-                    sweeps: Vec::new(),
-                });
-            }
-        }
-        if skipped > 0 {
-            tracing::info!(
-                window_from = window.from,
-                skipped,
-                "skipped chunks an earlier run had committed"
-            );
-        }
-        Ok(WindowDone {
-            chunks: total,
-            skipped,
-            stopped: false,
-            sweeps: swept,
-        })
+        Ok(tables)
     }
 
     /// After the window that committed them: the rows each sweep deleted (its checkpoint row
@@ -567,31 +494,6 @@ impl Applier {
     }
 }
 
-/// Consecutive ranges over items of `sizes`: each at most `max_rows` items and about
-/// `max_bytes` (at least one item), so a chunk of large rows stays small. Depends only on the
-/// sizes, so a re-run cuts the same chunks.
-fn spans(
-    sizes: impl Iterator<Item = usize>,
-    max_rows: usize,
-    max_bytes: usize,
-) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes, mut n) = (0, 0usize, 0);
-    for (i, size) in sizes.enumerate() {
-        if i > start && (i - start >= max_rows || bytes + size > max_bytes) {
-            out.push(start..i);
-            start = i;
-            bytes = 0;
-        }
-        bytes += size;
-        n = i + 1;
-    }
-    if start < n {
-        out.push(start..n);
-    }
-    out
-}
-
 /// The target table name for source table `schema.table` (`target.table_name`).
 fn target_name(template: &str, source: &str) -> String {
     let (schema, table) = source.split_once('.').unwrap_or(("", source));
@@ -603,21 +505,6 @@ fn target_name(template: &str, source: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunks_are_cut_by_rows_and_by_bytes() {
-        assert_eq!(spans([1usize; 5].into_iter(), 2, 100), [0..2, 2..4, 4..5]);
-        assert_eq!(
-            spans([60usize, 60, 10, 10].into_iter(), 10, 100),
-            [0..1, 1..4]
-        );
-        assert_eq!(
-            spans([500usize].into_iter(), 10, 100),
-            vec![0..1],
-            "a row larger than the budget"
-        );
-        assert!(spans(std::iter::empty(), 10, 100).is_empty());
-    }
 
     #[test]
     fn target_names_follow_the_template() {

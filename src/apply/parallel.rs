@@ -2,19 +2,60 @@
 //! several connections at once (`target.connections`). Each chunk is one transaction with its
 //! checkpoint row wherever it runs ([`super::write`]).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::chunk::{Chunk, Work};
+use super::ddl::quote;
 use super::profile::Profile;
+use super::rejected::{self, Reject};
 use super::sql::{with_retry, Session, SqlError};
-use super::write::{self, Attempt, Chunk, ChunkOutcome, Work};
-use super::{quote, rejected, Applier, ApplyError};
+use super::statement;
+use super::write::{self, Attempt, ChunkOutcome, Skip};
+use super::{Applier, ApplyError};
 
 impl Applier {
+    /// Applies a window's `chunks` in order, skipping those in `committed`: each run of
+    /// chunks whose keys are disjoint (the deletes, or the upserts, of one table) may commit
+    /// in any order, so it goes to several connections at once. Returns how many were
+    /// committed already, and whether it stopped on request before the last.
+    pub(super) async fn apply_runs(
+        &mut self,
+        chunks: &[Chunk<'_>],
+        committed: &HashSet<u32>,
+        stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<(u32, bool), ApplyError> {
+        let mut skipped = 0;
+        let mut rest = chunks;
+        while let Some(first) = rest.first() {
+            if stop.is_some_and(|s| *s.borrow()) {
+                return Ok((skipped, true));
+            }
+            let run = rest
+                .iter()
+                .take_while(|c| {
+                    parallel_class(c).is_some() && parallel_class(c) == parallel_class(first)
+                })
+                .count()
+                .max(1);
+            let (now, later) = rest.split_at(run);
+            rest = later;
+            let todo: Vec<&Chunk<'_>> = now.iter().filter(|c| !committed.contains(&c.no)).collect();
+            skipped += (now.len() - todo.len()) as u32;
+            let (done, stopped) = self.apply_chunks(&todo, stop).await?;
+            skipped += done;
+            if stopped {
+                return Ok((skipped, true));
+            }
+        }
+        Ok((skipped, false))
+    }
+
     /// Applies `chunks` (disjoint keys, any order) on up to `target.connections`
     /// connections. Returns how many an earlier run had committed, and whether it stopped
     /// on request before the last. The first error stops the others at their next chunk.
-    pub(super) async fn apply_chunks(
+    async fn apply_chunks(
         &mut self,
         chunks: &[&Chunk<'_>],
         stop: Option<&tokio::sync::watch::Receiver<bool>>,
@@ -97,7 +138,7 @@ struct Ctx<'a> {
 /// Chunks of one run may be applied in parallel when this is `Some` and the same: the
 /// deletes, or the upserts, of one table (one key per row of a window: disjoint keys).
 /// Truncates, moves (which read the rows they move) and sweeps go alone, in order.
-pub(super) fn parallel_class<'a>(chunk: &Chunk<'a>) -> Option<(&'a str, bool)> {
+fn parallel_class<'a>(chunk: &Chunk<'a>) -> Option<(&'a str, bool)> {
     match chunk.work {
         Work::Delete { .. } => Some((chunk.plan.table.as_str(), false)),
         Work::Upsert { .. } => Some((chunk.plan.table.as_str(), true)),
@@ -113,13 +154,7 @@ async fn run_chunk(
     ctx: &Ctx<'_>,
     chunk: &Chunk<'_>,
 ) -> Result<ChunkOutcome, ApplyError> {
-    let mut skip = write::Skip::new();
-    for (i, reject, error) in write::bad_values(chunk) {
-        if !ctx.quarantine {
-            return Err(error);
-        }
-        skip.entry(i).or_insert(reject);
-    }
+    let mut skip = bad_values(ctx, chunk)?;
     let what = format!(
         "applying chunk {} to {}",
         chunk.no,
@@ -141,25 +176,11 @@ async fn run_chunk(
         let attempt: Result<Attempt, SqlError> = with_retry!(session, &what, |conn| {
             write::chunk_transaction(conn, pipeline, chunk, fast, &q, ctx.profile).await
         });
-        let attempt = attempt.map_err(|e| write::rejected(chunk, None, e).0)?;
+        let attempt = attempt.map_err(|e| statement::rejected(chunk, None, e).0)?;
         match attempt {
             Attempt::Done(outcome) => {
                 if !skip.is_empty() && outcome == ChunkOutcome::Applied {
-                    ctx.rejects
-                        .lock()
-                        .expect("not poisoned")
-                        .insert(chunk.plan.table.clone());
-                    for r in skip.values() {
-                        tracing::warn!(
-                            table = %chunk.plan.table,
-                            key = %r.key,
-                            column = r.column.as_deref().unwrap_or("?"),
-                            seq = r.seq,
-                            "the target cannot hold this row ({}); it is in {} and later changes go on",
-                            r.error,
-                            rejected::TABLE
-                        );
-                    }
+                    set_aside(ctx, chunk, &skip);
                 }
                 return Ok(outcome);
             }
@@ -177,20 +198,67 @@ async fn run_chunk(
                 // Never leave the chunk's transaction open: the next START TRANSACTION on
                 // this connection would commit it.
                 session.rollback().await;
-                match (row, &e) {
-                    (
-                        Some(i),
-                        ApplyError::Rejected {
-                            column, message, ..
-                        },
-                    ) if ctx.quarantine && !skip.contains_key(&i) => {
-                        skip.insert(i, chunk.reject(i, column.clone(), message.clone()));
-                        // INSERT names the row, LOAD DATA does not.
-                        fast = false;
-                    }
-                    _ => return Err(e),
-                }
+                let (i, reject) = quarantined(ctx, chunk, &skip, e, row)?;
+                skip.insert(i, reject);
+                // INSERT names the row, LOAD DATA does not.
+                fast = false;
             }
         }
+    }
+}
+
+/// The rows of `chunk` holding values the target cannot hold, found before it starts: set
+/// aside with `on_reject: quarantine`, else the first stops apply.
+fn bad_values(ctx: &Ctx<'_>, chunk: &Chunk<'_>) -> Result<Skip, ApplyError> {
+    let mut skip = Skip::new();
+    for (i, reject, error) in write::bad_values(chunk) {
+        if !ctx.quarantine {
+            return Err(error);
+        }
+        skip.entry(i).or_insert(reject);
+    }
+    Ok(skip)
+}
+
+/// A row the target refused, to set aside and redo the chunk without: with `on_reject:
+/// quarantine`, when the server named the row and it is not set aside already. Else the
+/// refusal stops apply.
+fn quarantined(
+    ctx: &Ctx<'_>,
+    chunk: &Chunk<'_>,
+    skip: &Skip,
+    e: ApplyError,
+    row: Option<usize>,
+) -> Result<(usize, Reject), ApplyError> {
+    match (row, &e) {
+        (
+            Some(i),
+            ApplyError::Rejected {
+                column, message, ..
+            },
+        ) if ctx.quarantine && !skip.contains_key(&i) => {
+            Ok((i, chunk.reject(i, column.clone(), message.clone())))
+        }
+        _ => Err(e),
+    }
+}
+
+/// After a chunk committed with rows set aside: its table has entries in `_db_sync_rejected`
+/// (later applied keys clear them), and each row is said.
+fn set_aside(ctx: &Ctx<'_>, chunk: &Chunk<'_>, skip: &Skip) {
+    ctx.rejects
+        .lock()
+        .expect("not poisoned")
+        .insert(chunk.plan.table.clone());
+    for r in skip.values() {
+        tracing::warn!(
+            table = %chunk.plan.table,
+            key = %r.key,
+            column = r.column.as_deref().unwrap_or("?"),
+            seq = r.seq,
+            "the target cannot hold this row ({}); it is in {} and later changes go on",
+            r.error,
+            rejected::TABLE
+        );
     }
 }

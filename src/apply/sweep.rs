@@ -18,7 +18,7 @@ use mysql_async::{Conn, Value};
 
 use super::ddl::quote;
 use super::sql::{with_retry, Session, SqlError};
-use super::write::MAX_PARAMS;
+use super::statement::MAX_PARAMS;
 
 /// The stage table of target table `target` under checkpoint key `pipeline`: unique per
 /// journal and table, and short enough for MySQL's 64-character names.

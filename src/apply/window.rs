@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::journal::event::{self, Cursor, EventHeader};
-use crate::journal::{self, JournalError};
+use crate::journal::{self, JournalError, StoredEvent};
 
 /// What a change costs the merge beyond its own bytes: the key's map entry and allocations.
 const KEY_OVERHEAD: usize = 64;
@@ -160,27 +160,191 @@ pub fn scan(
     end: End,
     placeholder: &str,
 ) -> Result<Option<Scan>, JournalError> {
-    let finder = memchr::memmem::Finder::new(placeholder.as_bytes());
-    let last_allowed = match end {
-        End::Exact(to) => to,
-        End::Plan { through, .. } => through,
+    let mut scanner = Scanner {
+        end,
+        finder: memchr::memmem::Finder::new(placeholder.as_bytes()),
+        versions: Versions::default(),
+        keys: HashMap::default(),
+        key: Vec::with_capacity(64),
+        merged: 0,
+        all_snapshot: true,
+        marks: Marks {
+            scan: Scan {
+                from,
+                to: from,
+                ..Scan::default()
+            },
+            prev: Vec::new(),
+            whole: Vec::new(),
+        },
     };
-    // Schema versions by content: a key only supersedes within its version.
-    let mut versions: HashMap<Vec<u8>, u32> = HashMap::new();
-    let mut version_of: HashMap<(usize, u32), u32, foldhash::fast::RandomState> =
-        HashMap::default();
-    let mut keys: HashMap<KeyBytes, KeyState, foldhash::fast::RandomState> = HashMap::default();
-    let mut prev: Vec<u32> = Vec::new();
-    let mut whole_change: Vec<u64> = Vec::new();
-    let mut scan = Scan {
-        from,
-        to: from,
-        ..Scan::default()
-    };
-    let mut merged = 0usize;
-    let mut all_snapshot = true;
-    let mut key_buf: Vec<u8> = Vec::with_capacity(64);
-    journal::read_events(dir, from, |e| {
+    journal::read_events(dir, from, |e| scanner.event(&e))?;
+    let mut scan = scanner.marks.scan;
+    if scan.events == 0 {
+        let End::Exact(to) = end else {
+            return Ok(None);
+        };
+        scan.to = to;
+    }
+    Ok(Some(scan))
+}
+
+/// Schema versions by content: a key only supersedes within its version.
+#[derive(Default)]
+struct Versions {
+    by_json: HashMap<Vec<u8>, u32>,
+    /// The version of each schema frame read (the journal's cheap identity of a schema).
+    by_frame: HashMap<(usize, u32), u32, foldhash::fast::RandomState>,
+}
+
+impl Versions {
+    fn of(&mut self, e: &StoredEvent<'_>) -> u32 {
+        if let Some(&v) = self.by_frame.get(&e.schema_key) {
+            return v;
+        }
+        let next = self.by_json.len() as u32;
+        let v = *self.by_json.entry(e.schema_json.to_vec()).or_insert(next);
+        self.by_frame.insert(e.schema_key, v);
+        v
+    }
+}
+
+/// A keyed change, as the scan weighs it.
+#[derive(Clone, Copy)]
+struct Tracked {
+    /// It replaces every earlier change of its key whole (a delete, or a row with every
+    /// column sent).
+    whole: bool,
+    /// The estimate of its merged row.
+    row_bytes: u32,
+}
+
+/// What the scan records of the window's changes.
+struct Marks {
+    scan: Scan,
+    /// Per change, the index of the key's change before it ([`NONE`]: the first).
+    prev: Vec<u32>,
+    /// Bit per change: it was itself whole.
+    whole: Vec<u64>,
+}
+
+impl Marks {
+    /// Room for change `i`.
+    fn grow(&mut self, i: usize) {
+        if self.prev.len() <= i {
+            self.prev.resize(i + 1, NONE);
+        }
+        let words = i / 64 + 1;
+        if self.scan.superseded.len() < words {
+            self.scan.superseded.resize(words, 0);
+            self.whole.resize(words, 0);
+        }
+    }
+
+    /// A key change at `seq` whose create half lacks columns: no change of `table` before it
+    /// is skipped.
+    fn hold_back(&mut self, table: &str, seq: u64) {
+        match self.scan.moves_through.get_mut(table) {
+            Some(m) => *m = seq,
+            None => {
+                self.scan.moves_through.insert(table.to_string(), seq);
+            }
+        }
+    }
+
+    /// Change `i` of a key, whose change before it is `before`: a whole one marks every
+    /// earlier change of the key superseded, back to the last one that was itself whole (those
+    /// before it are marked already).
+    fn record(&mut self, i: usize, before: u32, whole: bool) {
+        self.prev[i] = before;
+        if !whole {
+            return;
+        }
+        self.whole[i / 64] |= 1 << (i % 64);
+        let mut j = before;
+        while j != NONE {
+            let ju = j as usize;
+            let bit = 1u64 << (ju % 64);
+            if self.scan.superseded[ju / 64] & bit != 0 {
+                break;
+            }
+            self.scan.superseded[ju / 64] |= bit;
+            if self.whole[ju / 64] & bit != 0 {
+                break;
+            }
+            j = self.prev[ju];
+        }
+    }
+}
+
+/// The state of one [`scan`].
+struct Scanner<'p> {
+    end: End,
+    /// Finds the unchanged-TOAST placeholder in an event's values.
+    finder: memchr::memmem::Finder<'p>,
+    versions: Versions,
+    keys: HashMap<KeyBytes, KeyState, foldhash::fast::RandomState>,
+    /// The current change's key, prefixed with its schema version.
+    key: Vec<u8>,
+    /// The estimate of the window's merged rows.
+    merged: usize,
+    /// Every change so far is a snapshot row.
+    all_snapshot: bool,
+    marks: Marks,
+}
+
+impl Scanner<'_> {
+    /// Whether a planned window holds as many changes as its limits allow.
+    fn full_by_count(&self) -> bool {
+        let End::Plan {
+            snapshot_events,
+            max_events,
+            ..
+        } = self.end
+        else {
+            return false;
+        };
+        let n = self.marks.scan.events;
+        n >= max_events || (self.all_snapshot && n >= snapshot_events)
+    }
+
+    /// For a keyed change: its key into `self.key`, and how it weighs.
+    fn track(
+        &mut self,
+        e: &StoredEvent<'_>,
+        h: &EventHeader<'_>,
+    ) -> Result<Option<Tracked>, event::DecodeError> {
+        let (Some(key), true) = (&e.schema.key, h.flags & event::KEY != 0) else {
+            return Ok(None);
+        };
+        let mut c = Cursor::new(h.values);
+        event::skip_struct(key, &mut c)?;
+        let key_bytes = &h.values[..h.values.len() - c.rest().len()];
+        let version = self.versions.of(e);
+        self.key.clear();
+        self.key.extend_from_slice(&version.to_le_bytes());
+        self.key.extend_from_slice(key_bytes);
+        let whole = match h.op {
+            b'd' => true,
+            b'c' | b'u' | b'r' => self.finder.find(c.rest()).is_none(),
+            _ => false,
+        };
+        let row_bytes = if h.op == b'd' {
+            key_bytes.len()
+        } else {
+            e.body.len()
+        };
+        Ok(Some(Tracked {
+            whole,
+            row_bytes: row_bytes as u32,
+        }))
+    }
+
+    /// Takes change `e` into the window, or says the window ends before it (`false`).
+    fn event(&mut self, e: &StoredEvent<'_>) -> Result<bool, JournalError> {
+        let last_allowed = match self.end {
+            End::Exact(to) | End::Plan { through: to, .. } => to,
+        };
         if e.seq > last_allowed {
             return Ok(false);
         }
@@ -189,134 +353,55 @@ pub fn scan(
             what: format!("{err} ({})", e.schema.table),
         };
         let h = EventHeader::parse(e.body).map_err(undecodable)?;
-        let n = scan.events;
-        if let End::Plan {
-            snapshot_events,
-            max_events,
-            ..
-        } = end
-        {
-            if n > 0
-                && !h.has_old_key()
-                && (n >= max_events || (all_snapshot && n >= snapshot_events))
-            {
-                return Ok(false);
-            }
+        // The window may end before this change: never between the halves of a key change
+        // (the create half carries the old key), and never before its first change.
+        let may_end = self.marks.scan.events > 0 && !h.has_old_key();
+        if may_end && self.full_by_count() {
+            return Ok(false);
         }
-        // The key, prefixed with its schema version.
-        let mut tracked = None;
-        if let (Some(key), true) = (&e.schema.key, h.flags & event::KEY != 0) {
-            let mut c = Cursor::new(h.values);
-            event::skip_struct(key, &mut c).map_err(undecodable)?;
-            let key_bytes = &h.values[..h.values.len() - c.rest().len()];
-            let version = match version_of.get(&e.schema_key) {
-                Some(&v) => v,
-                None => {
-                    let next = versions.len() as u32;
-                    let v = *versions.entry(e.schema_json.to_vec()).or_insert(next);
-                    version_of.insert(e.schema_key, v);
-                    v
-                }
-            };
-            key_buf.clear();
-            key_buf.extend_from_slice(&version.to_le_bytes());
-            key_buf.extend_from_slice(key_bytes);
-            let whole = match h.op {
-                b'd' => true,
-                b'c' | b'u' | b'r' => finder.find(c.rest()).is_none(),
-                _ => false,
-            };
-            let row_bytes = if h.op == b'd' {
-                key_bytes.len()
-            } else {
-                e.body.len()
-            };
-            tracked = Some((whole, row_bytes as u32));
-        }
+        let tracked = self.track(e, &h).map_err(undecodable)?;
         // One lookup of the key per change: the map is the scan's main cost.
-        let mut known = tracked.and_then(|_| keys.get_mut(key_buf.as_slice()));
-        if let (End::Plan { merged_bytes, .. }, Some((_, row_bytes))) = (end, tracked) {
+        let mut known = tracked.and_then(|_| self.keys.get_mut(self.key.as_slice()));
+        if let (End::Plan { merged_bytes, .. }, Some(t)) = (self.end, tracked) {
             let grown = match &known {
-                Some(k) => (row_bytes as usize).saturating_sub(k.bytes as usize),
-                None => row_bytes as usize + key_buf.len() + KEY_OVERHEAD,
+                Some(k) => (t.row_bytes as usize).saturating_sub(k.bytes as usize),
+                None => t.row_bytes as usize + self.key.len() + KEY_OVERHEAD,
             };
-            if n > 0 && !h.has_old_key() && merged + grown > merged_bytes {
+            if may_end && self.merged + grown > merged_bytes {
                 return Ok(false);
             }
         }
-        // The event is in the window.
-        all_snapshot &= h.is_snapshot();
-        let i = (e.seq - from) as usize;
-        if h.has_old_key() && finder.find(h.values).is_some() {
-            match scan.moves_through.get_mut(e.schema.table.as_str()) {
-                Some(m) => *m = e.seq,
-                None => {
-                    scan.moves_through.insert(e.schema.table.clone(), e.seq);
-                }
-            }
+        // The change is in the window.
+        self.all_snapshot &= h.is_snapshot();
+        let i = (e.seq - self.marks.scan.from) as usize;
+        if h.has_old_key() && self.finder.find(h.values).is_some() {
+            self.marks.hold_back(&e.schema.table, e.seq);
         }
-        if prev.len() <= i {
-            prev.resize(i + 1, NONE);
-        }
-        let words = i / 64 + 1;
-        if scan.superseded.len() < words {
-            scan.superseded.resize(words, 0);
-            whole_change.resize(words, 0);
-        }
-        if let Some((whole, row_bytes)) = tracked {
+        self.marks.grow(i);
+        if let Some(t) = tracked {
             let idx = i as u32;
             let before = match known.take() {
                 Some(k) => {
-                    merged = merged - k.bytes as usize + row_bytes as usize;
-                    let before = k.last;
-                    k.last = idx;
-                    k.bytes = row_bytes;
-                    before
+                    self.merged = self.merged - k.bytes as usize + t.row_bytes as usize;
+                    k.bytes = t.row_bytes;
+                    std::mem::replace(&mut k.last, idx)
                 }
                 None => {
-                    merged += row_bytes as usize + key_buf.len() + KEY_OVERHEAD;
-                    keys.insert(
-                        KeyBytes::new(&key_buf),
-                        KeyState {
-                            last: idx,
-                            bytes: row_bytes,
-                        },
-                    );
+                    self.merged += t.row_bytes as usize + self.key.len() + KEY_OVERHEAD;
+                    let state = KeyState {
+                        last: idx,
+                        bytes: t.row_bytes,
+                    };
+                    self.keys.insert(KeyBytes::new(&self.key), state);
                     NONE
                 }
             };
-            prev[i] = before;
-            if whole {
-                whole_change[i / 64] |= 1 << (i % 64);
-                // Every earlier change of the key is replaced: mark back to the last one that
-                // was itself whole (those before it are marked already).
-                let mut j = before;
-                while j != NONE {
-                    let ju = j as usize;
-                    let bit = 1u64 << (ju % 64);
-                    if scan.superseded[ju / 64] & bit != 0 {
-                        break;
-                    }
-                    scan.superseded[ju / 64] |= bit;
-                    if whole_change[ju / 64] & bit != 0 {
-                        break;
-                    }
-                    j = prev[ju];
-                }
-            }
+            self.marks.record(i, before, t.whole);
         }
-        scan.to = e.seq;
-        scan.events += 1;
+        self.marks.scan.to = e.seq;
+        self.marks.scan.events += 1;
         Ok(true)
-    })?;
-    if scan.events == 0 {
-        if let End::Exact(to) = end {
-            scan.to = to;
-            return Ok(Some(scan));
-        }
-        return Ok(None);
     }
-    Ok(Some(scan))
 }
 
 #[cfg(test)]

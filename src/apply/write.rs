@@ -20,21 +20,16 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 use super::checkpoint;
-use super::ddl::{quote, TargetTable};
-use super::merge::{
-    bad_parts, cells, describe_key, Cell, KeyedRow, MoveRow, TablePlan, UpsertGroup,
-};
+use super::chunk::{Chunk, Work};
+use super::ddl::quote;
+use super::merge::{bad_parts, cells, describe_key, Cell, KeyedRow, UpsertGroup};
 use super::profile::{Profile, Step};
 use super::rejected::{self, Reject};
-use super::sql::{column_in_message, row_in_message, SqlError};
+use super::sql::SqlError;
+use super::statement::{check_warnings, classify, param, Stop, MAX_PARAMS};
 use super::values::{write_hex, write_load_data_field};
-use super::ApplyError;
+use super::{moves, sweep, ApplyError};
 use crate::failpoint;
-
-/// MySQL's limit on placeholders in one prepared statement.
-pub const MAX_PARAMS: usize = 65_535;
-/// "'VALUES function' is deprecated" (MySQL 8.0.20+): the form MariaDB needs.
-const WARN_DEPRECATED: u16 = 1287;
 
 /// What a chunk's transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,110 +37,6 @@ pub enum ChunkOutcome {
     Applied,
     /// Its checkpoint row was already there: an earlier run committed it.
     AlreadyCommitted,
-}
-
-/// A chunk to apply: rows of one table, one kind.
-pub struct Chunk<'a> {
-    pub no: u32,
-    pub chunks: u32,
-    pub window: (u64, u64),
-    pub plan: &'a TablePlan,
-    pub target: &'a TargetTable,
-    pub work: Work<'a>,
-    /// The stage table of the table's snapshot sweep, while one is staging keys.
-    pub stage: Option<&'a str>,
-}
-
-pub enum Work<'a> {
-    /// Empty the table (a `t` in the window), before its other chunks.
-    Truncate,
-    Delete {
-        keys: &'a [Box<[u8]>],
-        seqs: &'a [i64],
-    },
-    /// Move rows to their new keys (key changes whose row the target holds).
-    Move(&'a [MoveRow]),
-    Upsert {
-        group: &'a UpsertGroup,
-        rows: &'a [KeyedRow],
-        seqs: &'a [i64],
-    },
-    /// The table's full snapshot is complete: delete the target rows whose keys are not in
-    /// the stage table (see [`super::sweep`]).
-    Sweep { stage: &'a str },
-}
-
-impl Chunk<'_> {
-    pub fn rows(&self) -> usize {
-        match &self.work {
-            Work::Truncate | Work::Sweep { .. } => 0,
-            Work::Delete { keys, .. } => keys.len(),
-            Work::Move(rows) => rows.len(),
-            Work::Upsert { rows, .. } => rows.len(),
-        }
-    }
-
-    /// The key of row `i`.
-    pub fn key(&self, i: usize) -> &[u8] {
-        match &self.work {
-            Work::Truncate | Work::Sweep { .. } => &[],
-            Work::Delete { keys, .. } => &keys[i],
-            Work::Move(rows) => &rows[i].to,
-            Work::Upsert { rows, .. } => &rows[i].0,
-        }
-    }
-
-    /// The journal sequence of row `i`'s change.
-    pub fn seq(&self, i: usize) -> i64 {
-        match &self.work {
-            Work::Truncate | Work::Sweep { .. } => 0,
-            Work::Delete { seqs, .. } | Work::Upsert { seqs, .. } => seqs[i],
-            Work::Move(rows) => rows[i].seq,
-        }
-    }
-
-    /// Row `i`'s cells and their column names (none for a delete).
-    fn row_cells(&self, i: usize) -> Option<(&[u8], &[String])> {
-        match &self.work {
-            Work::Truncate | Work::Sweep { .. } | Work::Delete { .. } => None,
-            Work::Move(rows) => {
-                Some((&rows[i].cells, &self.plan.versions[rows[i].version].columns))
-            }
-            Work::Upsert { group, rows, .. } => {
-                Some((&rows[i].1, &self.plan.versions[group.version].columns))
-            }
-        }
-    }
-
-    /// A refused row as `_db_sync_rejected` records it.
-    pub fn reject(&self, i: usize, column: Option<String>, error: String) -> Reject {
-        let value = column.as_ref().and_then(|c| {
-            let (row, names) = self.row_cells(i)?;
-            let at = names.iter().position(|n| n.eq_ignore_ascii_case(c))?;
-            match cells(row).nth(at)? {
-                Cell::Value(v) => Some(String::from_utf8_lossy(v).into_owned()),
-                Cell::Bad(b) => Some(bad_parts(b).0.to_string()),
-                Cell::Null | Cell::Unchanged => None,
-            }
-        });
-        Reject {
-            key: describe_key(&self.plan.key, self.key(i)),
-            column,
-            value,
-            error,
-            seq: self.seq(i),
-        }
-    }
-
-    fn operation(&self) -> &'static str {
-        match self.work {
-            Work::Truncate => "truncate",
-            Work::Delete { .. } => "delete",
-            Work::Move(_) => "move",
-            Work::Upsert { .. } => "upsert",
-            Work::Sweep { .. } => "sweep",
-        }
-    }
 }
 
 /// How one attempt at a chunk ended, short of a retryable failure.
@@ -187,93 +78,15 @@ pub async fn chunk_transaction(
         .filter(|i| !q.skip.contains_key(i))
         .collect();
     let started = Instant::now();
-    conn.query_drop("START TRANSACTION").await?;
-    let params = (
-        pipeline,
-        chunk.window.0,
-        chunk.window.1,
-        chunk.no,
-        chunk.chunks,
-        chunk.target.name.clone(),
-        chunk.operation(),
-        keep.len() as u32,
-    );
-    if let Err(e) = conn.exec_drop(checkpoint::insert_sql(), params).await {
-        let e = SqlError::from(e);
-        if e.code == Some(1062) {
-            conn.query_drop("ROLLBACK").await?;
-            return Ok(Attempt::Done(ChunkOutcome::AlreadyCommitted));
-        }
-        return Err(e);
+    if !begin(conn, pipeline, chunk, keep.len()).await? {
+        return Ok(Attempt::Done(ChunkOutcome::AlreadyCommitted));
     }
     let lap = profile.lap(Step::Checkpoint, started);
-    if !q.skip.is_empty() {
-        let rejects: Vec<&Reject> = q.skip.values().collect();
-        rejected::record(
-            conn,
-            pipeline,
-            &chunk.plan.table,
-            &chunk.target.name,
-            &rejects,
-        )
-        .await?;
-    }
-    if q.resolve {
-        let applied: Vec<String> = keep
-            .iter()
-            .map(|&i| describe_key(&chunk.plan.key, chunk.key(i)))
-            .collect();
-        rejected::resolve(conn, pipeline, &chunk.plan.table, &applied).await?;
-    }
-    let written = match &chunk.work {
-        // Done above, outside the transaction (TRUNCATE commits by itself).
-        Work::Truncate => Ok(()),
-        Work::Sweep { stage } => {
-            let key = &chunk.plan.key;
-            let at: [usize; 0] = [];
-            match super::sweep::sweep(conn, &chunk.target.name, stage, key).await {
-                Ok(rows) => conn
-                    .exec_drop(
-                        checkpoint::set_row_count_sql(),
-                        (rows, pipeline, chunk.window.0, chunk.no),
-                    )
-                    .await
-                    .map_err(|e| classify(chunk, &at, e)),
-                Err(e) => Err(classify(chunk, &at, e)),
-            }
-        }
-        Work::Delete { keys, .. } => delete(conn, chunk, keys, &keep).await,
-        Work::Move(rows) => super::moves::move_rows(conn, chunk, rows, &keep).await,
-        Work::Upsert { group, rows, .. } if fast => {
-            match load_data(conn, chunk, group, rows, &keep, profile).await {
-                Ok(0) => Ok(()),
-                Ok(warnings) => {
-                    tracing::debug!(
-                        warnings,
-                        chunk = chunk.no,
-                        "LOAD DATA warned; redoing the chunk with INSERT to find the value"
-                    );
-                    conn.query_drop("ROLLBACK").await?;
-                    return Ok(Attempt::Redo);
-                }
-                Err(e) if matches!(e.code, Some(1148 | 3948 | 4166)) => {
-                    conn.query_drop("ROLLBACK").await?;
-                    return Ok(Attempt::Refused(e.to_string()));
-                }
-                Err(e) if e.transient || e.code.is_none() => return Err(e),
-                Err(e) => {
-                    // A value the server refused (strict mode): redo with INSERT, whose error
-                    // names the row, hence the key.
-                    tracing::debug!(
-                        chunk = chunk.no,
-                        "LOAD DATA failed ({e}); redoing the chunk with INSERT to find the value"
-                    );
-                    conn.query_drop("ROLLBACK").await?;
-                    return Ok(Attempt::Redo);
-                }
-            }
-        }
-        Work::Upsert { group, rows, .. } => upsert(conn, chunk, group, rows, &keep).await,
+    set_aside(conn, pipeline, chunk, q, &keep).await?;
+    let written = match write_rows(conn, pipeline, chunk, fast, &keep, profile).await {
+        Ok(Some(ended)) => return Ok(ended),
+        Ok(None) => Ok(()),
+        Err(stop) => Err(stop),
     };
     profile.lap(Step::Write, lap);
     let written = match (written, chunk.stage) {
@@ -293,6 +106,148 @@ pub async fn chunk_transaction(
     Ok(Attempt::Done(ChunkOutcome::Applied))
 }
 
+/// Starts the chunk's transaction with its checkpoint row (`rows` applied). `false`: the row
+/// is there already, an earlier run committed the chunk (rolled back).
+async fn begin(
+    conn: &mut Conn,
+    pipeline: &str,
+    chunk: &Chunk<'_>,
+    rows: usize,
+) -> Result<bool, SqlError> {
+    conn.query_drop("START TRANSACTION").await?;
+    let params = (
+        pipeline,
+        chunk.window.0,
+        chunk.window.1,
+        chunk.no,
+        chunk.chunks,
+        chunk.target.name.clone(),
+        chunk.operation(),
+        rows as u32,
+    );
+    match conn.exec_drop(checkpoint::insert_sql(), params).await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let e = SqlError::from(e);
+            if e.code == Some(1062) {
+                conn.query_drop("ROLLBACK").await?;
+                return Ok(false);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `target.on_reject: quarantine`, in the chunk's transaction: records the rows set aside,
+/// and clears the entries of the keys it applies.
+async fn set_aside(
+    conn: &mut Conn,
+    pipeline: &str,
+    chunk: &Chunk<'_>,
+    q: &Quarantine<'_>,
+    keep: &[usize],
+) -> Result<(), SqlError> {
+    if !q.skip.is_empty() {
+        let rejects: Vec<&Reject> = q.skip.values().collect();
+        rejected::record(
+            conn,
+            pipeline,
+            &chunk.plan.table,
+            &chunk.target.name,
+            &rejects,
+        )
+        .await?;
+    }
+    if q.resolve {
+        let applied: Vec<String> = keep
+            .iter()
+            .map(|&i| describe_key(&chunk.plan.key, chunk.key(i)))
+            .collect();
+        rejected::resolve(conn, pipeline, &chunk.plan.table, &applied).await?;
+    }
+    Ok(())
+}
+
+/// Writes the chunk's rows (`keep`) in its open transaction. `Some`: the attempt ends here,
+/// rolled back (LOAD DATA to be redone with INSERT, or refused).
+async fn write_rows(
+    conn: &mut Conn,
+    pipeline: &str,
+    chunk: &Chunk<'_>,
+    fast: bool,
+    keep: &[usize],
+    profile: &Profile,
+) -> Result<Option<Attempt>, Stop> {
+    match &chunk.work {
+        // Done before the transaction (TRUNCATE commits by itself).
+        Work::Truncate => {}
+        Work::Sweep { stage } => sweep_rows(conn, pipeline, chunk, stage).await?,
+        Work::Delete { keys, .. } => delete(conn, chunk, keys, keep).await?,
+        Work::Move(rows) => moves::move_rows(conn, chunk, rows, keep).await?,
+        Work::Upsert { group, rows, .. } if fast => {
+            return Ok(load_data_upsert(conn, chunk, group, rows, keep, profile).await?);
+        }
+        Work::Upsert { group, rows, .. } => upsert(conn, chunk, group, rows, keep).await?,
+    }
+    Ok(None)
+}
+
+/// The sweep of a completed snapshot, its deleted row count kept in its checkpoint row.
+async fn sweep_rows(
+    conn: &mut Conn,
+    pipeline: &str,
+    chunk: &Chunk<'_>,
+    stage: &str,
+) -> Result<(), Stop> {
+    let at: [usize; 0] = [];
+    match sweep::sweep(conn, &chunk.target.name, stage, &chunk.plan.key).await {
+        Ok(rows) => conn
+            .exec_drop(
+                checkpoint::set_row_count_sql(),
+                (rows, pipeline, chunk.window.0, chunk.no),
+            )
+            .await
+            .map_err(|e| classify(chunk, &at, e)),
+        Err(e) => Err(classify(chunk, &at, e)),
+    }
+}
+
+/// An upsert chunk through LOAD DATA. `Some`: rolled back, to be redone with INSERT (a
+/// warning or a refused value, which INSERT names by its row) or refused by the server.
+async fn load_data_upsert(
+    conn: &mut Conn,
+    chunk: &Chunk<'_>,
+    group: &UpsertGroup,
+    rows: &[KeyedRow],
+    keep: &[usize],
+    profile: &Profile,
+) -> Result<Option<Attempt>, SqlError> {
+    let ended = match load_data(conn, chunk, group, rows, keep, profile).await {
+        Ok(0) => return Ok(None),
+        Ok(warnings) => {
+            tracing::debug!(
+                warnings,
+                chunk = chunk.no,
+                "LOAD DATA warned; redoing the chunk with INSERT to find the value"
+            );
+            Attempt::Redo
+        }
+        Err(e) if matches!(e.code, Some(1148 | 3948 | 4166)) => Attempt::Refused(e.to_string()),
+        Err(e) if e.transient || e.code.is_none() => return Err(e),
+        Err(e) => {
+            // A value the server refused (strict mode): redo with INSERT, whose error names
+            // the row, hence the key.
+            tracing::debug!(
+                chunk = chunk.no,
+                "LOAD DATA failed ({e}); redoing the chunk with INSERT to find the value"
+            );
+            Attempt::Redo
+        }
+    };
+    conn.query_drop("ROLLBACK").await?;
+    Ok(Some(ended))
+}
+
 /// Stages the keys an upsert or move chunk wrote, for its table's snapshot sweep. Rows set
 /// aside for `_db_sync_rejected` are staged too: the source has them.
 async fn stage_keys(conn: &mut Conn, chunk: &Chunk<'_>, stage: &str) -> Result<(), Stop> {
@@ -300,29 +255,9 @@ async fn stage_keys(conn: &mut Conn, chunk: &Chunk<'_>, stage: &str) -> Result<(
         return Ok(());
     }
     let keys = (0..chunk.rows()).map(|i| cells(chunk.key(i)).map(param).collect());
-    super::sweep::stage(conn, stage, &chunk.plan.key, keys)
+    sweep::stage(conn, stage, &chunk.plan.key, keys)
         .await
         .map_err(|e| Stop::Sql(e.into()))
-}
-
-/// Why a statement of a chunk stopped it.
-pub(super) enum Stop {
-    /// For the retry loop.
-    Sql(SqlError),
-    /// A refused value, and its row in the chunk when known.
-    Rejected(ApplyError, Option<usize>),
-}
-
-impl From<SqlError> for Stop {
-    fn from(e: SqlError) -> Self {
-        Stop::Sql(e)
-    }
-}
-
-impl From<mysql_async::Error> for Stop {
-    fn from(e: mysql_async::Error) -> Self {
-        Stop::Sql(e.into())
-    }
 }
 
 /// Whether REPLACE equals an upsert for this chunk (see the module doc).
@@ -381,73 +316,6 @@ pub fn bad_values(chunk: &Chunk<'_>) -> Vec<(usize, Reject, ApplyError)> {
     out
 }
 
-/// The error for a statement the server refused: the column and row from the server's
-/// message when it gives them, mapped to the row's key. `rows` are the chunk indices of the
-/// statement's rows, in order; the index of the refused row comes back when the server named
-/// it.
-pub fn rejected(
-    chunk: &Chunk<'_>,
-    rows: Option<&[usize]>,
-    e: SqlError,
-) -> (ApplyError, Option<usize>) {
-    let named = row_in_message(&e.message);
-    let row = match (rows, named) {
-        (Some(rows), Some(n)) if n >= 1 && n <= rows.len() => Some(rows[n - 1]),
-        (Some([only]), None) => Some(*only),
-        _ => None,
-    };
-    let key = match row {
-        Some(i) => describe_key(&chunk.plan.key, chunk.key(i)),
-        None => format!("one of {} rows of chunk {}", chunk.rows(), chunk.no),
-    };
-    let error = ApplyError::Rejected {
-        source_table: chunk.plan.table.clone(),
-        table: chunk.target.name.clone(),
-        column: column_in_message(&e.message),
-        key,
-        message: e.to_string(),
-    };
-    (error, row)
-}
-
-/// Fails on any warning but MySQL 8's deprecation notice, naming the row's key.
-pub(super) async fn check_warnings(
-    conn: &mut Conn,
-    chunk: &Chunk<'_>,
-    rows: &[usize],
-) -> Result<(), Stop> {
-    if conn.get_warnings() == 0 {
-        return Ok(());
-    }
-    let warnings: Vec<(String, u16, String)> = conn.query("SHOW WARNINGS").await?;
-    match warnings
-        .into_iter()
-        .find(|(_, code, _)| *code != WARN_DEPRECATED)
-    {
-        None => Ok(()),
-        Some((level, code, message)) => {
-            let (e, row) = rejected(
-                chunk,
-                Some(rows),
-                SqlError {
-                    code: Some(code),
-                    message: format!("{level}: {message}"),
-                    transient: false,
-                    fatal: false,
-                },
-            );
-            Err(Stop::Rejected(e, row))
-        }
-    }
-}
-
-pub(super) fn param(cell: Cell<'_>) -> Value {
-    match cell {
-        Cell::Value(v) => Value::Bytes(v.to_vec()),
-        _ => Value::NULL,
-    }
-}
-
 /// Empties the table. `TRUNCATE TABLE` commits by itself, so it runs before the chunk's
 /// transaction records the chunk: a crash in between truncates again on the re-run, which
 /// changes nothing (no later chunk of the table runs before this one is recorded). Where
@@ -467,17 +335,6 @@ async fn truncate(conn: &mut Conn, chunk: &Chunk<'_>) -> Result<(), SqlError> {
             Ok(())
         }
         Err(e) => Err(e),
-    }
-}
-
-/// A server error: transient ones retry, others name the row.
-pub(super) fn classify(chunk: &Chunk<'_>, rows: &[usize], e: mysql_async::Error) -> Stop {
-    let e = SqlError::from(e);
-    if e.transient || e.code.is_none() {
-        Stop::Sql(e)
-    } else {
-        let (e, row) = rejected(chunk, Some(rows), e);
-        Stop::Rejected(e, row)
     }
 }
 

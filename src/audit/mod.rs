@@ -9,8 +9,10 @@
 //! writing the same name again replaces the file whole.
 //!
 //! The module is the audit stage's home: the store and file names here, [`writer`] (the stage
-//! itself: journal windows → Parquet files) and [`reader`] (audit files → change rows, for
-//! backfill, `query` and tests). The change-row layout is [`crate::types::cdc`].
+//! itself: journal windows → Parquet files), [`reader`] (audit files → change rows, for
+//! backfill, `query` and tests) and [`rollup`] (merging closed date partitions, retention,
+//! which files readers skip after an interrupted roll-up, and the `rollup` command and job on
+//! top). The change-row layout is [`crate::types::cdc`].
 
 pub mod reader;
 pub mod rollup;

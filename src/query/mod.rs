@@ -51,7 +51,7 @@ pub enum QueryError {
         source: std::io::Error,
     },
     #[error("cannot print the result: {0}")]
-    Print(std::io::Error),
+    Print(#[source] output::OutputError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -356,8 +356,7 @@ fn state_view(
     unchanged: &[String],
     history: &History,
 ) -> String {
-    let (seq, op, unchanged_col) = (ident(cdc::SEQ), ident(cdc::OP), ident(cdc::UNCHANGED));
-    let has_old_key = history.has_old_key;
+    let (seq, op) = (ident(cdc::SEQ), ident(cdc::OP));
     let key_struct = format!(
         "struct_pack({})",
         key.iter()
@@ -365,33 +364,19 @@ fn state_view(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let lineage_key = if has_old_key {
+    let lineage_key = if history.has_old_key {
         format!("coalesce({}, {key_struct})", ident(cdc::OLD_KEY))
     } else {
         key_struct.clone()
     };
-    let sent = |c: &str, row: &str| {
-        format!(
-            "NOT list_contains(coalesce({row}.{unchanged_col}, []::VARCHAR[]), {})",
-            lit(c)
-        )
-    };
     let mut ctes = Vec::new();
-    let mut epoch = String::new();
-    if history.journals.len() > 1 {
-        let values = history
-            .journals
-            .iter()
-            .map(|(lo, hi)| format!("({lo}, {hi})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        ctes.push(format!("\"__j\"(\"__lo\", \"__hi\") AS (VALUES {values})"));
-        ctes.push(format!(
-            "\"__epoch\" AS (SELECT coalesce(max(j.\"__lo\"), -1) AS \"__s\" FROM \"__j\" j \
-             WHERE EXISTS (SELECT 1 FROM {changes} c WHERE c.{op} = 'r' AND c.{seq} BETWEEN j.\"__lo\" AND j.\"__hi\"))"
-        ));
-        epoch = format!(" AND {seq} >= (SELECT \"__s\" FROM \"__epoch\")");
-    }
+    let epoch = match latest_snapshot(changes, &history.journals) {
+        Some((defs, filter)) => {
+            ctes.extend(defs);
+            filter
+        }
+        None => String::new(),
+    };
     ctes.extend([
         format!(
             "\"__c\" AS (SELECT *, {key_struct} AS \"__k\", {lineage_key} AS \"__pk\" FROM {changes} \
@@ -403,46 +388,17 @@ fn state_view(
         ),
     ]);
     if !unchanged.is_empty() {
-        ctes.push(format!(
-            "\"__nd\" AS (SELECT * FROM \"__c\" WHERE {op} NOT IN ('d', 't'))"
-        ));
-        // A change's predecessor: the key's previous change, or for the create half of a key
-        // change, the old key's latest change before it. (DuckDB allows no ASOF JOIN in a
-        // recursive query, so a window for the first, a correlated subquery for the second.)
-        ctes.push(format!(
-            "\"__lag\" AS (SELECT {seq}, \"__k\", \"__pk\", lag({seq}) OVER (PARTITION BY \"__k\" ORDER BY {seq}) AS \"__l\" FROM \"__nd\")"
-        ));
-        ctes.push(format!(
-            "\"__pred\" AS (SELECT x.{seq} AS \"__seq\", CASE WHEN x.\"__pk\" = x.\"__k\" THEN x.\"__l\" \
-             ELSE (SELECT max(p.{seq}) FROM \"__nd\" p WHERE p.\"__k\" = x.\"__pk\" AND p.{seq} < x.{seq}) END AS \"__prev\" \
-             FROM \"__lag\" x)"
-        ));
+        ctes.extend(predecessors());
     }
     let mut joins = String::new();
     let mut out = Vec::with_capacity(columns.len());
     for c in columns {
         match unchanged.iter().position(|u| u == c) {
             Some(i) => {
-                let walk = format!("\"__walk_{i}\"");
-                ctes.push(format!(
-                    "{walk}(\"__seq0\", \"__cur\", \"__val\", \"__done\") AS (\
-                     SELECT l.{seq}, l.{seq}, l.{col}, false FROM \"__latest\" l WHERE NOT {sent_l} \
-                     UNION ALL \
-                     SELECT w.\"__seq0\", p.{seq}, p.{col}, {sent_p} FROM {walk} w \
-                     JOIN \"__pred\" q ON q.\"__seq\" = w.\"__cur\" \
-                     JOIN \"__nd\" p ON p.{seq} = q.\"__prev\" WHERE NOT w.\"__done\")",
-                    col = ident(c),
-                    sent_l = sent(c, "l"),
-                    sent_p = sent(c, "p"),
-                ));
-                joins.push_str(&format!(
-                    " LEFT JOIN (SELECT \"__seq0\", \"__val\" FROM {walk} WHERE \"__done\") f{i} ON f{i}.\"__seq0\" = l.{seq}"
-                ));
-                out.push(format!(
-                    "CASE WHEN {} THEN l.{col} ELSE f{i}.\"__val\" END AS {col}",
-                    sent(c, "l"),
-                    col = ident(c)
-                ));
+                let (walk, join, select) = filled(c, i);
+                ctes.push(walk);
+                joins.push_str(&join);
+                out.push(select);
             }
             None => out.push(format!("l.{}", ident(c))),
         }
@@ -453,6 +409,85 @@ fn state_view(
         ident(name),
         ctes.join(", "),
         out.join(", ")
+    )
+}
+
+/// With files of several journals: the CTEs that find the latest journal with snapshot rows
+/// of the table, and the filter that starts the history there. `None` for one journal.
+fn latest_snapshot(changes: &str, journals: &[(u64, u64)]) -> Option<([String; 2], String)> {
+    if journals.len() <= 1 {
+        return None;
+    }
+    let (seq, op) = (ident(cdc::SEQ), ident(cdc::OP));
+    let values = journals
+        .iter()
+        .map(|(lo, hi)| format!("({lo}, {hi})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ctes = [
+        format!("\"__j\"(\"__lo\", \"__hi\") AS (VALUES {values})"),
+        format!(
+            "\"__epoch\" AS (SELECT coalesce(max(j.\"__lo\"), -1) AS \"__s\" FROM \"__j\" j \
+             WHERE EXISTS (SELECT 1 FROM {changes} c WHERE c.{op} = 'r' AND c.{seq} BETWEEN j.\"__lo\" AND j.\"__hi\"))"
+        ),
+    ];
+    Some((
+        ctes,
+        format!(" AND {seq} >= (SELECT \"__s\" FROM \"__epoch\")"),
+    ))
+}
+
+/// The CTEs of each change's predecessor in its lineage, deletes left out: the key's previous
+/// change, or for the create half of a key change, the old key's latest change before it.
+/// (DuckDB allows no ASOF JOIN in a recursive query, so a window for the first, a correlated
+/// subquery for the second.)
+fn predecessors() -> [String; 3] {
+    let (seq, op) = (ident(cdc::SEQ), ident(cdc::OP));
+    [
+        format!("\"__nd\" AS (SELECT * FROM \"__c\" WHERE {op} NOT IN ('d', 't'))"),
+        format!(
+            "\"__lag\" AS (SELECT {seq}, \"__k\", \"__pk\", lag({seq}) OVER (PARTITION BY \"__k\" ORDER BY {seq}) AS \"__l\" FROM \"__nd\")"
+        ),
+        format!(
+            "\"__pred\" AS (SELECT x.{seq} AS \"__seq\", CASE WHEN x.\"__pk\" = x.\"__k\" THEN x.\"__l\" \
+             ELSE (SELECT max(p.{seq}) FROM \"__nd\" p WHERE p.\"__k\" = x.\"__pk\" AND p.{seq} < x.{seq}) END AS \"__prev\" \
+             FROM \"__lag\" x)"
+        ),
+    ]
+}
+
+/// Unchanged column `c` (the `i`th) filled from the row's history: the recursive CTE that
+/// walks back through the predecessors until a change that sent it, its join, and the
+/// selected value.
+fn filled(c: &str, i: usize) -> (String, String, String) {
+    let (seq, col) = (ident(cdc::SEQ), ident(c));
+    let walk = format!("\"__walk_{i}\"");
+    let cte = format!(
+        "{walk}(\"__seq0\", \"__cur\", \"__val\", \"__done\") AS (\
+         SELECT l.{seq}, l.{seq}, l.{col}, false FROM \"__latest\" l WHERE NOT {sent_l} \
+         UNION ALL \
+         SELECT w.\"__seq0\", p.{seq}, p.{col}, {sent_p} FROM {walk} w \
+         JOIN \"__pred\" q ON q.\"__seq\" = w.\"__cur\" \
+         JOIN \"__nd\" p ON p.{seq} = q.\"__prev\" WHERE NOT w.\"__done\")",
+        sent_l = sent(c, "l"),
+        sent_p = sent(c, "p"),
+    );
+    let join = format!(
+        " LEFT JOIN (SELECT \"__seq0\", \"__val\" FROM {walk} WHERE \"__done\") f{i} ON f{i}.\"__seq0\" = l.{seq}"
+    );
+    let select = format!(
+        "CASE WHEN {} THEN l.{col} ELSE f{i}.\"__val\" END AS {col}",
+        sent(c, "l")
+    );
+    (cte, join, select)
+}
+
+/// Whether change `row` sent column `c` (`_cdc_unchanged` does not name it).
+fn sent(c: &str, row: &str) -> String {
+    format!(
+        "NOT list_contains(coalesce({row}.{}, []::VARCHAR[]), {})",
+        ident(cdc::UNCHANGED),
+        lit(c)
     )
 }
 

@@ -1,12 +1,36 @@
 //! Printing a query's result: an aligned table, CSV, or JSON lines.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 
 use duckdb::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use duckdb::arrow::datatypes::{DataType, SchemaRef};
+use duckdb::arrow::error::ArrowError;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::Format;
+
+/// Why a result could not be printed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A value Arrow cannot format.
+    #[error(transparent)]
+    Format(#[from] ArrowError),
+}
+
+impl OutputError {
+    /// The reader went away (`| head`).
+    fn broken_pipe(&self) -> bool {
+        match self {
+            OutputError::Write(e) => e.kind() == ErrorKind::BrokenPipe,
+            OutputError::Json(e) => e.io_error_kind() == Some(ErrorKind::BrokenPipe),
+            OutputError::Format(_) => false,
+        }
+    }
+}
 
 /// Prints `batches` (of `schema`) to `out` in `format`. A reader that went away (`| head`) is
 /// not an error.
@@ -15,30 +39,29 @@ pub fn print(
     format: Format,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-) -> Result<(), std::io::Error> {
+) -> Result<(), OutputError> {
     let written = match format {
         Format::Table => write_table(out, schema, batches),
         Format::Csv => write_csv(out, schema, batches),
         Format::Json => write_json(out, batches),
     };
-    match written.and_then(|()| out.flush().map_err(|e| e.to_string())) {
-        Ok(()) => Ok(()),
-        Err(e) if e.contains("Broken pipe") => Ok(()),
-        Err(e) => Err(std::io::Error::other(e)),
+    match written.and_then(|()| Ok(out.flush()?)) {
+        Err(e) if e.broken_pipe() => Ok(()),
+        other => other,
     }
 }
 
-fn formatter(array: &dyn Array) -> Result<ArrayFormatter<'_>, String> {
+fn formatter(array: &dyn Array) -> Result<ArrayFormatter<'_>, ArrowError> {
     static OPTIONS: std::sync::LazyLock<FormatOptions<'static>> =
         std::sync::LazyLock::new(|| FormatOptions::default().with_null(""));
-    ArrayFormatter::try_new(array, &OPTIONS).map_err(|e| e.to_string())
+    ArrayFormatter::try_new(array, &OPTIONS)
 }
 
 fn write_table(
     out: &mut impl Write,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-) -> Result<(), String> {
+) -> Result<(), OutputError> {
     let empty;
     let batches = if batches.is_empty() {
         empty = [RecordBatch::new_empty(schema.clone())];
@@ -46,11 +69,11 @@ fn write_table(
     } else {
         batches
     };
-    let table =
-        duckdb::arrow::util::pretty::pretty_format_batches(batches).map_err(|e| e.to_string())?;
+    let table = duckdb::arrow::util::pretty::pretty_format_batches(batches)?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    writeln!(out, "{table}").map_err(|e| e.to_string())?;
-    writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" }).map_err(|e| e.to_string())
+    writeln!(out, "{table}")?;
+    writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" })?;
+    Ok(())
 }
 
 /// A CSV field, quoted when it must be.
@@ -66,13 +89,13 @@ fn write_csv(
     out: &mut impl Write,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-) -> Result<(), String> {
+) -> Result<(), OutputError> {
     let header: Vec<String> = schema
         .fields()
         .iter()
         .map(|f| csv_field(f.name()))
         .collect();
-    writeln!(out, "{}", header.join(",")).map_err(|e| e.to_string())?;
+    writeln!(out, "{}", header.join(","))?;
     for batch in batches {
         let formatters = batch
             .columns()
@@ -92,13 +115,13 @@ fn write_csv(
                     }
                 })
                 .collect();
-            writeln!(out, "{}", fields.join(",")).map_err(|e| e.to_string())?;
+            writeln!(out, "{}", fields.join(","))?;
         }
     }
     Ok(())
 }
 
-fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), String> {
+fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), OutputError> {
     for batch in batches {
         let schema = batch.schema();
         for row in 0..batch.num_rows() {
@@ -106,8 +129,8 @@ fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), Strin
             for (field, column) in schema.fields().iter().zip(batch.columns()) {
                 object.insert(field.name().clone(), json_value(column, row)?);
             }
-            serde_json::to_writer(&mut *out, &object).map_err(|e| e.to_string())?;
-            writeln!(out).map_err(|e| e.to_string())?;
+            serde_json::to_writer(&mut *out, &object)?;
+            writeln!(out)?;
         }
     }
     Ok(())
@@ -115,7 +138,7 @@ fn write_json(out: &mut impl Write, batches: &[RecordBatch]) -> Result<(), Strin
 
 /// One cell as JSON: numbers as numbers, decimals as strings (exact), nested values nested,
 /// everything else as its display text (timestamps in RFC 3339).
-fn json_value(array: &ArrayRef, row: usize) -> Result<serde_json::Value, String> {
+fn json_value(array: &ArrayRef, row: usize) -> Result<serde_json::Value, ArrowError> {
     use duckdb::arrow::datatypes as t;
     use serde_json::Value as J;
     if array.is_null(row) {

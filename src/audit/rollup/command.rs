@@ -1,8 +1,8 @@
 //! `db-sync rollup [--table SCHEMA.TABLE] [--date YYYY-MM-DD]` and the job kind `rollup`: the
-//! command-line and job faces of [`crate::audit::rollup`] (merge closed date partitions,
-//! apply `audit.retain_days`).
+//! command-line and job faces of [`rollup`] (merge closed date partitions, apply
+//! `audit.retain_days`).
 
-use crate::audit::rollup::{self, Options, RollupError, Summary};
+use super::{rollup, Options, RollupError, Summary};
 use crate::config::Config;
 
 /// Runs one roll-up and prints what it did (one line).
@@ -11,12 +11,9 @@ pub fn run(config: &Config, opts: &Options) -> Result<(), RollupError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| RollupError::Merge {
-            what: "the audit files".into(),
-            message: format!("cannot start the async runtime: {e}"),
-        })?;
+        .map_err(RollupError::Runtime)?;
     let started = std::time::Instant::now();
-    let s = rt.block_on(rollup::rollup(config, opts))?;
+    let s = rt.block_on(rollup(config, opts))?;
     println!(
         "{} in {:.1}s",
         describe(&s),
@@ -28,7 +25,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<(), RollupError> {
 /// The job kind `rollup`: the result line `jobs-state.json` keeps.
 pub async fn job(config: &Config, name: &str) -> String {
     let started = std::time::Instant::now();
-    match rollup::rollup(config, &Options::default()).await {
+    match rollup(config, &Options::default()).await {
         Ok(s) => {
             tracing::info!(job = %name, seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "{}", describe(&s));
             if s.waited_for_compaction {

@@ -1,0 +1,252 @@
+//! A window's merged plans cut into numbered chunks: the unit of one transaction and one
+//! checkpoint row ([`super::write`]).
+//!
+//! A table's chunks come in the order its plan applies (a truncate, the deletes, the moves,
+//! each upsert group, and the sweep of a full snapshot that completes in the window), each at
+//! most `target.batch_rows` rows and about the chunk byte budget. The cut depends only on the
+//! merged plans and the sizes the window recorded, so a re-run of a window cuts the same
+//! chunks and finds its committed ones by number.
+
+use super::ddl::TargetTable;
+use super::merge::{
+    bad_parts, cells, describe_key, Cell, KeyedRow, MoveRow, TablePlan, UpsertGroup,
+};
+use super::rejected::Reject;
+use super::SweepPlan;
+use crate::state::{ApplyWindow, Sweep};
+
+/// A chunk to apply: rows of one table, one kind.
+pub struct Chunk<'a> {
+    pub no: u32,
+    pub chunks: u32,
+    pub window: (u64, u64),
+    pub plan: &'a TablePlan,
+    pub target: &'a TargetTable,
+    pub work: Work<'a>,
+    /// The stage table of the table's snapshot sweep, while one is staging keys.
+    pub stage: Option<&'a str>,
+}
+
+pub enum Work<'a> {
+    /// Empty the table (a `t` in the window), before its other chunks.
+    Truncate,
+    Delete {
+        keys: &'a [Box<[u8]>],
+        seqs: &'a [i64],
+    },
+    /// Move rows to their new keys (key changes whose row the target holds).
+    Move(&'a [MoveRow]),
+    Upsert {
+        group: &'a UpsertGroup,
+        rows: &'a [KeyedRow],
+        seqs: &'a [i64],
+    },
+    /// The table's full snapshot is complete: delete the target rows whose keys are not in
+    /// the stage table (see [`super::sweep`]).
+    Sweep { stage: &'a str },
+}
+
+impl Chunk<'_> {
+    pub fn rows(&self) -> usize {
+        match &self.work {
+            Work::Truncate | Work::Sweep { .. } => 0,
+            Work::Delete { keys, .. } => keys.len(),
+            Work::Move(rows) => rows.len(),
+            Work::Upsert { rows, .. } => rows.len(),
+        }
+    }
+
+    /// The key of row `i`.
+    pub fn key(&self, i: usize) -> &[u8] {
+        match &self.work {
+            Work::Truncate | Work::Sweep { .. } => &[],
+            Work::Delete { keys, .. } => &keys[i],
+            Work::Move(rows) => &rows[i].to,
+            Work::Upsert { rows, .. } => &rows[i].0,
+        }
+    }
+
+    /// The journal sequence of row `i`'s change.
+    pub fn seq(&self, i: usize) -> i64 {
+        match &self.work {
+            Work::Truncate | Work::Sweep { .. } => 0,
+            Work::Delete { seqs, .. } | Work::Upsert { seqs, .. } => seqs[i],
+            Work::Move(rows) => rows[i].seq,
+        }
+    }
+
+    /// Row `i`'s cells and their column names (none for a delete).
+    pub fn row_cells(&self, i: usize) -> Option<(&[u8], &[String])> {
+        match &self.work {
+            Work::Truncate | Work::Sweep { .. } | Work::Delete { .. } => None,
+            Work::Move(rows) => {
+                Some((&rows[i].cells, &self.plan.versions[rows[i].version].columns))
+            }
+            Work::Upsert { group, rows, .. } => {
+                Some((&rows[i].1, &self.plan.versions[group.version].columns))
+            }
+        }
+    }
+
+    /// A refused row as `_db_sync_rejected` records it.
+    pub fn reject(&self, i: usize, column: Option<String>, error: String) -> Reject {
+        let value = column.as_ref().and_then(|c| {
+            let (row, names) = self.row_cells(i)?;
+            let at = names.iter().position(|n| n.eq_ignore_ascii_case(c))?;
+            match cells(row).nth(at)? {
+                Cell::Value(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                Cell::Bad(b) => Some(bad_parts(b).0.to_string()),
+                Cell::Null | Cell::Unchanged => None,
+            }
+        });
+        Reject {
+            key: describe_key(&self.plan.key, self.key(i)),
+            column,
+            value,
+            error,
+            seq: self.seq(i),
+        }
+    }
+
+    /// What the chunk does, as its checkpoint row names it.
+    pub fn operation(&self) -> &'static str {
+        match self.work {
+            Work::Truncate => "truncate",
+            Work::Delete { .. } => "delete",
+            Work::Move(_) => "move",
+            Work::Upsert { .. } => "upsert",
+            Work::Sweep { .. } => "sweep",
+        }
+    }
+}
+
+/// A window's chunks, and the snapshot sweeps among them: source table, chunk, stage table.
+#[derive(Default)]
+pub struct Cut<'a> {
+    pub chunks: Vec<Chunk<'a>>,
+    pub sweeps: Vec<(String, u32, String)>,
+}
+
+/// Cuts the merged `plans` of `window` into numbered chunks, table by table (see the module
+/// doc). `tables` holds each plan's target table (`None`: nothing to apply to);
+/// `chunk_bytes` is the budget of a window that recorded none.
+pub fn cut<'a>(
+    window: &ApplyWindow,
+    plans: &'a [TablePlan],
+    tables: &'a [Option<TargetTable>],
+    sweeps: &SweepPlan<'a>,
+    chunk_bytes: usize,
+) -> Cut<'a> {
+    let batch = window.batch_rows.max(1);
+    let max_bytes = if window.chunk_bytes > 0 {
+        window.chunk_bytes
+    } else {
+        chunk_bytes
+    };
+    let mut cut = Cut::default();
+    for (plan, target) in plans.iter().zip(tables) {
+        let Some(target) = target else {
+            continue;
+        };
+        let stage = match sweeps.sweeps.and_then(|s| s.get(&plan.table)) {
+            Some(Sweep::Staging { stage }) => Some(stage.as_str()),
+            _ => None,
+        };
+        let done = sweeps.marks.get(&plan.table).is_some_and(|m| m.done);
+        let sweep = stage.filter(|_| done).map(|stage| Work::Sweep { stage });
+        for work in table_work(plan, batch, max_bytes).chain(sweep) {
+            let no = cut.chunks.len() as u32;
+            if let Work::Sweep { stage } = work {
+                cut.sweeps.push((plan.table.clone(), no, stage.to_string()));
+            }
+            cut.chunks.push(Chunk {
+                no,
+                chunks: 0,
+                window: (window.from, window.to),
+                plan,
+                target,
+                work,
+                stage,
+            });
+        }
+    }
+    let total = cut.chunks.len() as u32;
+    for c in &mut cut.chunks {
+        c.chunks = total;
+    }
+    cut
+}
+
+/// A table's work in the order it applies, cut by rows and bytes: a truncate, the deletes,
+/// the moves, then each upsert group.
+fn table_work(plan: &TablePlan, batch: usize, max_bytes: usize) -> impl Iterator<Item = Work<'_>> {
+    let truncate = plan.truncate.then_some(Work::Truncate);
+    let deletes = spans(plan.deletes.iter().map(|k| k.len()), batch, max_bytes)
+        .into_iter()
+        .map(move |r| Work::Delete {
+            keys: &plan.deletes[r.clone()],
+            seqs: &plan.delete_seqs[r],
+        });
+    let moves = spans(plan.moves.iter().map(|m| m.cells.len()), batch, max_bytes)
+        .into_iter()
+        .map(move |r| Work::Move(&plan.moves[r]));
+    let upserts = plan.upserts.iter().flat_map(move |group| {
+        spans(group.rows.iter().map(|(_, r)| r.len()), batch, max_bytes)
+            .into_iter()
+            .map(move |r| Work::Upsert {
+                group,
+                rows: &group.rows[r.clone()],
+                seqs: &group.seqs[r],
+            })
+    });
+    truncate
+        .into_iter()
+        .chain(deletes)
+        .chain(moves)
+        .chain(upserts)
+}
+
+/// Consecutive ranges over items of `sizes`: each at most `max_rows` items and about
+/// `max_bytes` (at least one item), so a chunk of large rows stays small. Depends only on the
+/// sizes, so a re-run cuts the same chunks.
+fn spans(
+    sizes: impl Iterator<Item = usize>,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes, mut n) = (0, 0usize, 0);
+    for (i, size) in sizes.enumerate() {
+        if i > start && (i - start >= max_rows || bytes + size > max_bytes) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+        n = i + 1;
+    }
+    if start < n {
+        out.push(start..n);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_cut_by_rows_and_by_bytes() {
+        assert_eq!(spans([1usize; 5].into_iter(), 2, 100), [0..2, 2..4, 4..5]);
+        assert_eq!(
+            spans([60usize, 60, 10, 10].into_iter(), 10, 100),
+            [0..1, 1..4]
+        );
+        assert_eq!(
+            spans([500usize].into_iter(), 10, 100),
+            vec![0..1],
+            "a row larger than the budget"
+        );
+        assert!(spans(std::iter::empty(), 10, 100).is_empty());
+    }
+}
