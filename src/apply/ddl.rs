@@ -1,7 +1,8 @@
 //! Target tables from source schemas (DESIGN §6, MySQL column): `CREATE TABLE` with the same
 //! primary key, `ALTER TABLE … ADD COLUMN` for a column the source added, reading a table's
 //! definition back, and identifier quoting. Everything here is valid for MariaDB 10.11 and
-//! MySQL 8. The column types themselves come from [`crate::types::Logical::mysql_type`].
+//! MySQL 8. The column types themselves come from [`crate::types::Logical::mysql_type`], as
+//! [`ColType`] values rendered here into DDL.
 //!
 //! Choices the mapping makes, and why:
 //! - Non-key columns are nullable: a column the source drops stops arriving, and a `NOT NULL`
@@ -18,14 +19,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use mysql_async::prelude::Queryable;
 
-use super::coltype::ColType;
 use super::merge::TablePlan;
 use super::sql::{with_retry, Session, SqlError};
 use super::ApplyError;
+use crate::types::mysql::ColType;
 use crate::types::ConnectSchema;
 
-/// Bytes per character of utf8mb4, for the row-size limit.
-const UTF8MB4: usize = 4;
+/// MySQL's row limit, less a margin for the fixed-size and off-row columns.
 const ROW_LIMIT: usize = 65_535 - 1_000;
 
 /// `` `name` `` with any backtick doubled: safe for every identifier MySQL accepts.
@@ -46,7 +46,7 @@ pub fn quote(ident: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnDef {
     pub name: String,
-    pub ty: String,
+    pub ty: ColType,
     pub key: bool,
     /// The source column's default (`ADD COLUMN … DEFAULT x` fills the rows PostgreSQL filled
     /// without writing them to the WAL).
@@ -71,27 +71,13 @@ pub fn column_defs(fields: &[&ConnectSchema], key: &[String]) -> Vec<ColumnDef> 
             }
         })
         .collect();
-    let width = |d: &ColumnDef| -> usize {
-        let t = d.ty.as_str();
-        ["VARCHAR(", "CHAR(", "VARBINARY("]
-            .iter()
-            .find_map(|p| t.strip_prefix(p))
-            .and_then(|rest| rest.trim_end_matches(')').parse::<usize>().ok())
-            .map_or(0, |n| {
-                if t.starts_with("VARBINARY") {
-                    n
-                } else {
-                    n * UTF8MB4
-                }
-            })
-    };
-    while defs.iter().map(width).sum::<usize>() > ROW_LIMIT {
+    while defs.iter().map(|d| d.ty.row_bytes()).sum::<usize>() > ROW_LIMIT {
         let widest = defs
             .iter_mut()
-            .filter(|d| !d.key && d.ty.starts_with("VARCHAR("))
-            .max_by_key(|d| width(d));
+            .filter(|d| !d.key && matches!(d.ty, ColType::Varchar(_)))
+            .max_by_key(|d| d.ty.row_bytes());
         match widest {
-            Some(d) => d.ty = "LONGTEXT".into(),
+            Some(d) => d.ty = ColType::LONGTEXT,
             None => break,
         }
     }
@@ -231,9 +217,53 @@ pub async fn prepare_table(
     collation: &str,
     mut known: Option<&mut BTreeMap<String, String>>,
 ) -> Result<TargetTable, ApplyError> {
-    let mut table = describe(session, name).await?;
-    // Every column any version in the window has, in order of first appearance, each with its
-    // latest definition.
+    let table = describe(session, name).await?;
+    let defs = column_defs(&latest_fields(plan), &plan.key);
+    let changed = match &table {
+        None if !create => {
+            return Err(ApplyError::NoTable {
+                source_table: plan.table.clone(),
+                table: name.to_string(),
+            })
+        }
+        None => {
+            let sql = create_table(name, &defs, &plan.key, collation);
+            exec(session, &sql, format!("creating table {}", quote(name))).await?;
+            tracing::info!(table = %name, source = %plan.table, "created target table");
+            true
+        }
+        Some(t) => {
+            let added = add_missing_columns(session, t, &defs, create).await?;
+            let widened =
+                create && follow_types(session, t, plan, &defs, known.as_deref_mut()).await?;
+            added || widened
+        }
+    };
+    let table = if changed {
+        describe(session, name).await?
+    } else {
+        table
+    };
+    if let (Some(k), Some(t)) = (known, &table) {
+        // Record the types of new columns and tables too.
+        for d in &defs {
+            let lower = d.name.to_ascii_lowercase();
+            if t.columns.contains_key(&lower) {
+                k.entry(lower).or_insert_with(|| d.ty.to_string());
+            }
+        }
+    }
+    table.ok_or_else(|| {
+        ApplyError::Internal(format!(
+            "target table {} is still missing after CREATE TABLE",
+            quote(name)
+        ))
+    })
+}
+
+/// Every column any schema version of `plan` has, in order of first appearance, each with its
+/// latest definition.
+fn latest_fields(plan: &TablePlan) -> Vec<&ConnectSchema> {
     let mut order: Vec<String> = Vec::new();
     let mut latest: HashMap<String, &ConnectSchema> = HashMap::new();
     for v in &plan.versions {
@@ -244,109 +274,121 @@ pub async fn prepare_table(
             }
         }
     }
-    let fields: Vec<&ConnectSchema> = order.iter().map(|c| latest[c]).collect();
-    let defs = column_defs(&fields, &plan.key);
+    order.iter().map(|c| latest[c]).collect()
+}
+
+/// Runs one DDL statement, naming it in the error.
+async fn exec(session: &mut Session, sql: &str, what: String) -> Result<(), ApplyError> {
+    session
+        .exec(sql, &what)
+        .await
+        .map_err(|e| ApplyError::sql(&session.url, &what, e))
+}
+
+/// Adds the columns of `defs` that table `t` lacks (an error when `create` does not allow it);
+/// whether it added any.
+async fn add_missing_columns(
+    session: &mut Session,
+    t: &TargetTable,
+    defs: &[ColumnDef],
+    create: bool,
+) -> Result<bool, ApplyError> {
+    let missing: Vec<ColumnDef> = defs
+        .iter()
+        .filter(|d| !t.columns.contains_key(&d.name.to_ascii_lowercase()))
+        .cloned()
+        .collect();
+    let Some(first) = missing.first() else {
+        return Ok(false);
+    };
+    if !create {
+        return Err(ApplyError::NoColumn {
+            table: t.name.clone(),
+            column: first.name.clone(),
+        });
+    }
+    let what = format!("adding columns to {}", quote(&t.name));
+    exec(session, &add_columns(&t.name, &missing), what).await?;
+    for d in &missing {
+        tracing::info!(table = %t.name, column = %d.name, ty = %d.ty, default = d.default.as_deref().unwrap_or("none"), "added target column");
+    }
+    Ok(true)
+}
+
+/// What apply does about one existing target column whose definition it computed anew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// The source type is the one recorded: nothing to do or record.
+    Unchanged,
+    /// The new type holds every value of the target's: `MODIFY` the column to it.
+    Widen,
+    /// The source changed the type to one the target column cannot hold.
+    Refuse,
+    /// The target column stays as it is (it has the new type, holds its values, or no earlier
+    /// type is recorded); the new type is recorded.
+    Keep,
+}
+
+/// The decision for a column db-sync now declares `want`, which the target has as `current`
+/// (`COLUMN_TYPE`) and db-sync last declared as `prev` (when recorded).
+fn follow(prev: Option<&str>, want: &ColType, current: &str) -> Follow {
+    if prev == Some(want.to_string().as_str()) {
+        return Follow::Unchanged;
+    }
+    let (want, cur) = (want.storage(), ColType::parse(current));
+    if want != cur && want.holds(&cur) {
+        Follow::Widen
+    } else if want != cur && prev.is_some() && !cur.holds(&want) {
+        // Without a recorded source type (a first run, or a window that failed) the target's
+        // own type stands: an operator may have chosen it, and strict mode still refuses any
+        // value it cannot hold.
+        Follow::Refuse
+    } else {
+        Follow::Keep
+    }
+}
+
+/// Follows the source's type changes on the existing columns of `t`: widens those it can and
+/// stops on one it cannot follow without loss; whether it altered any.
+async fn follow_types(
+    session: &mut Session,
+    t: &TargetTable,
+    plan: &TablePlan,
+    defs: &[ColumnDef],
+    mut known: Option<&mut BTreeMap<String, String>>,
+) -> Result<bool, ApplyError> {
     let mut changed = false;
-    match &table {
-        None if !create => {
-            return Err(ApplyError::NoTable {
-                source_table: plan.table.clone(),
-                table: name.to_string(),
-            })
-        }
-        None => {
-            let sql = create_table(name, &defs, &plan.key, collation);
-            let what = format!("creating table {}", quote(name));
-            session
-                .exec(&sql, &what)
-                .await
-                .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
-            tracing::info!(table = %name, source = %plan.table, "created target table");
-            changed = true;
-        }
-        Some(t) => {
-            let missing: Vec<ColumnDef> = defs
-                .iter()
-                .filter(|d| !t.columns.contains_key(&d.name.to_ascii_lowercase()))
-                .cloned()
-                .collect();
-            if !missing.is_empty() {
-                if !create {
-                    return Err(ApplyError::NoColumn {
-                        table: name.to_string(),
-                        column: missing[0].name.clone(),
-                    });
-                }
-                let sql = add_columns(name, &missing);
-                let what = format!("adding columns to {}", quote(name));
-                session
-                    .exec(&sql, &what)
-                    .await
-                    .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
-                for d in &missing {
-                    tracing::info!(table = %name, column = %d.name, ty = %d.ty, default = d.default.as_deref().unwrap_or("none"), "added target column");
-                }
+    for d in defs {
+        let lower = d.name.to_ascii_lowercase();
+        let Some(current) = t.columns.get(&lower) else {
+            continue; // added just now, with the new type
+        };
+        let prev = known.as_deref().and_then(|k| k.get(&lower)).cloned();
+        match follow(prev.as_deref(), &d.ty, current) {
+            Follow::Unchanged => continue,
+            Follow::Widen => {
+                let what = format!("widening column {} of {}", quote(&d.name), quote(&t.name));
+                exec(session, &modify_column(&t.name, d), what).await?;
+                tracing::info!(table = %t.name, column = %d.name, from = %current, to = %d.ty, "widened target column: the source widened its type");
                 changed = true;
             }
-            if create {
-                for d in &defs {
-                    let lower = d.name.to_ascii_lowercase();
-                    let Some(current) = t.columns.get(&lower) else {
-                        continue;
-                    };
-                    let prev = known.as_deref().and_then(|k| k.get(&lower)).cloned();
-                    if prev.as_deref() == Some(d.ty.as_str()) {
-                        continue; // the source type did not change
-                    }
-                    let (want, cur) = (ColType::parse(&d.ty), ColType::parse(current));
-                    if want != cur && want.holds(&cur) {
-                        let sql = modify_column(name, d);
-                        let what = format!("widening column {} of {}", quote(&d.name), quote(name));
-                        session
-                            .exec(&sql, &what)
-                            .await
-                            .map_err(|e| ApplyError::sql(&session.url, &what, e))?;
-                        tracing::info!(table = %name, column = %d.name, from = %current, to = %d.ty, "widened target column: the source widened its type");
-                        changed = true;
-                    } else if want != cur && prev.is_some() && !cur.holds(&want) {
-                        // The source changed the type to one the target column cannot hold.
-                        // Without a recorded source type (a first run, or a window that
-                        // failed) the target's own type stands: an operator may have chosen
-                        // it, and strict mode still refuses any value it cannot hold.
-                        return Err(ApplyError::TypeChange(Box::new(super::TypeChange {
-                            source_table: plan.table.clone(),
-                            table: name.to_string(),
-                            column: d.name.clone(),
-                            from: prev.unwrap_or_else(|| current.to_ascii_uppercase()),
-                            to: d.ty.clone(),
-                            statement: modify_column(name, d),
-                        })));
-                    }
-                    if let Some(k) = known.as_deref_mut() {
-                        k.insert(lower, d.ty.clone());
-                    }
-                }
+            Follow::Refuse => {
+                return Err(ApplyError::TypeChange(Box::new(super::TypeChange {
+                    source_table: plan.table.clone(),
+                    table: t.name.clone(),
+                    column: d.name.clone(),
+                    from: prev.unwrap_or_else(|| current.to_ascii_uppercase()),
+                    to: d.ty.to_string(),
+                    statement: modify_column(&t.name, d),
+                })))
             }
+            Follow::Keep => {}
+        }
+        if let Some(k) = known.as_deref_mut() {
+            k.insert(lower, d.ty.to_string());
         }
     }
-    if changed {
-        table = describe(session, name).await?;
-    }
-    if let (Some(k), Some(t)) = (known, &table) {
-        // Record the types of new columns and tables too.
-        for d in &defs {
-            let lower = d.name.to_ascii_lowercase();
-            if t.columns.contains_key(&lower) {
-                k.entry(lower).or_insert_with(|| d.ty.clone());
-            }
-        }
-    }
-    table.ok_or_else(|| {
-        ApplyError::Internal(format!(
-            "target table {} is still missing after CREATE TABLE",
-            quote(name)
-        ))
-    })
+    Ok(changed)
 }
 
 /// Empties table `name` (`TRUNCATE TABLE`) when it exists; whether it did.
@@ -390,7 +432,10 @@ mod tests {
         }
         let refs: Vec<&ConnectSchema> = many.iter().collect();
         let defs = column_defs(&refs, &[]);
-        let varchars = defs.iter().filter(|d| d.ty.starts_with("VARCHAR")).count();
+        let varchars = defs
+            .iter()
+            .filter(|d| matches!(d.ty, ColType::Varchar(_)))
+            .count();
         assert_eq!(varchars, 1, "{defs:?}");
         let sql = create_table("t`x", &defs, &["c0".into()], "utf8mb4_bin");
         assert!(
@@ -402,6 +447,28 @@ mod tests {
                 "PRIMARY KEY (`c0`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
             ),
             "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_changed_source_type_widens_stops_or_stands() {
+        let int = ColType::Int(4);
+        // The recorded type is the one declared now: nothing to do.
+        assert_eq!(follow(Some("INT"), &int, "smallint(6)"), Follow::Unchanged);
+        // INT over a SMALLINT target: widened, with or without a record.
+        assert_eq!(follow(Some("SMALLINT"), &int, "smallint(6)"), Follow::Widen);
+        assert_eq!(follow(None, &int, "smallint(6)"), Follow::Widen);
+        // Narrowed at the source: refused when recorded, the target's type stands when not.
+        let small = ColType::Int(2);
+        assert_eq!(follow(Some("INT"), &small, "int(11)"), Follow::Keep);
+        let text = ColType::Varchar(10);
+        assert_eq!(follow(Some("INT"), &text, "int(11)"), Follow::Refuse);
+        assert_eq!(follow(None, &text, "int(11)"), Follow::Keep);
+        // TINYINT(1) and JSON are what the server reports as tinyint(1) and longtext.
+        assert_eq!(follow(None, &ColType::Bool, "tinyint(1)"), Follow::Keep);
+        assert_eq!(
+            follow(Some("LONGTEXT"), &ColType::Json, "longtext"),
+            Follow::Keep
         );
     }
 }

@@ -24,7 +24,6 @@
 
 mod checkpoint;
 mod chunk;
-mod coltype;
 mod ddl;
 pub mod merge;
 mod moves;

@@ -20,7 +20,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::Datelike as _;
 
-use crate::types::{limits, Logical, Unit};
+use crate::types::{limits, time, Logical, Unit};
 
 /// A value the target cannot store exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,12 +113,9 @@ impl<'a> Cells<'a> {
         // (Arrow's formatter refuses some of them).
         match self {
             Cells::Timestamp(a) => {
-                return crate::journal::event::format_timestamp_us(
-                    a.value(row),
-                    a.timezone().is_some(),
-                )
+                return time::format_timestamp_us(a.value(row), a.timezone().is_some())
             }
-            Cells::Date(a) => return crate::journal::event::format_date(i64::from(a.value(row))),
+            Cells::Date(a) => return time::format_date(i64::from(a.value(row))),
             _ => {}
         }
         let options = arrow::util::display::FormatOptions::default();
@@ -234,32 +231,11 @@ fn exact_micros(unit: Unit, v: i64) -> Option<i64> {
 }
 
 fn write_date(out: &mut Vec<u8>, days: i32) -> Result<(), Unrepresentable> {
-    let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
-        .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(days as i64)))
+    let date = time::date(i64::from(days))
         .ok_or_else(|| Unrepresentable(format!("date {days} days from 1970 is out of range")))?;
     mysql_year(date.year_ce(), "date")?;
-    write_ymd(out, &date);
+    time::write_date(out, &date);
     Ok(())
-}
-
-/// `YYYY-MM-DD` of a date in years 1..9999 (checked by [`mysql_year`]); digits written
-/// directly, the hot path of every DATE and DATETIME value.
-fn write_ymd(out: &mut Vec<u8>, date: &impl chrono::Datelike) {
-    write_digits(out, date.year() as u32, 4);
-    out.push(b'-');
-    write_digits(out, date.month(), 2);
-    out.push(b'-');
-    write_digits(out, date.day(), 2);
-}
-
-/// `v` as exactly `width` decimal digits (zero-padded; `v` has at most `width` digits).
-fn write_digits(out: &mut Vec<u8>, mut v: u32, width: usize) {
-    let start = out.len();
-    out.resize(start + width, b'0');
-    for slot in out[start..].iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
 }
 
 /// MySQL dates hold years 1..9999 ([`limits::MYSQL_YEARS`]).
@@ -283,20 +259,10 @@ fn write_timestamp(out: &mut Vec<u8>, us: i64) -> Result<(), Unrepresentable> {
         out.extend_from_slice(b"-infinity");
         return Ok(());
     }
-    let t = chrono::DateTime::from_timestamp_micros(us)
-        .ok_or_else(|| Unrepresentable(format!("timestamp {us} µs is out of range")))?
-        .naive_utc();
+    let t = time::timestamp_us(us)
+        .ok_or_else(|| Unrepresentable(format!("timestamp {us} µs is out of range")))?;
     mysql_year(t.year_ce(), "timestamp")?;
-    use chrono::Timelike as _;
-    write_ymd(out, &t);
-    out.push(b' ');
-    write_digits(out, t.hour(), 2);
-    out.push(b':');
-    write_digits(out, t.minute(), 2);
-    out.push(b':');
-    write_digits(out, t.second(), 2);
-    out.push(b'.');
-    write_digits(out, t.nanosecond() / 1000, 6);
+    time::write_timestamp(out, &t, b' ', time::Fraction::Micros);
     Ok(())
 }
 
@@ -307,16 +273,10 @@ fn write_time(out: &mut Vec<u8>, us: i64) -> Result<(), Unrepresentable> {
             "time of {us} µs is outside MySQL's TIME range"
         )));
     }
-    let sign = if us < 0 { "-" } else { "" };
-    let v = us.unsigned_abs();
-    let _ = write!(
-        out,
-        "{sign}{:02}:{:02}:{:02}.{:06}",
-        v / 3_600_000_000,
-        v / 60_000_000 % 60,
-        v / 1_000_000 % 60,
-        v % 1_000_000
-    );
+    if us < 0 {
+        out.push(b'-');
+    }
+    time::write_clock_us(out, us.unsigned_abs());
     Ok(())
 }
 
@@ -325,55 +285,60 @@ fn write_time(out: &mut Vec<u8>, us: i64) -> Result<(), Unrepresentable> {
 /// that TEXT, BLOB and JSON columns take it too. `None` when the type has no literal form here
 /// or the value does not fit the column: the column is then added without a default.
 pub fn default_literal(logical: &Logical, value: &serde_json::Value) -> Option<String> {
-    use serde_json::Value as J;
     let text = |out: Vec<u8>| String::from_utf8(out).ok();
     let quoted = |s: &str| format!("('{}')", s.replace('\\', "\\\\").replace('\'', "''"));
-    let literal = match (logical, value) {
-        (
-            Logical::Int8 | Logical::Int16 | Logical::Int32 | Logical::Int64 | Logical::Duration,
-            J::Number(n),
-        ) => n.as_i64()?.to_string(),
-        (Logical::Float32 | Logical::Float64, J::Number(n)) => {
+    // By type first, so a new type must say whether it has a literal; a value of another
+    // JSON shape than its type's has none.
+    let literal = match logical {
+        Logical::Int8 | Logical::Int16 | Logical::Int32 | Logical::Int64 | Logical::Duration => {
+            value.as_i64()?.to_string()
+        }
+        Logical::Float32 | Logical::Float64 => {
             let mut out = Vec::new();
-            write_float(&mut out, n.as_f64()?).ok()?;
+            write_float(&mut out, value.as_f64()?).ok()?;
             text(out)?
         }
-        (Logical::Boolean, J::Bool(b)) => if *b { "1" } else { "0" }.to_string(),
-        (Logical::Text(_), J::String(s)) => return Some(quoted(s)),
-        (Logical::Decimal { .. }, J::String(s))
-            if !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') =>
-        {
-            s.clone()
+        Logical::Boolean => if value.as_bool()? { "1" } else { "0" }.to_string(),
+        Logical::Text(_) | Logical::ZonedTime => return Some(quoted(value.as_str()?)),
+        Logical::Decimal { .. } => {
+            let s = value.as_str()?;
+            let number = s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
+            (!s.is_empty() && number).then(|| s.to_string())?
         }
-        (Logical::Date, J::Number(n)) => {
+        Logical::Date => {
             let mut out = Vec::new();
-            write_date(&mut out, i32::try_from(n.as_i64()?).ok()?).ok()?;
+            write_date(&mut out, i32::try_from(value.as_i64()?).ok()?).ok()?;
             return Some(quoted(&text(out)?));
         }
-        (Logical::Timestamp(unit), J::Number(n)) => {
-            let us = exact_micros(*unit, n.as_i64()?)?;
-            let mut out = Vec::new();
-            write_timestamp(&mut out, us).ok()?;
-            return Some(quoted(&text(out)?));
-        }
-        (Logical::ZonedTimestamp, J::String(s)) => {
-            let us = crate::compact::parse_zoned_timestamp(s).ok()?;
+        Logical::Timestamp(unit) => {
+            let us = exact_micros(*unit, value.as_i64()?)?;
             let mut out = Vec::new();
             write_timestamp(&mut out, us).ok()?;
             return Some(quoted(&text(out)?));
         }
-        (Logical::Time(unit), J::Number(n)) => {
-            let us = exact_micros(*unit, n.as_i64()?)?;
+        Logical::ZonedTimestamp => {
+            let us = time::parse_zoned_timestamp(value.as_str()?).ok()?;
+            let mut out = Vec::new();
+            write_timestamp(&mut out, us).ok()?;
+            return Some(quoted(&text(out)?));
+        }
+        Logical::Time(unit) => {
+            let us = exact_micros(*unit, value.as_i64()?)?;
             let mut out = Vec::new();
             write_time(&mut out, us).ok()?;
             return Some(quoted(&text(out)?));
         }
-        (Logical::Bytes, J::String(hex)) if hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+        Logical::Bytes => {
+            let hex = value.as_str()?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             format!("X'{hex}'")
         }
-        _ => return None,
+        // Unconstrained numeric, lists and unknown types: no literal form here.
+        Logical::VariableDecimal | Logical::List(_) | Logical::Unknown => return None,
     };
     Some(format!("({literal})"))
 }
@@ -584,6 +549,34 @@ mod tests {
     }
 
     #[test]
+    fn column_defaults_become_literals_of_their_type_only() {
+        use crate::types::Text;
+        use serde_json::json;
+        let lit = |l: Logical, v: serde_json::Value| default_literal(&l, &v);
+        assert_eq!(lit(Logical::Int32, json!(-7)), Some("(-7)".into()));
+        assert_eq!(lit(Logical::Boolean, json!(true)), Some("(1)".into()));
+        assert_eq!(
+            lit(Logical::Text(Text::Plain), json!("it's \\")),
+            Some("('it''s \\\\')".into())
+        );
+        assert_eq!(lit(Logical::Date, json!(-1)), Some("('1969-12-31')".into()));
+        assert_eq!(
+            lit(Logical::Timestamp(Unit::Milli), json!(1)),
+            Some("('1970-01-01 00:00:00.001000')".into())
+        );
+        assert_eq!(
+            lit(Logical::ZonedTimestamp, json!("1970-01-01T01:00:00+01:00")),
+            Some("('1970-01-01 00:00:00.000000')".into())
+        );
+        assert_eq!(lit(Logical::Bytes, json!("00ff")), Some("(X'00ff')".into()));
+        // A value of another shape, one out of MySQL's range, or a type without a literal.
+        assert_eq!(lit(Logical::Int32, json!("7")), None);
+        assert_eq!(lit(Logical::Bytes, json!("zz")), None);
+        assert_eq!(lit(Logical::Date, json!(-719_163)), None);
+        assert_eq!(lit(Logical::VariableDecimal, json!("1.5")), None);
+    }
+
+    #[test]
     fn every_audit_column_type_renders() {
         use crate::types::{Logical, Text, Unit};
         let all = [
@@ -600,11 +593,13 @@ mod tests {
                 precision: Some(12),
                 source_length: None,
                 scale: 2,
+                money: false,
             },
             Logical::Decimal {
                 precision: Some(80),
                 source_length: None,
                 scale: 2,
+                money: false,
             },
             Logical::VariableDecimal,
             Logical::Date,
@@ -613,6 +608,7 @@ mod tests {
             Logical::ZonedTimestamp,
             Logical::Time(Unit::Micro),
             Logical::Time(Unit::Nano),
+            Logical::ZonedTime,
             Logical::Duration,
             Logical::List(Box::new(Logical::Int32)),
             Logical::Unknown,
@@ -635,6 +631,7 @@ mod tests {
                 | Logical::Timestamp(_)
                 | Logical::ZonedTimestamp
                 | Logical::Time(_)
+                | Logical::ZonedTime
                 | Logical::Duration
                 | Logical::List(_)
                 | Logical::Unknown => {}

@@ -18,6 +18,7 @@ use arrow::datatypes::{DataType, Field};
 
 use crate::journal::event::{self, Cursor, DecodeError};
 use crate::types::logical::UTC;
+use crate::types::time;
 use crate::types::{ConnectSchema, ConnectType, Logical, Unit};
 
 /// How one column is built.
@@ -73,7 +74,7 @@ impl Col {
             Logical::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
             Logical::Float32 => Col::F32(Float32Builder::with_capacity(capacity)),
             Logical::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
-            Logical::Text(_) => Col::Utf8(text()),
+            Logical::Text(_) | Logical::ZonedTime => Col::Utf8(text()),
             Logical::Bytes => Col::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             Logical::Decimal { .. } => match logical.decimal128() {
                 Some((p, sc)) => Col::Decimal(
@@ -214,7 +215,8 @@ impl Col {
                     b.append_null();
                     return Ok(true);
                 }
-                b.append_value(parse_zoned_timestamp(v)?);
+                let us = time::parse_zoned_timestamp(v).map_err(|e| DecodeError(e.to_string()))?;
+                b.append_value(us);
             }
             Col::Time(b, mult) => b.append_value(c.zigzag()?.saturating_mul(*mult)),
             Col::TimeNs(b) => b.append_value(c.zigzag()?),
@@ -343,128 +345,6 @@ fn unscaled_i128(bytes: &[u8], scale: i32, target: i8) -> Result<i128, DecodeErr
     Ok(v)
 }
 
-/// Debezium's `ZonedTimestamp` text (`2026-01-02T03:04:05.123456Z`, any offset) as UTC µs.
-/// Years beyond 9999 (`+10000-…`) and before year 1 (`-0043-…`, ISO's year 0 being 1 BC) are
-/// read exactly, as PostgreSQL holds them; RFC 3339 parsers refuse both (DESIGN §9).
-/// PostgreSQL's `infinity` / `-infinity` become the extreme values PostgreSQL itself uses.
-pub fn parse_zoned_timestamp(v: &str) -> Result<i64, DecodeError> {
-    match v {
-        "infinity" => return Ok(i64::MAX),
-        "-infinity" => return Ok(i64::MIN),
-        _ => {}
-    }
-    parse_iso_instant(v).ok_or_else(|| DecodeError(format!("bad zoned timestamp {v:?}")))
-}
-
-fn parse_iso_instant(v: &str) -> Option<i64> {
-    let (negative, rest) = match v.as_bytes().first()? {
-        b'+' => (false, &v[1..]),
-        b'-' => (true, &v[1..]),
-        _ => (false, v),
-    };
-    let dash = rest.find('-')?;
-    let digits = &rest[..dash];
-    if digits.len() < 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let year: i64 = digits.parse().ok()?;
-    let year = if negative { -year } else { year };
-    let b = &rest.as_bytes()[dash + 1..];
-    let num = |at: usize, n: usize| -> Option<i64> {
-        let s = b.get(at..at + n)?;
-        s.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| s.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')))
-    };
-    // MM-DDTHH:MM:SS
-    if b.get(2) != Some(&b'-') || b.get(5) != Some(&b'T') || b.get(8) != Some(&b':') {
-        return None;
-    }
-    if b.get(11) != Some(&b':') {
-        return None;
-    }
-    let (month, day) = (num(0, 2)?, num(3, 2)?);
-    let (hour, minute, second) = (num(6, 2)?, num(9, 2)?, num(12, 2)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    if hour > 24 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut at = 14;
-    let mut micros = 0i64;
-    if b.get(at) == Some(&b'.') {
-        at += 1;
-        let start = at;
-        while b.get(at).is_some_and(u8::is_ascii_digit) {
-            at += 1;
-        }
-        let frac = std::str::from_utf8(&b[start..at]).ok()?;
-        if frac.is_empty() || frac.len() > 9 {
-            return None;
-        }
-        // Nanoseconds to microseconds; PostgreSQL has no finer unit.
-        let nanos: i64 = format!("{frac:0<9}").parse().ok()?;
-        micros = nanos / 1000;
-    }
-    let offset_secs = match b.get(at)? {
-        b'Z' if at + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') => {
-            let zone = &b[at + 1..];
-            let field = |i: usize| -> Option<i64> {
-                let s = zone.get(i..i + 2)?;
-                s.iter()
-                    .all(u8::is_ascii_digit)
-                    .then(|| i64::from(s[0] - b'0') * 10 + i64::from(s[1] - b'0'))
-            };
-            let secs = match zone.len() {
-                5 if zone[2] == b':' => field(0)? * 3600 + field(3)? * 60,
-                8 if zone[2] == b':' && zone[5] == b':' => {
-                    field(0)? * 3600 + field(3)? * 60 + field(6)?
-                }
-                _ => return None,
-            };
-            if *sign == b'-' {
-                -secs
-            } else {
-                secs
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days
-        .checked_mul(86_400)?
-        .checked_add(hour * 3600 + minute * 60 + second)?
-        .checked_sub(offset_secs)?;
-    secs.checked_mul(1_000_000)?.checked_add(micros)
-}
-
-fn is_leap(year: i64) -> bool {
-    year.rem_euclid(4) == 0 && (year.rem_euclid(100) != 0 || year.rem_euclid(400) == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date, for any year (ISO numbering: year 0
-/// is 1 BC).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,46 +356,5 @@ mod tests {
         assert_eq!(unscaled_i128(&[0xFF], 0, 2).unwrap(), -100);
         assert!(unscaled_i128(&[0x04, 0xE3], 2, 1).is_err());
         assert!(unscaled_i128(&[1; 17], 0, 0).is_err());
-    }
-
-    #[test]
-    fn zoned_timestamps_parse_to_utc_micros() {
-        assert_eq!(parse_zoned_timestamp("1970-01-01T00:00:00Z").unwrap(), 0);
-        assert_eq!(
-            parse_zoned_timestamp("1969-12-31T23:59:59.999999Z").unwrap(),
-            -1
-        );
-        assert_eq!(
-            parse_zoned_timestamp("1970-01-01T01:00:00+01:00").unwrap(),
-            0
-        );
-        assert_eq!(parse_zoned_timestamp("infinity").unwrap(), i64::MAX);
-        assert!(parse_zoned_timestamp("yesterday").is_err());
-        assert!(parse_zoned_timestamp("2026-02-30T00:00:00Z").is_err());
-        // Beyond RFC 3339: year 10000 and 44 BC (ISO year -43), as chrono computes them.
-        let chrono_us = |y: i32, m: u32, d: u32| {
-            chrono::NaiveDate::from_ymd_opt(y, m, d)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap()
-                .and_utc()
-                .timestamp_micros()
-        };
-        assert_eq!(
-            parse_zoned_timestamp("+10000-01-01T00:00:00Z").unwrap(),
-            chrono_us(10000, 1, 1)
-        );
-        assert_eq!(
-            parse_zoned_timestamp("-0043-03-15T00:00:00Z").unwrap(),
-            chrono_us(-43, 3, 15)
-        );
-        assert_eq!(
-            parse_zoned_timestamp("-0043-03-15T01:00:00.5+01:00").unwrap(),
-            chrono_us(-43, 3, 15) + 500_000
-        );
-        assert_eq!(
-            parse_zoned_timestamp("2026-11-27T10:00:00.123456789Z").unwrap() % 1_000_000,
-            123_456
-        );
     }
 }

@@ -32,7 +32,6 @@ use crate::journal::{self, JournalError};
 use crate::types::TableSchema;
 
 pub use batch::{unknown_columns, RowBatch, UnknownTypeWarnings};
-pub use columns::parse_zoned_timestamp;
 
 /// The placeholder Debezium sends for an unchanged TOASTed value unless configured otherwise.
 pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
@@ -168,7 +167,7 @@ pub fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan, CompactError> {
             plans.push(FilePlan {
                 table: schemas.schemas[schema].clone(),
                 schema_json: schemas.jsons[schema].clone(),
-                date: crate::journal::event::format_date(day),
+                date: crate::types::time::format_date(day),
                 first_seq: e.seq,
                 last_seq: e.seq,
                 rows: 0,

@@ -10,6 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::Position;
+use crate::types::time::{format_date, format_time_us, format_timestamp_ns, format_timestamp_us};
 use crate::types::{names, ConnectSchema, ConnectType, Logical, TableSchema, Unit};
 
 pub const SNAPSHOT: u8 = 1;
@@ -224,7 +225,9 @@ pub fn decode_value(s: &ConnectSchema, c: &mut Cursor<'_>) -> Result<Value, Deco
         Logical::Float32 => float(f32::from_bits(c.u32()?) as f64),
         Logical::Float64 => float(f64::from_bits(c.u64()?)),
         Logical::Boolean => Value::Bool(c.u8()? != 0),
-        Logical::Text(_) | Logical::ZonedTimestamp => Value::String(c.str()?.to_string()),
+        Logical::Text(_) | Logical::ZonedTimestamp | Logical::ZonedTime => {
+            Value::String(c.str()?.to_string())
+        }
         Logical::Decimal { .. } => {
             let scale = c.zigzag()? as i32;
             let len = c.varint()? as usize;
@@ -433,51 +436,6 @@ pub fn decimal_text(unscaled: &[u8], scale: i32) -> String {
         digits.insert(0, '-');
     }
     digits
-}
-
-/// Days since 1970-01-01 as `YYYY-MM-DD` (proleptic Gregorian; negative days are before 1970).
-pub fn format_date(days: i64) -> String {
-    match chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
-        .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::try_days(days)?))
-    {
-        Some(d) => d.format("%Y-%m-%d").to_string(),
-        None => format!("{days} days"),
-    }
-}
-
-/// Microseconds since the epoch as ISO 8601; floor division keeps pre-1970 values right.
-pub fn format_timestamp_us(us: i64, utc: bool) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let micros = us.rem_euclid(1_000_000) as u32;
-    match chrono::DateTime::from_timestamp(secs, micros * 1000) {
-        Some(t) => {
-            let s = t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
-            if utc {
-                s + "Z"
-            } else {
-                s
-            }
-        }
-        None => format!("{us} us"),
-    }
-}
-
-fn format_timestamp_ns(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nanos = ns.rem_euclid(1_000_000_000) as u32;
-    match chrono::DateTime::from_timestamp(secs, nanos) {
-        Some(t) => t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.9f").to_string(),
-        None => format!("{ns} ns"),
-    }
-}
-
-/// Microseconds since midnight as `HH:MM:SS.ffffff` (24:00:00 is valid in PostgreSQL).
-pub fn format_time_us(us: i64) -> String {
-    let us = us.max(0);
-    let (h, rest) = (us / 3_600_000_000, us % 3_600_000_000);
-    let (m, rest) = (rest / 60_000_000, rest % 60_000_000);
-    let (s, frac) = (rest / 1_000_000, rest % 1_000_000);
-    format!("{h:02}:{m:02}:{s:02}.{frac:06}")
 }
 
 /// Reads the bridge's little-endian encoding.

@@ -1,10 +1,18 @@
-//! [`Logical`]: a column's type, resolved once from its Connect schema, with its Arrow type
-//! and its MySQL type as exhaustive matches (DESIGN §6).
+//! [`Logical`]: a column's type, resolved once from its Connect schema (or, for verify, from
+//! the PostgreSQL catalog: [`super::postgres`]), with its Arrow type and its MySQL type as
+//! exhaustive matches.
+//!
+//! Besides the Connect type, `Logical` keeps the facts of the source type that some stage
+//! decides by: the declared bound of `varchar(n)` and `char(n)` (target DDL), whether text is
+//! blank-padded `char` or another type's output (verify casts and orders by it), whether a
+//! decimal is PostgreSQL's `money`, and `timetz` (Debezium's `ZonedTime`). Debezium gives the
+//! source type name in `__debezium.source.column.type`; it is read here, once.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, TimeUnit};
 
+use super::mysql::{self, ColType};
 use super::{names, ConnectSchema, ConnectType};
 
 /// The limits the mapping keeps, in one place (DESIGN §9).
@@ -47,14 +55,35 @@ impl Unit {
 /// What kind of text a string column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Text {
-    /// Plain text; `varchar(n)` / `char(n)` when the source declares a bound.
-    Plain {
-        varchar: Option<u32>,
-        char: Option<u32>,
-    },
+    /// Character data without a declared bound: `text`, `name`, or a string whose source type
+    /// is not given.
+    Plain,
+    /// `varchar(n)` / `character varying(n)`, with its bound when one is declared.
+    Varchar(Option<u32>),
+    /// `char(n)` (`bpchar`): blank-padded to its length, with it when one is declared.
+    Char(Option<u32>),
     Uuid,
     Json,
     Enum,
+    /// Another source type carried as its output text (`inet`, `cidr`, `macaddr`, `xml`,
+    /// ranges, …): text to db-sync, but at the source neither character data nor ordered as
+    /// text.
+    Formatted,
+}
+
+impl Text {
+    /// The kind of a plain string column by the source type Debezium propagates (upper case)
+    /// and the length it declares. Without a source type the column is character data.
+    pub fn of_source(source: Option<&str>, length: Option<u32>) -> Text {
+        match source {
+            None => Text::Plain,
+            Some("VARCHAR" | "CHARACTER VARYING") => Text::Varchar(length),
+            Some("BPCHAR" | "CHAR" | "CHARACTER") => Text::Char(length),
+            // PostgreSQL's and MySQL's unbounded character types.
+            Some("TEXT" | "NAME" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT") => Text::Plain,
+            Some(_) => Text::Formatted,
+        }
+    }
 }
 
 /// A column's type as db-sync handles it.
@@ -70,11 +99,13 @@ pub enum Logical {
     Text(Text),
     Bytes,
     /// A Connect `Decimal`: its declared precision (absent for e.g. `money`), the source
-    /// column's length when Debezium propagates it, and its scale.
+    /// column's length when Debezium propagates it, and its scale. `money` marks PostgreSQL's
+    /// `money`, whose text at the source is locale-formatted (`$1,234.50`).
     Decimal {
         precision: Option<u32>,
         source_length: Option<u32>,
         scale: i32,
+        money: bool,
     },
     /// `VariableScaleDecimal` (unconstrained `numeric`): exact text everywhere.
     VariableDecimal,
@@ -86,6 +117,9 @@ pub enum Logical {
     ZonedTimestamp,
     /// Time of day in `Unit`s since midnight.
     Time(Unit),
+    /// `ZonedTime` (PostgreSQL's `timetz`): `HH:MM:SS[.f]Z` text, a time of day in UTC; text in
+    /// the audit files and the target.
+    ZonedTime,
     /// `MicroDuration`: microseconds.
     Duration,
     /// An array of the item type.
@@ -110,6 +144,7 @@ impl Logical {
             (C::Int32 | C::Int64, names::NANO_TIME) => Logical::Time(Unit::Nano),
             (C::Int64, names::MICRO_DURATION) => Logical::Duration,
             (C::String, names::ZONED_TIMESTAMP) => Logical::ZonedTimestamp,
+            (C::String, names::ZONED_TIME) => Logical::ZonedTime,
             (C::String, names::UUID) => Logical::Text(Text::Uuid),
             (C::String, names::JSON) => Logical::Text(Text::Json),
             (C::String, names::ENUM) => Logical::Text(Text::Enum),
@@ -117,6 +152,7 @@ impl Logical {
                 precision: s.decimal_precision(),
                 source_length: s.source_length(),
                 scale: s.decimal_scale(),
+                money: s.source_type_is("MONEY"),
             },
             (C::Struct, names::VARIABLE_SCALE_DECIMAL) => Logical::VariableDecimal,
             (C::Int8, _) => Logical::Int8,
@@ -126,16 +162,10 @@ impl Logical {
             (C::Float32, _) => Logical::Float32,
             (C::Float64, _) => Logical::Float64,
             (C::Boolean, _) => Logical::Boolean,
-            (C::String, _) => {
-                let source = s.source_type().unwrap_or_default();
-                let length = s.source_length();
-                Logical::Text(Text::Plain {
-                    varchar: length
-                        .filter(|_| matches!(source.as_str(), "VARCHAR" | "CHARACTER VARYING")),
-                    char: length
-                        .filter(|_| matches!(source.as_str(), "BPCHAR" | "CHAR" | "CHARACTER")),
-                })
-            }
+            (C::String, _) => Logical::Text(Text::of_source(
+                s.source_type().as_deref(),
+                s.source_length(),
+            )),
             (C::Bytes, _) => Logical::Bytes,
             (C::Array, _) => match s.items.as_deref() {
                 Some(item) => Logical::List(Box::new(Logical::of(item))),
@@ -150,7 +180,23 @@ impl Logical {
         match self {
             Logical::Unknown => false,
             Logical::List(item) => item.is_known(),
-            _ => true,
+            Logical::Int8
+            | Logical::Int16
+            | Logical::Int32
+            | Logical::Int64
+            | Logical::Float32
+            | Logical::Float64
+            | Logical::Boolean
+            | Logical::Text(_)
+            | Logical::Bytes
+            | Logical::Decimal { .. }
+            | Logical::VariableDecimal
+            | Logical::Date
+            | Logical::Timestamp(_)
+            | Logical::ZonedTimestamp
+            | Logical::Time(_)
+            | Logical::ZonedTime
+            | Logical::Duration => true,
         }
     }
 
@@ -171,7 +217,7 @@ impl Logical {
         (p <= limits::ARROW_DECIMAL128_PRECISION && s >= 0 && s as u8 <= p).then_some((p, s))
     }
 
-    /// The Arrow type of the column in the audit files (DESIGN §5, §6).
+    /// The Arrow type of the column in the audit files.
     pub fn arrow_type(&self) -> DataType {
         match self {
             Logical::Int8 => DataType::Int8,
@@ -181,7 +227,7 @@ impl Logical {
             Logical::Float32 => DataType::Float32,
             Logical::Float64 => DataType::Float64,
             Logical::Boolean => DataType::Boolean,
-            Logical::Text(_) => DataType::Utf8,
+            Logical::Text(_) | Logical::ZonedTime => DataType::Utf8,
             Logical::Bytes => DataType::Binary,
             Logical::Decimal { .. } => match self.decimal128() {
                 Some((p, s)) => DataType::Decimal128(p, s),
@@ -205,75 +251,82 @@ impl Logical {
         }
     }
 
-    /// The MySQL column type (DESIGN §6); `key` for a primary-key column, which MySQL must be
-    /// able to index whole.
-    pub fn mysql_type(&self, key: bool) -> String {
-        let t: String = match self {
-            Logical::Int8 => "TINYINT".into(),
-            Logical::Int16 => "SMALLINT".into(),
-            Logical::Int32 => "INT".into(),
-            Logical::Int64 | Logical::Duration => "BIGINT".into(),
-            Logical::Float32 => "FLOAT".into(),
-            Logical::Float64 => "DOUBLE".into(),
-            Logical::Boolean => "TINYINT(1)".into(),
-            Logical::Text(Text::Uuid) => "CHAR(36)".into(),
-            Logical::Text(Text::Json) | Logical::List(_) => "JSON".into(),
-            Logical::Text(Text::Enum) => "VARCHAR(255)".into(),
-            Logical::Text(Text::Plain { varchar, char }) => match (varchar, char) {
-                (Some(n), _) if *n <= limits::MYSQL_VARCHAR => {
-                    let n = if key {
-                        (*n).min(limits::MYSQL_KEY_VARCHAR)
-                    } else {
-                        *n
-                    };
-                    format!("VARCHAR({n})")
-                }
-                (_, Some(n)) if *n <= limits::MYSQL_CHAR => format!("CHAR({n})"),
-                _ => "LONGTEXT".into(),
-            },
-            Logical::Bytes => "LONGBLOB".into(),
+    /// The MySQL column type; `key` for a primary-key column, which MySQL must be able to
+    /// index whole.
+    pub fn mysql_type(&self, key: bool) -> ColType {
+        let t = match self {
+            Logical::Int8 => ColType::Int(1),
+            Logical::Int16 => ColType::Int(2),
+            Logical::Int32 => ColType::Int(4),
+            Logical::Int64 | Logical::Duration => ColType::Int(8),
+            Logical::Float32 => ColType::Float,
+            Logical::Float64 => ColType::Double,
+            Logical::Boolean => ColType::Bool,
+            Logical::Text(text) => text_type(*text, key),
+            Logical::List(_) => ColType::Json,
+            Logical::Bytes => ColType::LONGBLOB,
             Logical::Decimal {
                 precision,
                 source_length,
                 scale,
-            } => {
-                let p = precision
-                    .or(*source_length)
-                    .unwrap_or(limits::MYSQL_DECIMAL_PRECISION);
-                if (0..=limits::MYSQL_DECIMAL_SCALE).contains(scale)
-                    && p <= limits::MYSQL_DECIMAL_PRECISION
-                    && p as i32 >= *scale
-                {
-                    format!("DECIMAL({},{scale})", p.max(1))
-                } else {
-                    // Wider than MySQL's DECIMAL: exact text.
-                    "LONGTEXT".into()
-                }
-            }
+                money: _,
+            } => decimal_type(precision.or(*source_length), *scale),
             // Unconstrained numeric holds up to 131,072 digits: exact text, never a rounding.
-            Logical::VariableDecimal => "LONGTEXT".into(),
-            Logical::Date => "DATE".into(),
-            Logical::Timestamp(_) | Logical::ZonedTimestamp => "DATETIME(6)".into(),
-            Logical::Time(_) => "TIME(6)".into(),
+            Logical::VariableDecimal => ColType::LONGTEXT,
+            Logical::Date => ColType::Date,
+            Logical::Timestamp(_) | Logical::ZonedTimestamp => ColType::Datetime(6),
+            Logical::Time(_) => ColType::Time(6),
+            // MySQL's TIME has no zone: the UTC time's text.
+            Logical::ZonedTime => ColType::LONGTEXT,
             // Unknown types are audited as JSON text.
-            Logical::Unknown => "LONGTEXT".into(),
+            Logical::Unknown => ColType::LONGTEXT,
         };
-        if key {
-            // MySQL cannot index LONGTEXT / LONGBLOB / JSON whole.
-            match t.as_str() {
-                "LONGTEXT" | "JSON" => return KEY_TEXT.into(),
-                "LONGBLOB" => return "VARBINARY(255)".into(),
-                _ => {}
-            }
+        if !key {
+            return t;
         }
-        t
+        // MySQL cannot index LONGTEXT / LONGBLOB / JSON whole; every other type it can.
+        match t {
+            ColType::Json | ColType::Text(mysql::LONG) => KEY_TEXT,
+            ColType::Blob(mysql::LONG) => ColType::Varbinary(255),
+            t => t,
+        }
+    }
+}
+
+/// The MySQL type of a text column: its declared bound when MySQL has one that size.
+fn text_type(text: Text, key: bool) -> ColType {
+    match text {
+        Text::Uuid => ColType::Char(36),
+        Text::Json => ColType::Json,
+        Text::Enum => ColType::Varchar(255),
+        Text::Varchar(Some(n)) if n <= limits::MYSQL_VARCHAR => ColType::Varchar(if key {
+            n.min(limits::MYSQL_KEY_VARCHAR)
+        } else {
+            n
+        }),
+        Text::Char(Some(n)) if n <= limits::MYSQL_CHAR => ColType::Char(n),
+        Text::Plain | Text::Varchar(_) | Text::Char(_) | Text::Formatted => ColType::LONGTEXT,
+    }
+}
+
+/// `DECIMAL(p,s)` when MySQL's DECIMAL holds the precision (its widest when none is known)
+/// and the scale; exact text otherwise.
+fn decimal_type(precision: Option<u32>, scale: i32) -> ColType {
+    let p = precision.unwrap_or(limits::MYSQL_DECIMAL_PRECISION);
+    if (0..=limits::MYSQL_DECIMAL_SCALE).contains(&scale)
+        && p <= limits::MYSQL_DECIMAL_PRECISION
+        && p as i32 >= scale
+    {
+        ColType::Decimal(p.max(1), scale as u32)
+    } else {
+        ColType::LONGTEXT
     }
 }
 
 /// The zone name of UTC timestamps in the audit files.
 pub const UTC: &str = "UTC";
 /// An unbounded text key: MySQL indexes it as VARCHAR(255).
-pub const KEY_TEXT: &str = "VARCHAR(255)";
+pub const KEY_TEXT: ColType = ColType::Varchar(255);
 
 #[cfg(test)]
 mod tests {
@@ -328,7 +381,11 @@ mod tests {
             (r#"{"field":"a","type":"bytes"}"#, "LONGBLOB"),
         ];
         for (json, want) in cases {
-            assert_eq!(field(json).logical().mysql_type(false), want, "{json}");
+            assert_eq!(
+                field(json).logical().mysql_type(false).to_string(),
+                want,
+                "{json}"
+            );
         }
         assert_eq!(
             field(r#"{"field":"a","type":"string"}"#)
@@ -339,8 +396,14 @@ mod tests {
         let long_key = field(
             r#"{"field":"a","type":"string","parameters":{"__debezium.source.column.type":"VARCHAR","__debezium.source.column.length":"1000"}}"#,
         );
-        assert_eq!(long_key.logical().mysql_type(true), "VARCHAR(768)");
-        assert_eq!(long_key.logical().mysql_type(false), "VARCHAR(1000)");
+        assert_eq!(
+            long_key.logical().mysql_type(true).to_string(),
+            "VARCHAR(768)"
+        );
+        assert_eq!(
+            long_key.logical().mysql_type(false).to_string(),
+            "VARCHAR(1000)"
+        );
     }
 
     #[test]

@@ -1,17 +1,29 @@
 //! Types: the Connect schema of a table as Debezium describes it, and the one place where a
-//! column's type is resolved and mapped (DESIGN §6, §9).
+//! column's type is resolved and mapped.
 //!
 //! [`TableSchema`] / [`ConnectSchema`] are the model: what the bridge writes once per table
 //! schema version (JsonConverter's JSON shape) and what every stage reads. [`Logical`] is a
-//! column's type resolved once from it, by Debezium schema *name* (DESIGN §9: decode by schema
-//! name, not column type). Its Arrow type, its MySQL type, its JSON rendering and the limits
-//! they share are exhaustive `match`es on it ([`logical`]), so adding a type makes the
-//! compiler name every place it must touch: the audit column builder (`compact::columns`), the
-//! journal's JSON (`journal::event`), the target's column type; a unit test in
-//! `apply::values` checks that apply renders every Arrow type [`Logical::arrow_type`] gives.
+//! column's type resolved once from it, by Debezium schema *name* (decode by schema name, not
+//! column type), with the facts of the source type that some stage decides by. Everything a
+//! stage does per type is an exhaustive `match` on it, so adding a type makes the compiler name
+//! every place it must touch:
+//!
+//! - its Arrow type and the limits both sides keep ([`logical`]); the audit column builder
+//!   (`compact::columns`) and the journal's JSON (`journal::event`) decode by it, and a unit
+//!   test in `apply::values` checks that apply renders every Arrow type it gives;
+//! - its MySQL column type, a [`mysql::ColType`] value that renders into DDL and compares with
+//!   what the server reports ([`mysql`]);
+//! - how verify reads and compares it (`verify::plan`), from the PostgreSQL catalog resolved
+//!   to a `Logical` in [`postgres`], the only place that knows PostgreSQL's type names.
+//!
+//! Dates and times as text, in every stage, are [`time`]'s; the `_cdc_` columns and the
+//! change-row schema are [`cdc`]'s.
 
 pub mod cdc;
 pub mod logical;
+pub mod mysql;
+pub mod postgres;
+pub mod time;
 
 use std::collections::BTreeMap;
 
@@ -138,6 +150,13 @@ impl ConnectSchema {
             .map(|s| s.to_ascii_uppercase())
     }
 
+    /// Whether the source column type Debezium propagates is `name` (upper case).
+    pub fn source_type_is(&self, name: &str) -> bool {
+        self.parameters
+            .get(names::SOURCE_TYPE)
+            .is_some_and(|t| t.eq_ignore_ascii_case(name))
+    }
+
     /// The source column length Debezium propagates, when it is a real bound.
     pub fn source_length(&self) -> Option<u32> {
         self.parameters
@@ -168,6 +187,7 @@ pub mod names {
     pub const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
     pub const MICRO_DURATION: &str = "io.debezium.time.MicroDuration";
     pub const ZONED_TIMESTAMP: &str = "io.debezium.time.ZonedTimestamp";
+    pub const ZONED_TIME: &str = "io.debezium.time.ZonedTime";
     pub const UUID: &str = "io.debezium.data.Uuid";
     pub const JSON: &str = "io.debezium.data.Json";
     pub const ENUM: &str = "io.debezium.data.Enum";

@@ -556,9 +556,7 @@ mod tests {
             .iter()
             .map(|(n, t, k)| SourceColumn {
                 name: n.to_string(),
-                typname: t.to_string(),
-                typtype: "b".into(),
-                category: "N".into(),
+                ty: crate::types::postgres::PgType::base(t),
                 key_position: *k,
             })
             .collect();

@@ -467,7 +467,7 @@ async fn plan_tables(
         } else if target_cols.is_empty() {
             Err("the target table does not exist".to_string())
         } else {
-            plan::table(table, &target, &cols, &target_cols)
+            plan::table(table, &target, &cols, &target_cols).map_err(|e| e.to_string())
         };
         plans.push(plan.map_err(|why| NotCompared {
             table: table.clone(),

@@ -1,12 +1,17 @@
 //! How each column of a table is read on each side so that the two texts compare with apply's
-//! value rules (DESIGN §6): the PostgreSQL and MySQL expressions, the comparison, and for key
-//! columns the order both sides sort in and how a key is written back as a literal (re-checks).
+//! value rules: the PostgreSQL and MySQL expressions, the comparison, and for key columns the
+//! order both sides sort in and how a key is written back as a literal (re-checks).
 //!
 //! The expressions turn each value into a canonical text, chosen by the *source* type: the
 //! target column is the one apply created for it (or one widened by hand, which the
-//! expressions tolerate: a FLOAT widened to DOUBLE still compares by the source's bits).
+//! expressions tolerate: a FLOAT widened to DOUBLE still compares by the source's bits). The
+//! source type is the column's [`Logical`], resolved from the catalog by
+//! [`crate::types::postgres`]; [`reading`] decides per type, by an exhaustive match, so a new
+//! type is a compile error here until verify knows how to read it.
 
 use crate::apply::sql::sql_string;
+use crate::types::postgres::PgType;
+use crate::types::{Logical, Text};
 
 /// How two canonical texts of one column are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +92,20 @@ pub struct TablePlan {
 #[derive(Debug, Clone)]
 pub struct SourceColumn {
     pub name: String,
-    /// `pg_type.typname` (of the domain's base type for a domain).
-    pub typname: String,
-    /// `pg_type.typtype`: `e` for an enum.
-    pub typtype: String,
-    /// `pg_type.typcategory`: `A` for an array.
-    pub category: String,
+    pub ty: PgType,
     /// 1-based position in the primary key, 0 when not in it.
     pub key_position: i32,
+}
+
+/// Why a table cannot be compared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("it has no primary key")]
+    NoKey,
+    #[error("the target table has no key column `{0}`")]
+    NoTargetKeyColumn(String),
+    #[error("verify cannot order its key column `{column}` ({type_name}) alike on both sides")]
+    UnorderedKey { column: String, type_name: String },
 }
 
 pub fn pg_ident(name: &str) -> String {
@@ -109,176 +120,152 @@ fn pg_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// `{c}`: the column as it is.
+const SAME: &str = "{c}";
 const PG_EPOCH_US: &str =
     "CASE WHEN isfinite({c}) THEN (extract(epoch FROM {c}) * 1000000)::bigint::text ELSE {c}::text END";
 const MY_EPOCH_US: &str = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c})";
+const PG_DAYS: &str =
+    "CASE WHEN isfinite({c}) THEN ({c} - date '1970-01-01')::text ELSE {c}::text END";
+const MY_DAYS: &str = "DATEDIFF({c}, '1970-01-01')";
+const PG_TIME_US: &str = "(extract(epoch FROM {c}) * 1000000)::bigint";
+const MY_TIME_US: &str =
+    "HOUR({c}) * 3600000000 + MINUTE({c}) * 60000000 + SECOND({c}) * 1000000 + MICROSECOND({c})";
+// Debezium's MicroDuration counts a month as 365.25 / 12 days, PostgreSQL's epoch of an
+// interval as 30: the difference is 37,800 s per month of the interval's month field.
+const PG_INTERVAL_US: &str =
+    "((extract(epoch FROM {c}) + extract(month FROM {c}) * 37800) * 1000000)::bigint";
 
-/// The column plan and, for a key column, its order and literal (`None`: a type verify cannot
-/// order on both sides alike).
-pub fn column(c: &SourceColumn) -> (Column, Option<(KeyOrder, Literal, bool)>) {
-    let pc = pg_ident(&c.name);
-    let mc = my_ident(&c.name);
-    let t = |template: &str, ident: &str| template.replace("{c}", ident);
-    // (pg, my, cmp, key: (order, literal, collate "C" on the PostgreSQL side))
-    let (pg, my, cmp, key) = match (c.category.as_str(), c.typtype.as_str(), c.typname.as_str()) {
-        ("A", _, _) => (t("array_to_json({c})::text", &pc), mc.clone(), ValueCmp::Json, None),
-        (_, "e", _) => (
-            t("{c}::text", &pc),
-            mc.clone(),
-            ValueCmp::Exact,
-            // An enum sorts by its declaration at the source: the key orders by its text.
-            Some((KeyOrder::Bytes, Literal::Text, true)),
-        ),
-        (_, _, "int2" | "int4" | "int8" | "oid") => (
-            pc.clone(),
-            mc.clone(),
-            ValueCmp::Exact,
-            Some((KeyOrder::Int, Literal::Number, false)),
-        ),
-        (_, _, "float4") => (
-            pc.clone(),
-            t("CAST({c} AS DOUBLE)", &mc),
-            ValueCmp::F32,
-            None,
-        ),
-        (_, _, "float8") => (pc.clone(), mc.clone(), ValueCmp::F64, None),
-        (_, _, "numeric") => (
-            pc.clone(),
-            mc.clone(),
-            ValueCmp::Decimal,
-            Some((KeyOrder::Decimal, Literal::Number, false)),
-        ),
-        (_, _, "money") => (t("{c}::numeric", &pc), mc.clone(), ValueCmp::Decimal, None),
-        (_, _, "bool") => (
-            t("{c}::int", &pc),
-            mc.clone(),
-            ValueCmp::Exact,
-            Some((KeyOrder::Int, Literal::Bool, false)),
-        ),
-        (_, _, "bytea") => (
-            t("encode({c}, 'hex')", &pc),
-            t("lower(hex({c}))", &mc),
-            ValueCmp::Exact,
-            None,
-        ),
-        (_, _, "date") => (
-            t(
-                "CASE WHEN isfinite({c}) THEN ({c} - date '1970-01-01')::text ELSE {c}::text END",
-                &pc,
-            ),
-            t("DATEDIFF({c}, '1970-01-01')", &mc),
-            ValueCmp::Exact,
-            Some((KeyOrder::Int, Literal::Days, false)),
-        ),
-        (_, _, "timestamp") => (
-            t(PG_EPOCH_US, &pc),
-            t(MY_EPOCH_US, &mc),
-            ValueCmp::Exact,
-            Some((KeyOrder::Int, Literal::Micros { tz: false }, false)),
-        ),
-        (_, _, "timestamptz") => (
-            t(PG_EPOCH_US, &pc),
-            t(MY_EPOCH_US, &mc),
-            ValueCmp::Exact,
-            Some((KeyOrder::Int, Literal::Micros { tz: true }, false)),
-        ),
-        (_, _, "time") => (
-            t("(extract(epoch FROM {c}) * 1000000)::bigint", &pc),
-            t("HOUR({c}) * 3600000000 + MINUTE({c}) * 60000000 + SECOND({c}) * 1000000 + MICROSECOND({c})", &mc),
-            ValueCmp::Exact,
-            None,
-        ),
-        (_, _, "timetz") => (
-            t("(extract(epoch FROM {c}) * 1000000)::bigint", &pc),
-            mc.clone(),
-            ValueCmp::TimeTz,
-            None,
-        ),
-        // Debezium's MicroDuration counts a month as 365.25 / 12 days, PostgreSQL's epoch of an
-        // interval as 30: the difference is 37,800 s per month of the interval's month field.
-        (_, _, "interval") => (
-            t(
-                "((extract(epoch FROM {c}) + extract(month FROM {c}) * 37800) * 1000000)::bigint",
-                &pc,
-            ),
-            mc.clone(),
-            ValueCmp::Exact,
-            None,
-        ),
-        (_, _, "json" | "jsonb") => (pc.clone(), mc.clone(), ValueCmp::Json, None),
-        // char(n): both sides drop the trailing blanks.
-        (_, _, "bpchar") => (
-            t("{c}::text", &pc),
-            mc.clone(),
-            ValueCmp::Exact,
-            Some((KeyOrder::Bytes, Literal::Text, true)),
-        ),
-        (_, _, "text" | "varchar" | "name") => (
-            pc.clone(),
-            mc.clone(),
-            ValueCmp::Exact,
-            Some((KeyOrder::Bytes, Literal::Text, true)),
-        ),
-        // A uuid sorts by its bytes, as its lower-case text does.
-        (_, _, "uuid") => (
-            pc.clone(),
-            mc.clone(),
-            ValueCmp::Exact,
-            Some((KeyOrder::Bytes, Literal::Text, false)),
-        ),
-        // inet, cidr, macaddr, xml and the rest: their output text (a cast to text would add
-        // /32 to an inet).
-        _ => (pc.clone(), mc.clone(), ValueCmp::Exact, None),
-    };
-    (
-        Column {
-            name: c.name.clone(),
+/// How a column of one type is read: SQL templates (`{c}` stands for the quoted column) for
+/// each side, the comparison, and for a key how it sorts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    pub pg: &'static str,
+    pub my: &'static str,
+    pub cmp: ValueCmp,
+    /// `None`: a type verify cannot order on both sides alike.
+    pub key: Option<KeyReading>,
+}
+
+/// How a key column of one type sorts and is written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyReading {
+    pub order: KeyOrder,
+    pub literal: Literal,
+    /// Whether the PostgreSQL side sorts it `COLLATE "C"` (byte order, as MySQL's binary
+    /// collation does).
+    pub collate: bool,
+}
+
+impl Reading {
+    const fn new(pg: &'static str, my: &'static str, cmp: ValueCmp) -> Reading {
+        Reading {
             pg,
             my,
             cmp,
-        },
-        key,
-    )
+            key: None,
+        }
+    }
+
+    const fn key(self, order: KeyOrder, literal: Literal, collate: bool) -> Reading {
+        Reading {
+            key: Some(KeyReading {
+                order,
+                literal,
+                collate,
+            }),
+            ..self
+        }
+    }
+}
+
+/// How a column of type `l` is read and compared.
+pub fn reading(l: &Logical) -> Reading {
+    use KeyOrder as O;
+    use ValueCmp as V;
+    match l {
+        Logical::Int8 | Logical::Int16 | Logical::Int32 | Logical::Int64 => {
+            Reading::new(SAME, SAME, V::Exact).key(O::Int, Literal::Number, false)
+        }
+        Logical::Float32 => Reading::new(SAME, "CAST({c} AS DOUBLE)", V::F32),
+        Logical::Float64 => Reading::new(SAME, SAME, V::F64),
+        Logical::Boolean => {
+            Reading::new("{c}::int", SAME, V::Exact).key(O::Int, Literal::Bool, false)
+        }
+        Logical::Bytes => Reading::new("encode({c}, 'hex')", "lower(hex({c}))", V::Exact),
+        // money's own text is locale-formatted; as a key its literal would need a cast.
+        Logical::Decimal { money: true, .. } => Reading::new("{c}::numeric", SAME, V::Decimal),
+        Logical::Decimal { money: false, .. } | Logical::VariableDecimal => {
+            Reading::new(SAME, SAME, V::Decimal).key(O::Decimal, Literal::Number, false)
+        }
+        Logical::Date => Reading::new(PG_DAYS, MY_DAYS, V::Exact).key(O::Int, Literal::Days, false),
+        Logical::Timestamp(_) => Reading::new(PG_EPOCH_US, MY_EPOCH_US, V::Exact).key(
+            O::Int,
+            Literal::Micros { tz: false },
+            false,
+        ),
+        Logical::ZonedTimestamp => Reading::new(PG_EPOCH_US, MY_EPOCH_US, V::Exact).key(
+            O::Int,
+            Literal::Micros { tz: true },
+            false,
+        ),
+        Logical::Time(_) => Reading::new(PG_TIME_US, MY_TIME_US, V::Exact),
+        Logical::ZonedTime => Reading::new(PG_TIME_US, SAME, V::TimeTz),
+        Logical::Duration => Reading::new(PG_INTERVAL_US, SAME, V::Exact),
+        Logical::Text(text) => text_reading(*text),
+        Logical::List(_) => Reading::new("array_to_json({c})::text", SAME, V::Json),
+        // Composites and the like: their output text.
+        Logical::Unknown => Reading::new(SAME, SAME, V::Exact),
+    }
+}
+
+/// How a text column is read: character data sorts by its bytes on both sides.
+fn text_reading(text: Text) -> Reading {
+    let bytes = |r: Reading, collate| r.key(KeyOrder::Bytes, Literal::Text, collate);
+    match text {
+        Text::Plain | Text::Varchar(_) => bytes(Reading::new(SAME, SAME, ValueCmp::Exact), true),
+        // char(n): both sides drop the trailing blanks.
+        Text::Char(_) => bytes(Reading::new("{c}::text", SAME, ValueCmp::Exact), true),
+        // An enum sorts by its declaration at the source: the key orders by its text.
+        Text::Enum => bytes(Reading::new("{c}::text", SAME, ValueCmp::Exact), true),
+        // A uuid sorts by its bytes, as its lower-case text does.
+        Text::Uuid => bytes(Reading::new(SAME, SAME, ValueCmp::Exact), false),
+        Text::Json => Reading::new(SAME, SAME, ValueCmp::Json),
+        // inet, cidr, macaddr, xml, …: their output text (a cast to text would add /32 to an
+        // inet), neither character data nor ordered as text.
+        Text::Formatted => Reading::new(SAME, SAME, ValueCmp::Exact),
+    }
+}
+
+/// The column plan of `c` and, for a key column, how it sorts.
+pub fn column(c: &SourceColumn) -> (Column, Option<KeyReading>) {
+    let r = reading(&c.ty.logical());
+    let column = Column {
+        name: c.name.clone(),
+        pg: r.pg.replace("{c}", &pg_ident(&c.name)),
+        my: r.my.replace("{c}", &my_ident(&c.name)),
+        cmp: r.cmp,
+    };
+    (column, r.key)
 }
 
 /// The plan of one table from its source columns and the target's column names (lower case:
-/// MySQL column names are case-insensitive). `Err` names why the table cannot be compared.
+/// MySQL column names are case-insensitive).
 pub fn table(
     source: &str,
     target: &str,
     columns: &[SourceColumn],
     target_columns: &std::collections::HashSet<String>,
-) -> Result<TablePlan, String> {
+) -> Result<TablePlan, PlanError> {
     let mut keyed: Vec<&SourceColumn> = columns.iter().filter(|c| c.key_position > 0).collect();
     if keyed.is_empty() {
-        return Err("it has no primary key".into());
+        return Err(PlanError::NoKey);
     }
     keyed.sort_by_key(|c| c.key_position);
-    let mut keys = Vec::new();
-    for c in keyed {
-        if !target_columns.contains(&c.name.to_lowercase()) {
-            return Err(format!("the target table has no key column `{}`", c.name));
-        }
-        let (column, key) = column(c);
-        let Some((order, literal, collate)) = key else {
-            return Err(format!(
-                "verify cannot order its key column `{}` ({}) alike on both sides",
-                c.name, c.typname
-            ));
-        };
-        let pc = pg_ident(&c.name);
-        keys.push(Key {
-            pg_order: if collate {
-                format!("{pc} COLLATE \"C\"")
-            } else {
-                pc
-            },
-            my_order: my_ident(&c.name),
-            column,
-            order,
-            literal,
-        });
-    }
+    let keys = keyed
+        .into_iter()
+        .map(|c| key(c, target_columns))
+        .collect::<Result<Vec<Key>, PlanError>>()?;
     let mut plan_columns = Vec::new();
     let mut missing_columns = Vec::new();
     for c in columns.iter().filter(|c| c.key_position == 0) {
@@ -294,6 +281,40 @@ pub fn table(
         keys,
         columns: plan_columns,
         missing_columns,
+    })
+}
+
+/// The plan of key column `c`, which the target must have and both sides must order alike.
+fn key(
+    c: &SourceColumn,
+    target_columns: &std::collections::HashSet<String>,
+) -> Result<Key, PlanError> {
+    if !target_columns.contains(&c.name.to_lowercase()) {
+        return Err(PlanError::NoTargetKeyColumn(c.name.clone()));
+    }
+    let (column, key) = column(c);
+    let Some(KeyReading {
+        order,
+        literal,
+        collate,
+    }) = key
+    else {
+        return Err(PlanError::UnorderedKey {
+            column: c.name.clone(),
+            type_name: c.ty.name.clone(),
+        });
+    };
+    let pc = pg_ident(&c.name);
+    Ok(Key {
+        pg_order: if collate {
+            format!("{pc} COLLATE \"C\"")
+        } else {
+            pc
+        },
+        my_order: my_ident(&c.name),
+        column,
+        order,
+        literal,
     })
 }
 
@@ -411,9 +432,7 @@ mod tests {
     fn col(name: &str, typname: &str, key: i32) -> SourceColumn {
         SourceColumn {
             name: name.into(),
-            typname: typname.into(),
-            typtype: "b".into(),
-            category: "N".into(),
+            ty: PgType::base(typname),
             key_position: key,
         }
     }
@@ -452,9 +471,11 @@ mod tests {
         let target: std::collections::HashSet<String> = ["a".to_string()].into();
         assert!(table("public.t", "t", &[col("a", "int4", 0)], &target)
             .unwrap_err()
+            .to_string()
             .contains("no primary key"));
         assert!(table("public.t", "t", &[col("a", "float8", 1)], &target)
             .unwrap_err()
+            .to_string()
             .contains("cannot order"));
     }
 
@@ -470,5 +491,79 @@ mod tests {
         );
         assert_eq!(literal(Literal::Text, "a\\b", false), "'a\\\\b'");
         assert_eq!(literal(Literal::Text, "a\\b", true), "'a\\b'");
+    }
+
+    #[test]
+    fn each_source_type_reads_as_its_logical_type_decides() {
+        let plan = |ty: PgType| {
+            let (c, key) = column(&SourceColumn {
+                name: "c".into(),
+                ty,
+                key_position: 1,
+            });
+            (
+                c.pg,
+                c.my,
+                c.cmp,
+                key.map(|k| (k.order, k.literal, k.collate)),
+            )
+        };
+        let text_key = Some((KeyOrder::Bytes, Literal::Text, true));
+        // money's text has a currency sign, and no key literal compares with it.
+        assert_eq!(
+            plan(PgType::base("money")),
+            (
+                "\"c\"::numeric".into(),
+                "`c`".into(),
+                ValueCmp::Decimal,
+                None
+            )
+        );
+        assert_eq!(
+            plan(PgType::base("numeric")).3,
+            Some((KeyOrder::Decimal, Literal::Number, false))
+        );
+        assert_eq!(
+            plan(PgType::base("bpchar")),
+            (
+                "\"c\"::text".into(),
+                "`c`".into(),
+                ValueCmp::Exact,
+                text_key
+            )
+        );
+        assert_eq!(
+            plan(PgType::base("varchar")),
+            ("\"c\"".into(), "`c`".into(), ValueCmp::Exact, text_key)
+        );
+        // inet is compared by its output text and is not ordered as text.
+        assert_eq!(
+            plan(PgType::base("inet")),
+            ("\"c\"".into(), "`c`".into(), ValueCmp::Exact, None)
+        );
+        assert_eq!(plan(PgType::base("timetz")).2, ValueCmp::TimeTz);
+        assert_eq!(
+            plan(PgType::base("timestamptz")).3,
+            Some((KeyOrder::Int, Literal::Micros { tz: true }, false))
+        );
+        let enum_type = PgType {
+            kind: "e".into(),
+            ..PgType::base("mood")
+        };
+        assert_eq!(plan(enum_type).0, "\"c\"::text");
+        let array = PgType {
+            category: "A".into(),
+            element: Some(Box::new(PgType::base("text"))),
+            ..PgType::base("_text")
+        };
+        assert_eq!(
+            plan(array),
+            (
+                "array_to_json(\"c\")::text".into(),
+                "`c`".into(),
+                ValueCmp::Json,
+                None
+            )
+        );
     }
 }

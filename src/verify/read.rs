@@ -30,22 +30,28 @@ pub(super) fn target_err(
     let (url, what) = (my.url.clone(), what.into());
     move |source| VerifyError::Target { url, what, source }
 }
+use crate::types::postgres::PgType;
 
 pub(super) async fn source_columns(
     pg: &tokio_postgres::Client,
     schema: &str,
     table: &str,
 ) -> Result<Vec<plan::SourceColumn>, tokio_postgres::Error> {
+    // A domain is read as its base type (with the domain's modifier); an array with its item.
     let rows = pg
         .query(
             "SELECT a.attname::text, coalesce(bt.typname, t.typname)::text, \
                     coalesce(bt.typtype, t.typtype)::text, coalesce(bt.typcategory, t.typcategory)::text, \
-                    coalesce(array_position(c.conkey, a.attnum), 0)::int4 \
+                    coalesce(array_position(c.conkey, a.attnum), 0)::int4, \
+                    CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END, \
+                    et.typname::text, et.typtype::text, et.typcategory::text \
              FROM pg_attribute a \
              JOIN pg_class r ON r.oid = a.attrelid \
              JOIN pg_namespace n ON n.oid = r.relnamespace \
              JOIN pg_type t ON t.oid = a.atttypid \
              LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype \
+             LEFT JOIN pg_type et ON coalesce(bt.typcategory, t.typcategory) = 'A' \
+                                 AND et.oid = coalesce(bt.typelem, t.typelem) \
              LEFT JOIN pg_constraint c ON c.conrelid = a.attrelid AND c.contype = 'p' \
              WHERE n.nspname = $1 AND r.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
@@ -54,12 +60,26 @@ pub(super) async fn source_columns(
         .await?;
     Ok(rows
         .iter()
-        .map(|r| plan::SourceColumn {
-            name: r.get(0),
-            typname: r.get(1),
-            typtype: r.get(2),
-            category: r.get(3),
-            key_position: r.get(4),
+        .map(|r| {
+            let typmod: i32 = r.get(5);
+            let element = r.get::<_, Option<String>>(6).map(|name| PgType {
+                name,
+                kind: r.get(7),
+                category: r.get(8),
+                typmod,
+                element: None,
+            });
+            plan::SourceColumn {
+                name: r.get(0),
+                ty: PgType {
+                    name: r.get(1),
+                    kind: r.get(2),
+                    category: r.get(3),
+                    typmod,
+                    element: element.map(Box::new),
+                },
+                key_position: r.get(4),
+            }
         })
         .collect())
 }
