@@ -54,7 +54,7 @@ public final class Bridge {
               .notifying(consumer)
               .using(
                   (success, message, error) -> {
-                    if (!success && failure.get() == null) {
+                    if (!success && failure.get() == null && !stopRace(message, error)) {
                       failure.set(describe(message, error));
                     }
                   })
@@ -68,7 +68,9 @@ public final class Bridge {
         engine.run();
       }
     } catch (Throwable t) {
-      failure.compareAndSet(null, describe("Debezium engine failed", t));
+      if (!stopRace(null, t)) {
+        failure.compareAndSet(null, describe("Debezium engine failed", t));
+      }
     } finally {
       ENGINE.set(null);
       try {
@@ -110,6 +112,28 @@ public final class Bridge {
             "db-sync-stop");
     closer.setDaemon(true);
     closer.start();
+  }
+
+  /**
+   * Whether {@code error} is the engine refusing to go on starting because a stop came first
+   * ("Cannot change engine state to 'STARTING_TASKS' ... current engine state is 'STOPPING'").
+   * That is the stop db-sync asked for, not a failure: nothing was consumed, offsets are as
+   * they were.
+   */
+  static boolean stopRace(String message, Throwable error) {
+    if (!stopRequested) {
+      return false;
+    }
+    if (message != null && message.contains("Cannot change engine state")) {
+      return true;
+    }
+    for (Throwable t = error; t != null; t = t.getCause() == t ? null : t.getCause()) {
+      String m = t.getMessage();
+      if (m != null && m.contains("Cannot change engine state")) {
+        return true;
+      }
+    }
+    return false;
   }
 
   /** The deepest cause's message: Debezium wraps the useful line (bad password, wal_level) deep. */
