@@ -10,7 +10,8 @@
 //!   written once, however often it changed. A stretch of snapshot rows (which never repeat a
 //!   key) gains nothing from a long window, and small first windows let the first chunks leave
 //!   early: there the window stops at the ramp size the caller gives. A window never ends
-//!   between the delete half and the create half of a key change.
+//!   between the delete half and the create half of a key change, whatever ends it (the
+//!   budget, or the audited range when a journal seal fell between the two halves).
 //! - **What is superseded.** A change whose key changes again later in the window, by a
 //!   delete or by a row with every column sent, leaves nothing in the merged result: the
 //!   merge skips it without decoding it. A row with an unchanged TOASTed column (it holds the
@@ -357,6 +358,13 @@ impl Scanner<'_> {
         // (the create half carries the old key), and never before its first change.
         let may_end = self.marks.scan.events > 0 && !h.has_old_key();
         if may_end && self.full_by_count() {
+            return Ok(false);
+        }
+        // The delete half of a key change as the last change the window may take (the
+        // audited range ends there: a journal seal fell between the engine's batches): its
+        // create half is beyond, so the window ends before both, even empty (apply then waits
+        // for the next audit, which holds the create half too).
+        if h.has_new_key() && e.seq == last_allowed && matches!(self.end, End::Plan { .. }) {
             return Ok(false);
         }
         let tracked = self.track(e, &h).map_err(undecodable)?;

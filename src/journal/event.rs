@@ -28,6 +28,8 @@ pub const OLD_KEY: u8 = 1;
 pub const TABLE_SNAPSHOT_LAST: u8 = 2;
 /// `flags2`: a row of an incremental (signalled) snapshot, not of the initial one.
 pub const INCREMENTAL: u8 = 4;
+/// `flags2`: the delete half of a key-changing update; its create half follows it.
+pub const NEW_KEY: u8 = 8;
 
 /// A malformed event body or schema: a bridge bug or corruption, never user input.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,11 @@ impl<'a> EventHeader<'a> {
     /// The create half of a key-changing update: the old key follows the row.
     pub fn has_old_key(&self) -> bool {
         self.flags2 & OLD_KEY != 0
+    }
+
+    /// The delete half of a key-changing update (journals from before this flag never say).
+    pub fn has_new_key(&self) -> bool {
+        self.flags2 & NEW_KEY != 0
     }
 
     /// The last row of its table's initial snapshot.

@@ -24,6 +24,8 @@ enum Change {
         n: i64,
     },
     Delete(i64),
+    /// The delete half of a key change from `id` (its create half, [`Change::Moved`], follows).
+    Left(i64),
     /// The create half of a key change from `old` (its delete half comes before it).
     Moved {
         id: i64,
@@ -36,7 +38,7 @@ enum Change {
 fn body(c: &Change) -> Vec<u8> {
     let (op, id, image, old) = match c {
         Change::Row { op, id, name, n } => (*op, *id, Some((name.as_deref(), *n)), None),
-        Change::Delete(id) => (b'd', *id, None, None),
+        Change::Delete(id) | Change::Left(id) => (b'd', *id, None, None),
         Change::Moved { id, old, name } => (b'c', *id, Some((name.as_deref(), 1)), Some(*old)),
     };
     let mut flags = event::KEY
@@ -48,12 +50,16 @@ fn body(c: &Change) -> Vec<u8> {
     if op == b'r' {
         flags |= event::SNAPSHOT;
     }
-    if old.is_some() {
+    let left = matches!(c, Change::Left(_));
+    if old.is_some() || left {
         flags |= event::EXT;
     }
     let mut b = vec![op, flags];
     if old.is_some() {
         b.push(event::OLD_KEY);
+    }
+    if left {
+        b.push(event::NEW_KEY);
     }
     b.extend_from_slice(&1_700_000_000_000_000i64.to_le_bytes());
     varint(&mut b, 0); // no position text
@@ -148,6 +154,38 @@ fn a_change_replaced_whole_later_is_superseded() {
     assert_eq!(superseded(&s), vec![1, 2]);
     let s = scan(tmp.path(), 4, End::Exact(9), PH).unwrap().unwrap();
     assert_eq!(superseded(&s), vec![6, 7, 8]);
+}
+
+#[test]
+fn a_window_never_ends_after_the_delete_half_of_a_key_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    journal(
+        tmp.path(),
+        &[
+            row(b'u', 1, Some("a")), // 1
+            Change::Left(1),         // 2: the audited range ends here
+            Change::Moved {
+                id: 2,
+                old: 1,
+                name: None,
+            }, // 3: beyond it
+            row(b'u', 3, Some("c")), // 4
+        ],
+    );
+    let big = plan(2, 1 << 20, 1 << 20, 1 << 30);
+    let s = scan(tmp.path(), 1, big, PH).unwrap().unwrap();
+    assert_eq!(s.to, 1, "the window ends before the delete half");
+    assert!(
+        scan(tmp.path(), 2, big, PH).unwrap().is_none(),
+        "nothing to apply until the create half is audited too"
+    );
+    let s = scan(tmp.path(), 2, plan(3, 1 << 20, 1 << 20, 1 << 30), PH)
+        .unwrap()
+        .unwrap();
+    assert_eq!((s.from, s.to), (2, 3), "then both halves in one window");
+    // A recorded window is taken as it was recorded.
+    let s = scan(tmp.path(), 1, End::Exact(2), PH).unwrap().unwrap();
+    assert_eq!(s.to, 2);
 }
 
 #[test]
@@ -318,7 +356,7 @@ fn change() -> impl Strategy<Value = Vec<Change>> {
             .prop_map(|(op, id, name, n)| vec![Change::Row { op, id, name, n }]),
         2 => (0i64..5).prop_map(|id| vec![Change::Delete(id)]),
         1 => (0i64..5, 0i64..5, name).prop_map(|(old, id, name)| {
-            vec![Change::Delete(old), Change::Moved { id, old, name }]
+            vec![Change::Left(old), Change::Moved { id, old, name }]
         }),
     ]
 }
@@ -470,7 +508,7 @@ fn history() -> impl Strategy<Value = (Vec<Change>, std::collections::BTreeMap<i
                 3 if exists && !names.contains_key(&b) => {
                     let old = names.remove(&a).expect("exists");
                     names.insert(b, name.clone().unwrap_or(old));
-                    out.push(Change::Delete(a));
+                    out.push(Change::Left(a));
                     out.push(Change::Moved {
                         id: b,
                         old: a,

@@ -41,7 +41,9 @@ import org.apache.kafka.connect.source.SourceRecord;
  * flags2 (present only when flags has EXT, so bodies written before it still read): OLD_KEY, the
  * create half of an update that changed the key carries the old key (Debezium's
  * {@code __debezium.oldkey} header); TABLE_SNAPSHOT_LAST, the last row of a table's initial
- * (blocking) snapshot; INCREMENTAL, a row of an incremental (signalled) snapshot.
+ * (blocking) snapshot; INCREMENTAL, a row of an incremental (signalled) snapshot; NEW_KEY, the
+ * delete half of an update that changed the key (Debezium's {@code __debezium.newkey} header): its
+ * create half follows.
  *
  * <p>A schema entry precedes the first event that uses it in the JVM's lifetime; Rust keeps the
  * mapping from these ids to the journal's own schema ids. Schemas are found by identity first
@@ -62,8 +64,10 @@ final class BatchEncoder {
   static final int OLD_KEY = 1;
   static final int TABLE_SNAPSHOT_LAST = 2;
   static final int INCREMENTAL = 4;
+  static final int NEW_KEY = 8;
 
   private static final String OLD_KEY_HEADER = "__debezium.oldkey";
+  private static final String NEW_KEY_HEADER = "__debezium.newkey";
 
   private static final String DECIMAL = "org.apache.kafka.connect.data.Decimal";
   private static final String CONNECT_DATE = "org.apache.kafka.connect.data.Date";
@@ -141,6 +145,9 @@ final class BatchEncoder {
     Struct oldKey = oldKey(record, entry.keySchema);
     if (oldKey != null) {
       flags2 |= OLD_KEY;
+    }
+    if (record.headers() != null && record.headers().lastWithName(NEW_KEY_HEADER) != null) {
+      flags2 |= NEW_KEY;
     }
     if (flags2 != 0) {
       flags |= EXT;
