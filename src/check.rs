@@ -348,5 +348,34 @@ fn check_postgres(config: &Config, r: &mut Report) {
                 }
             }
         }
+        check_tables(config, r).await;
     });
+}
+
+/// The included tables as capture checks them at start ([`capture::tables`]): no two of them
+/// in one target table, none without a way to tell its rows apart; generated columns named.
+async fn check_tables(config: &Config, r: &mut Report) {
+    let tables = match crate::source::tables::included(config).await {
+        Ok(t) => t,
+        Err(e) => return r.fail("tables", e),
+    };
+    if let Some(line) = capture::tables::clash(config, &tables) {
+        r.fail("target.table_name", line);
+    }
+    let refused: Vec<String> = tables.iter().filter_map(|t| t.refusal()).collect();
+    for line in &refused {
+        r.fail("table", line);
+    }
+    for t in &tables {
+        for c in &t.generated {
+            r.ok(
+                "generated column",
+                format!("{}.{c}: not streamed by PostgreSQL, left out of the audit files and the target", t.name),
+            );
+        }
+    }
+    r.ok(
+        "tables",
+        format!("{} included, {} refused", tables.len(), refused.len()),
+    );
 }

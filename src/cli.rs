@@ -496,7 +496,7 @@ fn run_until_stopped(
             jobs,
             tx.clone(),
         ));
-        let captured = capture::run(config, options, rx).await;
+        let captured = capture::run_resyncing(config, options, rx).await;
         // Capture ended (a signal, the snapshot, a job's failure, or its own): stop the jobs
         // too.
         let _ = tx.send(true);

@@ -87,6 +87,7 @@ pub struct Metrics {
     slot_retained: Gauge,
     slot_active: Gauge,
     slot_over_limit: Gauge,
+    resync_in_progress: Gauge,
     rejected_rows: Gauge,
     verify_differences: Family<Labels, Gauge>,
     state: Mutex<State>,
@@ -156,6 +157,7 @@ impl Metrics {
             apply_lag_events: g(),
             apply_lag_seconds: f(),
             slot_retained: g(),
+            resync_in_progress: g(),
             slot_active: g(),
             slot_over_limit: g(),
             rejected_rows: g(),
@@ -271,6 +273,11 @@ impl Metrics {
             self.slot_over_limit.clone(),
         );
         r.register(
+            "resync_in_progress",
+            "1 while a resync after the replication slot was lost captures its full snapshot",
+            self.resync_in_progress.clone(),
+        );
+        r.register(
             "rejected_rows",
             "Rows of this pipeline in the target's _db_sync_rejected",
             self.rejected_rows.clone(),
@@ -364,6 +371,9 @@ impl Metrics {
         }
         self.slot_over_limit
             .set(i64::from(s.source_slot_warning.is_some()));
+        self.resync_in_progress.set(i64::from(
+            s.resync.as_ref().is_some_and(|r| r.in_progress()),
+        ));
         self.rejected_rows.set(i(s.rejected_rows.unwrap_or(0)));
         for (table, v) in &s.verify {
             self.verify_differences
@@ -403,6 +413,12 @@ impl Metrics {
                 )
             }
             _ => {}
+        }
+        if let Some(r) = s.resync.as_ref().filter(|r| r.in_progress()) {
+            return Some(format!(
+                "resyncing since {}: {}; the target is complete again when the full snapshot is applied",
+                r.started_at, r.reason
+            ));
         }
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = &st.last_failure {
@@ -562,6 +578,7 @@ mod tests {
             "db_sync_cycle_failures_total",
             "db_sync_slot_retained_wal_bytes",
             "db_sync_apply_lag_seconds",
+            "db_sync_resync_in_progress",
         ] {
             assert!(text.contains(name), "{name}: {text}");
         }

@@ -83,6 +83,9 @@ pub struct Status {
     pub source_slot_warning: Option<String>,
     /// The last `db-sync verify` of each table.
     pub verify: std::collections::BTreeMap<String, crate::state::verify::LastVerify>,
+    /// The journal's last resync after its replication slot was lost (in progress until its
+    /// snapshot's last row is journaled).
+    pub resync: Option<crate::state::identity::Resync>,
 }
 
 /// A PostgreSQL replication slot as `pg_replication_slots` shows it.
@@ -278,6 +281,10 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         audit_retain_days: config.audit.retain_days,
         audit_tables_error,
         verify: crate::state::verify::load(dir),
+        resync: crate::state::identity::Identity::load(dir)
+            .ok()
+            .flatten()
+            .and_then(|i| i.resync),
     })
 }
 
@@ -355,7 +362,7 @@ fn print_target(s: &Status) {
     }
     for (table, sweep) in &s.snapshot_sweeps {
         match sweep {
-            crate::state::Sweep::NotNeeded => {}
+            crate::state::Sweep::NotNeeded | crate::state::Sweep::Complete { .. } => {}
             crate::state::Sweep::Staging { .. } => println!(
                 "snapshot sweep   {table}: the snapshot is being applied over existing rows"
             ),
@@ -379,6 +386,19 @@ fn print_source_slot(s: &Status) {
         ),
         (None, Some(e)) => println!("source slot      unknown: {e}"),
         (None, None) => {}
+    }
+    match &s.resync {
+        Some(r) if r.in_progress() => println!(
+            "resync           in progress since {}: {}; a full snapshot is being captured and applied",
+            r.started_at, r.reason
+        ),
+        Some(r) => println!(
+            "resync           done {} (started {}): {}",
+            r.completed_at.as_deref().unwrap_or(""),
+            r.started_at,
+            r.reason
+        ),
+        None => {}
     }
 }
 

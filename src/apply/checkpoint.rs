@@ -1,9 +1,12 @@
 //! The checkpoint table `_db_sync_checkpoint`: one row per committed chunk, inserted in the
 //! chunk's own transaction (DESIGN §2). Its primary key (pipeline, window, chunk) is the
 //! guard that makes a re-run skip what committed, even a chunk whose COMMIT reply was lost
-//! with the connection.
+//! with the connection. Each row also carries a digest of the chunk's plan (window, table,
+//! operation, row count, first and last key): a re-run that plans the chunk differently (state
+//! restored from an older copy, config changed between a crash and the re-run) stops with one
+//! line instead of skipping rows it never applied.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use mysql_async::prelude::Queryable;
 
@@ -27,6 +30,7 @@ pub async fn create(session: &mut Session) -> Result<(), SqlError> {
          `operation` VARCHAR(8) NOT NULL, \
          `row_count` INT UNSIGNED NOT NULL, \
          `committed_at` DATETIME(6) NOT NULL, \
+         `digest` CHAR(16) NULL, \
          PRIMARY KEY (`pipeline`, `window_from`, `chunk`)\
          ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         quote(TABLE)
@@ -47,23 +51,42 @@ pub async fn create(session: &mut Session) -> Result<(), SqlError> {
         );
         session.exec(&sql, "widening the checkpoint table").await?;
     }
+    let digest: Option<String> = with_retry!(session, "reading the checkpoint table", |conn| conn
+        .exec_first::<String, _, _>(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'digest'",
+            (TABLE,),
+        )
+        .await
+        .map_err(SqlError::from))?;
+    if digest.is_none() {
+        let sql = format!(
+            "ALTER TABLE {} ADD COLUMN `digest` CHAR(16) NULL",
+            quote(TABLE)
+        );
+        session
+            .exec(&sql, "adding digests to the checkpoint table")
+            .await?;
+    }
     Ok(())
 }
 
-/// The chunks of `pipeline`'s window starting at `from` that already committed.
+/// The chunks of `pipeline`'s window starting at `from` that already committed, each with
+/// the digest of the plan it was written for (`None` for rows from before digests).
 pub async fn committed(
     session: &mut Session,
     pipeline: &str,
     from: u64,
-) -> Result<HashSet<u32>, SqlError> {
+) -> Result<HashMap<u32, Option<String>>, SqlError> {
     let sql = format!(
-        "SELECT `chunk` FROM {} WHERE `pipeline` = ? AND `window_from` = ?",
+        "SELECT `chunk`, `digest` FROM {} WHERE `pipeline` = ? AND `window_from` = ?",
         quote(TABLE)
     );
-    let chunks: Vec<u32> = with_retry!(session, "reading the checkpoint table", |conn| conn
-        .exec::<u32, _, _>(&sql, (pipeline, from))
-        .await
-        .map_err(SqlError::from))?;
+    let chunks: Vec<(u32, Option<String>)> =
+        with_retry!(session, "reading the checkpoint table", |conn| conn
+            .exec::<(u32, Option<String>), _, _>(&sql, (pipeline, from))
+            .await
+            .map_err(SqlError::from))?;
     Ok(chunks.into_iter().collect())
 }
 
@@ -106,8 +129,8 @@ pub fn set_row_count_sql() -> String {
 /// The statement that records a chunk, first thing in its transaction.
 pub fn insert_sql() -> String {
     format!(
-        "INSERT INTO {} (`pipeline`, `window_from`, `window_to`, `chunk`, `chunks`, `table_name`, `operation`, `row_count`, `committed_at`) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
+        "INSERT INTO {} (`pipeline`, `window_from`, `window_to`, `chunk`, `chunks`, `table_name`, `operation`, `row_count`, `digest`, `committed_at`) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
         quote(TABLE)
     )
 }

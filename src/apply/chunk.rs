@@ -109,6 +109,30 @@ impl Chunk<'_> {
     }
 
     /// What the chunk does, as its checkpoint row names it.
+    /// What the chunk covers, as 16 hex digits for its checkpoint row: window, number, table,
+    /// operation, row count, first and last key (FNV-1a, 64 bits).
+    pub fn digest(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes.iter().chain(&[0xff]) {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        eat(&self.window.0.to_le_bytes());
+        eat(&self.window.1.to_le_bytes());
+        eat(&self.no.to_le_bytes());
+        eat(self.plan.table.as_bytes());
+        eat(self.target.name.as_bytes());
+        eat(self.operation().as_bytes());
+        let rows = self.rows();
+        eat(&(rows as u64).to_le_bytes());
+        if rows > 0 {
+            eat(self.key(0));
+            eat(self.key(rows - 1));
+        }
+        format!("{h:016x}")
+    }
+
     pub fn operation(&self) -> &'static str {
         match self.work {
             Work::Truncate => "truncate",

@@ -15,7 +15,7 @@
 //! - When `VARCHAR` widths would pass MySQL's 65,535-byte row limit, the widest non-key ones
 //!   become `LONGTEXT` (stored off-row), so the table can be created at all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mysql_async::prelude::Queryable;
 
@@ -140,6 +140,10 @@ pub struct TargetTable {
     pub columns: HashMap<String, String>,
     /// No foreign key references it and no trigger is on it: REPLACE is an upsert here.
     pub replace_safe: bool,
+    /// The lower-cased columns db-sync made for the source table's columns (the apply
+    /// progress records them). One that a schema version no longer has was dropped at the
+    /// source: the target keeps it, and rows written from that version on hold NULL in it.
+    pub followed: HashSet<String>,
 }
 
 /// The table `name` of the target database, or `None` when it does not exist.
@@ -181,6 +185,7 @@ pub async fn describe(
             .map(|(c, t)| (c.to_ascii_lowercase(), t))
             .collect(),
         replace_safe: blockers == 0,
+        followed: HashSet::new(),
     }))
 }
 
@@ -239,12 +244,12 @@ pub async fn prepare_table(
             added || widened
         }
     };
-    let table = if changed {
+    let mut table = if changed {
         describe(session, name).await?
     } else {
         table
     };
-    if let (Some(k), Some(t)) = (known, &table) {
+    if let (Some(k), Some(t)) = (known, table.as_mut()) {
         // Record the types of new columns and tables too.
         for d in &defs {
             let lower = d.name.to_ascii_lowercase();
@@ -252,6 +257,7 @@ pub async fn prepare_table(
                 k.entry(lower).or_insert_with(|| d.ty.to_string());
             }
         }
+        t.followed = k.keys().cloned().collect();
     }
     table.ok_or_else(|| {
         ApplyError::Internal(format!(

@@ -38,14 +38,14 @@ mod values;
 mod window;
 mod write;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::audit::AuditError;
 use crate::compact::{CompactError, SnapshotMarks};
-use crate::config::{OnReject, TargetConfig};
+use crate::config::{target_table_name as target_name, OnReject, TargetConfig};
 use crate::error::{Classify, ErrorKind};
 use crate::journal::JournalError;
 use crate::state::{ApplyWindow, ColumnTypes, StateError, Sweep};
@@ -106,6 +106,9 @@ pub enum ApplyError {
     Audit(#[from] AuditError),
     #[error("apply stopped: {0}")]
     Internal(String),
+    /// A checkpoint row says its chunk covered other rows than this run plans for it.
+    #[error("apply stopped: {0}")]
+    CheckpointMismatch(String),
 }
 
 /// A source column type change the target table cannot follow without loss.
@@ -162,7 +165,8 @@ impl Classify for ApplyError {
             | ApplyError::NoColumn { .. }
             | ApplyError::TypeChange(_)
             | ApplyError::Rejected { .. }
-            | ApplyError::Internal(_) => ErrorKind::Permanent,
+            | ApplyError::Internal(_)
+            | ApplyError::CheckpointMismatch(_) => ErrorKind::Permanent,
         }
     }
 }
@@ -330,6 +334,7 @@ impl Applier {
     /// `sweeps` changed (the caller records it before applying).
     pub async fn plan_sweeps(
         &mut self,
+        window_from: u64,
         plans: &[TablePlan],
         marks: &HashMap<String, SnapshotMarks>,
         sweeps: &mut BTreeMap<String, Sweep>,
@@ -337,7 +342,16 @@ impl Applier {
         let mut changed = false;
         for plan in plans {
             let starts = marks.get(&plan.table).is_some_and(|m| m.rows);
-            if !starts || sweeps.contains_key(&plan.table) {
+            // A snapshot that completed in an earlier window is over: these rows are a new
+            // full snapshot's (a resync), decided afresh.
+            let decided = match sweeps.get(&plan.table) {
+                None => false,
+                Some(Sweep::Done { window_from: w, .. } | Sweep::Complete { window_from: w }) => {
+                    *w >= window_from
+                }
+                Some(Sweep::NotNeeded | Sweep::Staging { .. }) => true,
+            };
+            if !starts || decided {
                 continue;
             }
             let target = self.target_name(&plan.table);
@@ -387,6 +401,7 @@ impl Applier {
         } else {
             Default::default()
         };
+        let committed = self.check_digests(window, &cut.chunks, committed)?;
         let (skipped, stopped) = self.apply_runs(&cut.chunks, &committed, stop).await?;
         if stopped {
             return Ok(WindowDone {
@@ -409,6 +424,37 @@ impl Applier {
             stopped: false,
             sweeps: cut.sweeps,
         })
+    }
+
+    /// The chunks an earlier run committed, once each checkpoint row's digest matches this
+    /// run's plan of its chunk (rows from before digests match any plan). A mismatch means
+    /// the row is not this chunk's: skipping it would leave rows unapplied.
+    fn check_digests(
+        &self,
+        window: &ApplyWindow,
+        chunks: &[chunk::Chunk<'_>],
+        committed: HashMap<u32, Option<String>>,
+    ) -> Result<HashSet<u32>, ApplyError> {
+        for c in chunks {
+            let Some(Some(recorded)) = committed.get(&c.no) else {
+                continue;
+            };
+            if *recorded != c.digest() {
+                return Err(ApplyError::CheckpointMismatch(format!(
+                    "the checkpoint row of chunk {} of window {}..={} in `{}` (pipeline `{}`) was written for another plan of that chunk than this run's ({} {} row(s) of `{}`): the state directory was restored from an older copy, or the config changed between a crash and this run. Put back the state and config the window was applied with and run again, or rebuild the table with `db-sync backfill --table {} --truncate`",
+                    c.no,
+                    window.from,
+                    window.to,
+                    checkpoint::TABLE,
+                    self.pipeline,
+                    c.operation(),
+                    c.rows(),
+                    c.target.name,
+                    c.plan.table,
+                )));
+            }
+        }
+        Ok(committed.into_keys().collect())
     }
 
     /// Two source tables must not land in one target table (`target.table_name`).
@@ -454,13 +500,20 @@ impl Applier {
     }
 
     /// After the window that committed them: the rows each sweep deleted (its checkpoint row
-    /// says), the stage tables dropped, and the sweeps recorded as done.
+    /// says), the stage tables dropped, and the sweeps recorded as done; the snapshots that
+    /// completed without a sweep recorded as complete.
     pub async fn finish_sweeps(
         &mut self,
         window_from: u64,
         done: &[(String, u32, String)],
+        marks: &HashMap<String, SnapshotMarks>,
         sweeps: &mut BTreeMap<String, Sweep>,
     ) -> Result<(), ApplyError> {
+        for (table, m) in marks {
+            if m.done && sweeps.get(table) == Some(&Sweep::NotNeeded) {
+                sweeps.insert(table.clone(), Sweep::Complete { window_from });
+            }
+        }
         for (table, chunk, stage) in done {
             let url = self.session.url.clone();
             let rows =
@@ -491,14 +544,6 @@ impl Applier {
         }
         Ok(())
     }
-}
-
-/// The target table name for source table `schema.table` (`target.table_name`).
-fn target_name(template: &str, source: &str) -> String {
-    let (schema, table) = source.split_once('.').unwrap_or(("", source));
-    template
-        .replace("{schema}", schema)
-        .replace("{table}", table)
 }
 
 #[cfg(test)]

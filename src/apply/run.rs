@@ -223,8 +223,13 @@ impl<'c> Run<'c> {
         // were marked as such: no sweeps there.
         let progress = &mut self.progress;
         if !self.identity.journal.is_empty()
-            && a.plan_sweeps(&merged.plans, &merged.marks, &mut progress.sweeps)
-                .await?
+            && a.plan_sweeps(
+                window.from,
+                &merged.plans,
+                &merged.marks,
+                &mut progress.sweeps,
+            )
+            .await?
         {
             progress.store(&self.dir)?;
         }
@@ -243,12 +248,13 @@ impl<'c> Run<'c> {
                 stop,
             )
             .await;
+        let marks = plan.marks;
         progress.sweeps = sweeps;
         let done = done?;
         if done.stopped {
             return Ok(false);
         }
-        a.finish_sweeps(window.from, &done.sweeps, &mut progress.sweeps)
+        a.finish_sweeps(window.from, &done.sweeps, &marks, &mut progress.sweeps)
             .await?;
         let mut finished = window.clone();
         finished.changes = merged.changes;

@@ -124,6 +124,7 @@ async fn begin(
         chunk.target.name.clone(),
         chunk.operation(),
         rows as u32,
+        chunk.digest(),
     );
     match conn.exec_drop(checkpoint::insert_sql(), params).await {
         Ok(()) => Ok(true),
@@ -397,6 +398,20 @@ async fn upsert(
             format!("{q} = VALUES({q})")
         })
         .collect();
+    // Columns dropped at the source: NULL in every row written without them.
+    let has: HashSet<String> = version
+        .columns
+        .iter()
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let mut dropped: Vec<&String> = chunk
+        .target
+        .followed
+        .iter()
+        .filter(|c| chunk.target.columns.contains_key(*c) && !has.contains(*c))
+        .collect();
+    dropped.sort();
+    updates.extend(dropped.into_iter().map(|c| format!("{} = NULL", quote(c))));
     if updates.is_empty() {
         // Only key columns: nothing to update on a duplicate.
         let q = quote(&chunk.plan.key[0]);

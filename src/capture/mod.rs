@@ -20,8 +20,10 @@
 mod jvm;
 mod prepare;
 mod properties;
+mod resync;
 mod sink;
 mod sizing;
+pub mod tables;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -38,6 +40,7 @@ use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
 use crate::journal::{Journal, JournalError};
 use crate::source;
+use crate::source::tables::SourceTable;
 use crate::state::{locks, StateError};
 use sink::Sink;
 
@@ -49,6 +52,9 @@ pub enum CaptureError {
     /// The JVM or the bridge cannot start (jars, JVM, options): fixed by the user first.
     #[error(transparent)]
     Jvm(#[from] Arc<JvmError>),
+    /// The config asks for something capture cannot do (one line naming the key).
+    #[error("{key} {message}")]
+    Config { key: String, message: String },
     #[error("cannot create {path}: {source}")]
     CreateDir {
         path: PathBuf,
@@ -76,6 +82,10 @@ pub enum CaptureError {
     /// the recovery).
     #[error("capture refused: {0}")]
     StateMismatch(String),
+    /// The replication slot is gone and `source_guard.on_slot_lost` is `stop` (one line with
+    /// the fix).
+    #[error("capture stopped: {0}")]
+    SlotLost(String),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -85,14 +95,17 @@ pub enum CaptureError {
 impl Classify for CaptureError {
     fn kind(&self) -> ErrorKind {
         match self {
-            CaptureError::Jvm(_) | CaptureError::CreateDir { .. } => ErrorKind::Config,
+            CaptureError::Jvm(_) | CaptureError::Config { .. } | CaptureError::CreateDir { .. } => {
+                ErrorKind::Config
+            }
             CaptureError::Audit(e) | CaptureError::NewJournal(e) => e.kind(),
             CaptureError::Thread(_)
             | CaptureError::Engine(_)
             | CaptureError::Bridge(_)
             | CaptureError::Attach(_)
             | CaptureError::EngineLost
-            | CaptureError::StateMismatch(_) => ErrorKind::Permanent,
+            | CaptureError::StateMismatch(_)
+            | CaptureError::SlotLost(_) => ErrorKind::Permanent,
             CaptureError::State(e) => e.kind(),
             CaptureError::Journal(e) => e.kind(),
         }
@@ -116,8 +129,18 @@ pub struct Options {
 /// The engine properties capture would start the engine with now: [`engine_properties`] with
 /// the batch sizes fitted to the source's rows (asks the source; `db-sync engine-properties`).
 pub async fn fitted_properties(config: &Config) -> BTreeMap<String, String> {
+    let tables = tables::list(config).await;
+    fitted(config, tables.as_deref()).await
+}
+
+/// [`fitted_properties`] for the included `tables` (when the source could list them).
+async fn fitted(config: &Config, tables: Option<&[SourceTable]>) -> BTreeMap<String, String> {
     let mut props = engine_properties(config);
     sizing::fit(config, &mut props).await;
+    if let Some(tables) = tables {
+        tables::leave_out_refused(config, tables, &mut props);
+        tables::exclude_generated(config, tables, &mut props);
+    }
     props
 }
 
@@ -170,16 +193,52 @@ pub async fn run(
     })
 }
 
+/// [`run`], started again (up to three times) when it failed because the replication slot
+/// went while it ran and `source_guard.on_slot_lost` is `resync`: the new start finds the slot
+/// gone and resyncs (see `resync.rs`). Any other outcome is `run`'s.
+pub async fn run_resyncing(
+    config: &Config,
+    options: Options,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Summary, CaptureError> {
+    let mut restarts = 0;
+    loop {
+        let outcome = run(config, options, shutdown.clone()).await;
+        match &outcome {
+            Err(e)
+                if restarts < 3
+                    && !*shutdown.borrow()
+                    && resync::lost_while_running(config).await =>
+            {
+                restarts += 1;
+                tracing::warn!("capture failed and the replication slot is gone ({e}): starting again to resync");
+            }
+            _ => return outcome,
+        }
+    }
+}
+
 /// Everything before the engine starts: the journal and its identity, the engine's
 /// properties, the checks of the local state against itself and the source, Debezium's
 /// directories, and the source-side objects db-sync keeps (signalling table, publication).
 async fn prepare(config: &Config) -> Result<(Journal, BTreeMap<String, String>), CaptureError> {
     let mut identity = prepare::identity(config).await?;
     let journal = Journal::open(&config.journal.dir, config.journal.segment_max_bytes)?;
-    let props = fitted_properties(config).await;
+    let tables = tables::list(config).await;
+    if let Some(tables) = &tables {
+        tables::check(config, tables)?;
+    }
+    let mut props = fitted(config, tables.as_deref()).await;
     prepare::adopt_legacy_files(config, &props);
     prepare::check_offsets(config, &props, &journal, &identity)?;
     prepare::check_source(config, &mut identity).await?;
+    resync::check_slot(config, &mut props, &journal, &mut identity).await?;
+    if let Some(tables) = &tables {
+        // A full snapshot (a new journal, a resync) reads every table anyway.
+        let captured = resync::offsets_file(&props).is_some()
+            && !identity.resync.as_ref().is_some_and(|r| r.in_progress());
+        tables::follow(config, tables, &mut identity, captured).await?;
+    }
     for file in properties::engine_files(&props) {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| CaptureError::CreateDir {
@@ -204,6 +263,7 @@ async fn supervise(
     mut done: tokio::sync::oneshot::Receiver<Result<(), CaptureError>>,
 ) -> Result<(), CaptureError> {
     let mut stopping = false;
+    let mut resync_done = false;
     let mut seal_check = tokio::time::interval(std::time::Duration::from_millis(250));
     let journal_dir = &config.journal.dir;
     loop {
@@ -222,6 +282,12 @@ async fn supervise(
                 }
             }
             _ = sink.wake.notified(), if !stopping => {
+                if !resync_done && sink.snapshot_completed.load(Ordering::SeqCst) {
+                    resync_done = true;
+                    if let Err(e) = resync::complete(journal_dir) {
+                        tracing::warn!("cannot record the resync as complete: {e}");
+                    }
+                }
                 if options.exit_after_snapshot && sink.snapshot_completed.load(Ordering::SeqCst) {
                     tracing::info!("snapshot complete; stopping capture");
                     stopping = true;

@@ -116,7 +116,9 @@ pub fn check_offsets(
     };
     let present = std::fs::metadata(&offsets).is_ok_and(|m| m.len() > 0);
     let dir = &config.journal.dir;
-    if journal.last_mark().is_some() && !present {
+    // A resync in progress set the lost slot's offsets aside itself (see `resync.rs`).
+    let resyncing = identity.resync.as_ref().is_some_and(|r| r.in_progress());
+    if journal.last_mark().is_some() && !present && !resyncing {
         return Err(CaptureError::StateMismatch(format!(
             "journal {} holds streamed changes, but Debezium's offsets {} are missing: a start would take a new snapshot and stream from wherever the slot is, and the journal would not match. Restore {} from a backup, or start this pipeline afresh by moving {} aside (a new journal takes a full snapshot)",
             dir.display(),

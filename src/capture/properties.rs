@@ -5,8 +5,9 @@
 //! publication named by [`crate::source`] with the publication limited to the included tables
 //! and publishing a partitioned table's changes under its own name, TRUNCATE captured, and a
 //! heartbeat action that emits a logical message, so the slot advances even when only tables
-//! outside the pipeline change. The source's names come from [`crate::source`], the one place
-//! that derives them, so db-sync's own queries and the engine never disagree on them.
+//! outside the pipeline change, and a failover slot where the server has them (PostgreSQL
+//! 17+). The source's names come from [`crate::source`], the one place that derives them, so
+//! db-sync's own queries and the engine never disagree on them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -111,6 +112,11 @@ fn postgres_defaults(config: &Config, p: &mut BTreeMap<String, String>) {
         "heartbeat.action.query",
         "SELECT pg_logical_emit_message(false, 'db-sync-heartbeat', now()::text)",
     );
+    // PostgreSQL 17 keeps a failover slot on the standbys that `sync_replication_slots`
+    // names, so capture goes on from a promoted standby. Debezium creates the slot so only
+    // on a 17+ primary and ignores this elsewhere; an existing slot keeps what it was
+    // created with.
+    set(p, "slot.failover", "true");
 }
 
 /// The signalling table, after `source:` is applied: named by [`source::signal_collection`]

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use interpolate::{interpolate, InterpolateError};
-pub use ops::{MetricsConfig, SourceGuardConfig};
+pub use ops::{MetricsConfig, SlotLost, SourceGuardConfig};
 pub use secret::{is_secret_key, Secret};
 
 /// A configuration problem: always a bad input, never a runtime failure (exit code 2).
@@ -305,6 +305,35 @@ fn default_table_name() -> String {
     "{table}".to_string()
 }
 
+/// The target table name of source table `schema.table` under `template`
+/// (`target.table_name`: `{schema}` and `{table}` replaced).
+pub fn target_table_name(template: &str, source: &str) -> String {
+    let (schema, table) = source.split_once('.').unwrap_or(("", source));
+    template
+        .replace("{schema}", schema)
+        .replace("{table}", table)
+}
+
+/// Included source tables that `template` maps to one target table, as `(target, first,
+/// second)`, in name order: the second would overwrite the first's rows.
+pub fn target_name_clashes<'a>(
+    template: &str,
+    tables: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, &'a str, &'a str)> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut clashes = Vec::new();
+    for table in tables {
+        let name = target_table_name(template, table);
+        match seen.get(&name) {
+            Some(first) => clashes.push((name, *first, table)),
+            None => {
+                seen.insert(name, table);
+            }
+        }
+    }
+    clashes
+}
+
 fn default_lib_dir() -> PathBuf {
     PathBuf::from("debezium/lib")
 }
@@ -426,6 +455,16 @@ impl Config {
 
     /// Checks values that parse but cannot work, naming the key path of each.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_source()?;
+        self.validate_sizes()?;
+        if let Some(target) = &self.target {
+            self.validate_target(target)?;
+        }
+        Ok(())
+    }
+
+    /// The pipeline's name and `source:`.
+    fn validate_source(&self) -> Result<(), ConfigError> {
         if self.name.is_empty()
             || !self
                 .name
@@ -434,7 +473,7 @@ impl Config {
         {
             return Err(self.invalid(
                 "name",
-                "must be non-empty and use only letters, digits, '_' and '-' (it names the replication slot and offsets file)",
+                "must be non-empty and use only letters, digits, '_' and '-' (it names the replication slot, the publication, the signalling table and the engine)",
             ));
         }
         if !self.source.contains_key("connector.class") {
@@ -453,6 +492,11 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The sizes, URLs and addresses outside `source:` and `target:`.
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
         if self.journal.segment_max_bytes < 4096 {
             return Err(self.invalid(
                 "journal.segment_max_bytes",
@@ -503,28 +547,29 @@ impl Config {
                 ),
             ));
         }
-        if let Some(target) = &self.target {
-            if !target.url.expose().starts_with("mysql://") {
-                return Err(
-                    self.invalid("target.url", "must be mysql://USER:PASSWORD@HOST:PORT/DB")
-                );
-            }
-            if target.connections == 0 {
-                return Err(self.invalid("target.connections", "must be at least 1 (default 2)"));
-            }
-            if target.batch_rows == 0 {
-                return Err(self.invalid("target.batch_rows", "must be at least 1"));
-            }
-            let rest = target
-                .table_name
-                .replace("{schema}", "")
-                .replace("{table}", "");
-            if !target.table_name.contains("{table}") || rest.contains('{') || rest.contains('}') {
-                return Err(self.invalid(
-                    "target.table_name",
-                    "must contain {table} and no placeholder but {schema} and {table} (default \"{table}\")",
-                ));
-            }
+        Ok(())
+    }
+
+    /// `target:`.
+    fn validate_target(&self, target: &TargetConfig) -> Result<(), ConfigError> {
+        if !target.url.expose().starts_with("mysql://") {
+            return Err(self.invalid("target.url", "must be mysql://USER:PASSWORD@HOST:PORT/DB"));
+        }
+        if target.connections == 0 {
+            return Err(self.invalid("target.connections", "must be at least 1 (default 2)"));
+        }
+        if target.batch_rows == 0 {
+            return Err(self.invalid("target.batch_rows", "must be at least 1"));
+        }
+        let rest = target
+            .table_name
+            .replace("{schema}", "")
+            .replace("{table}", "");
+        if !target.table_name.contains("{table}") || rest.contains('{') || rest.contains('}') {
+            return Err(self.invalid(
+                "target.table_name",
+                "must contain {table} and no placeholder but {schema} and {table} (default \"{table}\")",
+            ));
         }
         Ok(())
     }

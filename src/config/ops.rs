@@ -1,5 +1,6 @@
 //! The operations keys: `source_guard:` (how much WAL the slot may hold back before db-sync
-//! warns) and `metrics:` (where `run` serves `/metrics` and `/healthz`).
+//! warns, and what capture does when the slot is lost) and `metrics:` (where `run` serves
+//! `/metrics` and `/healthz`).
 
 use serde::Deserialize;
 
@@ -16,12 +17,29 @@ pub struct SourceGuardConfig {
         deserialize_with = "flex::parse"
     )]
     pub max_retained_wal_mb: u64,
+    /// What capture does when the replication slot it streamed from is gone (dropped,
+    /// invalidated, recreated): see [`SlotLost`].
+    #[serde(default)]
+    pub on_slot_lost: SlotLost,
+}
+
+/// `source_guard.on_slot_lost`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotLost {
+    /// A new slot and a full snapshot of the included tables, swept over the target (rows
+    /// deleted meanwhile go), with one warning; `status` and `/healthz` show it until done.
+    #[default]
+    Resync,
+    /// Exit 1 with one line naming the cause and the fix.
+    Stop,
 }
 
 impl Default for SourceGuardConfig {
     fn default() -> Self {
         SourceGuardConfig {
             max_retained_wal_mb: default_max_retained_wal_mb(),
+            on_slot_lost: SlotLost::default(),
         }
     }
 }

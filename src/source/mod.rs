@@ -14,8 +14,9 @@
 //! - **The slot's state** ([`slot`]): one query of `pg_replication_slots` for everything the
 //!   callers ask of it (active, positions, retained WAL, `wal_status`).
 //! - **The publication's options** ([`publication`]), **the signalling table** ([`signal`]),
-//!   **the source's identity** ([`identity`]: cluster, database, slot) and **table sizes**
-//!   ([`sizes`]).
+//!   **the source's identity** ([`identity`]: cluster, database, slot), **table sizes**
+//!   ([`sizes`]) and **the included tables** ([`tables`]: keys, replica identity, generated
+//!   columns, under Debezium's include and exclude lists).
 //!
 //! A floor module: it depends on [`crate::config`] and the state directory's identity types
 //! only, never on a pipeline stage, so every stage (and the coming snapshot loader) can use it.
@@ -26,6 +27,7 @@ pub mod publication;
 pub mod signal;
 pub mod sizes;
 pub mod slot;
+pub mod tables;
 
 pub use connect::{connect, pg_error, SourceConfigError, SourceError};
 

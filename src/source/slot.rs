@@ -129,6 +129,23 @@ pub async fn read_pipeline(
     read(&client, &described, &super::slot_name(config)).await
 }
 
+/// Drops the pipeline's slot unless a walsender holds it; whether it did.
+pub async fn drop_pipeline(config: &Config, application: &str) -> Result<bool, SourceError> {
+    let (client, described) = connect(config, application).await?;
+    let name = super::slot_name(config);
+    let dropped = client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+              WHERE slot_name = $1 AND NOT active",
+            &[&name],
+        )
+        .await
+        .map_err(SourceError::query(format!(
+            "cannot drop replication slot {name} on {described}"
+        )))?;
+    Ok(dropped > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,32 @@ pub struct Identity {
     /// The source the journal captures, recorded on its first capture.
     #[serde(default)]
     pub source: Option<SourceIdentity>,
+    /// The last resync of this journal: the replication slot was lost, and capture took a
+    /// new slot and a full snapshot into this journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync: Option<Resync>,
+    /// The included tables (`schema.table`) as of the last capture start: a table added to
+    /// the include list since is snapshotted alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<String>>,
+}
+
+/// A resync: why, since when, and when its snapshot completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resync {
+    /// What happened to the slot, one line.
+    pub reason: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339; `None` while the snapshot runs.
+    #[serde(default)]
+    pub completed_at: Option<String>,
+}
+
+impl Resync {
+    pub fn in_progress(&self) -> bool {
+        self.completed_at.is_none()
+    }
 }
 
 /// What identifies a source: for PostgreSQL, the cluster, the database and the slot.
@@ -72,6 +98,8 @@ impl Identity {
             created_at: chrono::Utc::now().to_rfc3339(),
             first_seq,
             source: None,
+            resync: None,
+            tables: None,
         }
     }
 
@@ -82,6 +110,8 @@ impl Identity {
             created_at: chrono::Utc::now().to_rfc3339(),
             first_seq: 1,
             source: None,
+            resync: None,
+            tables: None,
         }
     }
 

@@ -106,11 +106,17 @@ pub struct ApplyProgress {
 /// pipeline moved to a new host): the rows the snapshot does not bring were deleted at the
 /// source meanwhile, and go when it completes. Decided, and recorded here, before the
 /// snapshot's first chunk, so a re-run never mistakes the snapshot's own rows for old ones.
+/// A sweep that is [`Sweep::Done`] or [`Sweep::Complete`] belongs to its window: a later
+/// window's full-snapshot rows start the next decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum Sweep {
     /// The target table was empty or missing: nothing to sweep.
     NotNeeded,
+    /// The snapshot that needed no sweep completed in the window starting at `window_from`.
+    /// A full snapshot of the table in a later window (a resync after the slot was lost) is
+    /// a new one, and gets a sweep decision of its own.
+    Complete { window_from: u64 },
     /// The snapshot's keys are being staged in the target (table `stage`).
     Staging { stage: String },
     /// Done: `rows` target rows deleted, in the window starting at `window_from`.

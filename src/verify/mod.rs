@@ -35,7 +35,7 @@ use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
 use crate::apply::sql::{Session, SqlError, UrlError};
-use crate::config::Config;
+use crate::config::{target_table_name as target_name, Config};
 use crate::error::{Classify, ErrorKind};
 use crate::journal::JournalError;
 use crate::source::slot::{BadLsn, Lsn};
@@ -640,14 +640,6 @@ fn select_tables(applied: &[String], named: &[String]) -> Result<Vec<String>, Ve
         }
     }
     Ok(out)
-}
-
-/// The target table name of `source` under `target.table_name` (as apply names it).
-fn target_name(template: &str, source: &str) -> String {
-    let (schema, table) = source.split_once('.').unwrap_or(("", source));
-    template
-        .replace("{schema}", schema)
-        .replace("{table}", table)
 }
 
 /// How the wait for the pipeline ended.

@@ -38,6 +38,8 @@ pub(super) async fn source_columns(
     table: &str,
 ) -> Result<Vec<plan::SourceColumn>, tokio_postgres::Error> {
     // A domain is read as its base type (with the domain's modifier); an array with its item.
+    // Generated columns are left out: capture leaves them out of the target (see
+    // `crate::capture::tables`).
     let rows = pg
         .query(
             "SELECT a.attname::text, coalesce(bt.typname, t.typname)::text, \
@@ -54,6 +56,7 @@ pub(super) async fn source_columns(
                                  AND et.oid = coalesce(bt.typelem, t.typelem) \
              LEFT JOIN pg_constraint c ON c.conrelid = a.attrelid AND c.contype = 'p' \
              WHERE n.nspname = $1 AND r.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+               AND a.attgenerated = '' \
              ORDER BY a.attnum",
             &[&schema, &table],
         )

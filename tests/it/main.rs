@@ -23,6 +23,7 @@ mod query_cache;
 mod rollup;
 mod schedule;
 mod setup;
+mod source_changes;
 mod state;
 mod support;
 mod tls;

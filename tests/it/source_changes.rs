@@ -1,0 +1,297 @@
+//! The source changes under the pipeline: a replication slot dropped while capture was
+//! stopped (resync, or one line with `stop`), two schemas with a table of the same name, a
+//! generated column, a table without a key, a dropped column.
+
+use std::time::{Duration, Instant};
+
+use crate::support::target::*;
+use crate::support::*;
+
+/// Waits until the journal holds an event of `table` whose row has `id` (streamed or
+/// snapshot), so everything committed before it is journaled.
+fn wait_for_row(p: &Pipeline, capture: &mut Capture, table: &str, id: i64) {
+    let start = Instant::now();
+    loop {
+        let found = p
+            .events()
+            .iter()
+            .any(|e| e["table"] == table && e["after"]["id"] == id);
+        if found {
+            return;
+        }
+        if let Ok(Some(status)) = capture.child.try_wait() {
+            panic!("capture exited ({status}); log:\n{}", capture.log());
+        }
+        assert!(
+            start.elapsed() < STREAM_WAIT,
+            "no row {id} of {table} in the journal; log:\n{}",
+            capture.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn exit_code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn a_slot_dropped_while_capture_was_stopped_is_resynced_or_refused_with_one_line() {
+    let p = Pipeline::new(
+        "slotlost",
+        "CREATE TABLE items (id int PRIMARY KEY, v text);
+         INSERT INTO items SELECT i, 'a' FROM generate_series(1, 5) i;",
+        "public.items",
+    );
+    let my = My::fresh(&format!("slotlost_{}", std::process::id()));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
+    snapshot(&p, &extra, 5);
+    let sql = p.sql();
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    sql.exec("UPDATE items SET v = 'b' WHERE id = 1");
+    sql.exec("INSERT INTO items VALUES (10, 'first run')");
+    wait_for_row(&p, &mut capture, "public.items", 10);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    compact(&p);
+
+    // The slot goes while nothing captures; the source changes meanwhile.
+    sql.exec(&format!("SELECT pg_drop_replication_slot('{}')", p.slot()));
+    sql.exec("UPDATE items SET v = 'meanwhile' WHERE id = 2");
+    sql.exec("DELETE FROM items WHERE id IN (3, 10)");
+    sql.exec("INSERT INTO items VALUES (6, 'meanwhile')");
+
+    // With `stop`: exit 1, one line naming the cause and the fix, nothing journaled.
+    let events = p.events().len();
+    p.write_config_with(
+        &pg_password(),
+        p.port,
+        &format!("{extra}source_guard:\n  on_slot_lost: stop\n"),
+    );
+    let out = p.db_sync(&["capture"]);
+    let line = last_stderr_line(&out);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    assert!(
+        line.contains("no longer exists") && line.contains("source_guard.on_slot_lost: resync"),
+        "{line}"
+    );
+    assert_eq!(p.events().len(), events);
+    assert_eq!(
+        sql.value(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}'",
+            p.slot()
+        ))
+        .as_deref(),
+        Some("0"),
+        "stop creates no slot"
+    );
+
+    // With the default (`resync`): a new slot, a full snapshot, the sweep of what is gone.
+    p.write_config_with(&pg_password(), p.port, &extra);
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    wait_for_row(&p, &mut capture, "public.items", 6);
+    sql.exec("UPDATE items SET v = 'after' WHERE id = 4");
+    sql.exec("INSERT INTO items VALUES (7, 'after')");
+    wait_for_row(&p, &mut capture, "public.items", 7);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    assert!(log.contains("resyncing"), "one warning says so: {log}");
+    compact(&p);
+
+    let source = lines(sql.rows("SELECT id, v FROM items ORDER BY id"));
+    assert_eq!(
+        lines(my.rows("SELECT id, v FROM items ORDER BY id")),
+        source,
+        "the target equals the source: the rows deleted while the slot was gone are gone"
+    );
+    let status = run_ok(&p, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["resync"]["completed_at"].is_string(),
+        "status shows the resync, done: {status:#}"
+    );
+    let sweep = &status["snapshot_sweeps"]["public.items"];
+    assert_eq!(sweep["state"], "done", "{status:#}");
+    assert_eq!(sweep["rows"], 2, "rows 3 and 10 swept: {status:#}");
+    assert!(std::fs::read_dir(p.dir.path()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".lost-")));
+}
+
+#[test]
+fn two_schemas_with_a_same_named_table_are_refused_at_start_and_by_check() {
+    let p = Pipeline::new(
+        "sametable",
+        "CREATE SCHEMA a; CREATE SCHEMA b;
+         CREATE TABLE a.orders (id int PRIMARY KEY); CREATE TABLE b.orders (id int PRIMARY KEY);
+         INSERT INTO a.orders VALUES (1); INSERT INTO b.orders VALUES (2);",
+        "a.orders,b.orders",
+    );
+    let my = My::fresh(&format!("sametable_{}", std::process::id()));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
+    p.write_config_with(&pg_password(), p.port, &extra);
+    let out = p.db_sync(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(exit_code(&out), 0, "{}", text(&out));
+    assert!(
+        stdout.contains("FAIL  target.table_name") && stdout.contains("a.orders and b.orders"),
+        "{stdout}"
+    );
+    let out = p.db_sync(&["capture"]);
+    let line = last_stderr_line(&out);
+    assert_eq!(exit_code(&out), 2, "{}", text(&out));
+    assert!(
+        line.contains("target.table_name") && line.contains("a.orders and b.orders"),
+        "{line}"
+    );
+    assert!(p.events().is_empty(), "nothing captured");
+
+    // With {schema} in the name both tables arrive, each in its own target table.
+    let extra = format!(
+        "{}{}",
+        audit_yaml(&p),
+        my.target_yaml("  table_name: \"{schema}_{table}\"\n")
+    );
+    snapshot(&p, &extra, 2);
+    compact(&p);
+    assert_eq!(my.value("SELECT id FROM a_orders").as_deref(), Some("1"));
+    assert_eq!(my.value("SELECT id FROM b_orders").as_deref(), Some("2"));
+}
+
+#[test]
+fn generated_columns_are_left_out_keyless_tables_refused_and_dropped_columns_kept() {
+    let p = Pipeline::new(
+        "gencols",
+        "CREATE TABLE g (id int PRIMARY KEY, a int, doubled int GENERATED ALWAYS AS (a * 2) STORED, gone text);
+         INSERT INTO g (id, a, gone) SELECT i, i, 'x' FROM generate_series(1, 3) i;
+         CREATE TABLE nokey (a int, b text);
+         INSERT INTO nokey VALUES (1, 'one');",
+        "public.g,public.nokey",
+    );
+    let my = My::fresh(&format!("gencols_{}", std::process::id()));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
+    p.write_config_with(&pg_password(), p.port, &extra);
+    let out = p.db_sync(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  table: public.nokey has no primary key")
+            && stdout.contains("ALTER TABLE public.nokey REPLICA IDENTITY FULL"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("generated column: public.g.doubled"),
+        "{stdout}"
+    );
+
+    let mut capture = p.start_capture_with(&extra);
+    p.wait_for_events(3, &mut capture, SNAPSHOT_WAIT);
+    let sql = p.sql();
+    // The refused table is not in the publication: PostgreSQL would refuse this update.
+    sql.exec("UPDATE nokey SET b = 'two'");
+    sql.exec("UPDATE g SET a = 10 WHERE id = 1");
+    sql.exec("ALTER TABLE g DROP COLUMN gone");
+    sql.exec("UPDATE g SET a = 20 WHERE id = 2");
+    sql.exec("INSERT INTO g (id, a) VALUES (4, 4)");
+    wait_for_row(&p, &mut capture, "public.g", 4);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    assert!(
+        log.contains("public.g.doubled is a generated column"),
+        "one warning per generated column: {log}"
+    );
+    assert!(
+        log.contains("REPLICA IDENTITY FULL"),
+        "the keyless table is refused in one line: {log}"
+    );
+    assert!(
+        p.events()
+            .iter()
+            .all(|e| e["after"].get("doubled").is_none()),
+        "neither the snapshot nor the stream carries the generated column"
+    );
+    assert!(
+        p.events().iter().all(|e| e["table"] != "public.nokey"),
+        "the refused table is not captured"
+    );
+    compact(&p);
+
+    assert_eq!(
+        lines(my.rows("SELECT id, a FROM g ORDER BY id")),
+        lines(sql.rows("SELECT id, a FROM g ORDER BY id")),
+    );
+    let columns = lines(my.rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'g' ORDER BY ordinal_position",
+    ));
+    assert_eq!(
+        columns,
+        ["id", "a", "gone"],
+        "no generated column; the dropped one kept"
+    );
+    assert_eq!(
+        lines(my.rows("SELECT id, coalesce(gone, 'NULL') FROM g ORDER BY id")),
+        ["1,x", "2,NULL", "3,x", "4,NULL"],
+        "rows written after the drop have NULL in the dropped column"
+    );
+    let out = p.db_sync(&["verify", "--table", "public.g", "--settle", "30"]);
+    assert_eq!(exit_code(&out), 0, "verify agrees: {}", text(&out));
+}
+
+#[test]
+fn a_table_added_to_the_pipeline_is_snapshotted_alone_while_the_others_stream() {
+    let mut p = Pipeline::new(
+        "addtable",
+        "CREATE TABLE a (id int PRIMARY KEY, v text);
+         INSERT INTO a SELECT i, 'a' FROM generate_series(1, 3) i;
+         CREATE TABLE b (id int PRIMARY KEY, v text);
+         INSERT INTO b SELECT i, 'b' FROM generate_series(1, 1000) i;",
+        "public.a",
+    );
+    let my = My::fresh(&format!("addtable_{}", std::process::id()));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
+    snapshot(&p, &extra, 3);
+    compact(&p);
+
+    // `b` joins the include list; the pipeline starts again and keeps streaming `a`.
+    p.tables = "public.a,public.b".into();
+    let mut capture = p.start_capture_with(&extra);
+    let sql = p.sql();
+    sql.exec("UPDATE a SET v = 'streamed' WHERE id = 1");
+    sql.exec("UPDATE b SET v = 'changed' WHERE id = 7");
+    sql.exec("INSERT INTO b VALUES (1001, 'new')");
+    wait_for_row(&p, &mut capture, "public.b", 1001);
+    // Every row of b is in the journal: read by its snapshot, or changed since.
+    let start = Instant::now();
+    loop {
+        let ids: std::collections::BTreeSet<i64> = p
+            .events()
+            .iter()
+            .filter(|e| e["table"] == "public.b")
+            .filter_map(|e| e["after"]["id"].as_i64())
+            .collect();
+        if ids.len() == 1001 {
+            break;
+        }
+        assert!(
+            start.elapsed() < STREAM_WAIT,
+            "b's snapshot: {}",
+            capture.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    assert!(log.contains("public.b joined the pipeline"), "{log}");
+    let snapshot_rows_of_a = p
+        .events()
+        .iter()
+        .filter(|e| e["table"] == "public.a" && e["op"] == "r")
+        .count();
+    assert_eq!(snapshot_rows_of_a, 3, "a is not read again");
+    compact(&p);
+    for t in ["a", "b"] {
+        let q = format!("SELECT id, v FROM {t} ORDER BY id");
+        assert_eq!(lines(my.rows(&q)), lines(sql.rows(&q)), "{t}");
+    }
+}
