@@ -1,7 +1,8 @@
 //! The checkpoint table `_db_sync_checkpoint`: one row per committed chunk, inserted in the
-//! chunk's own transaction (DESIGN §2). Its primary key (pipeline, window, chunk) is the
-//! guard that makes a re-run skip what committed, even a chunk whose COMMIT reply was lost
-//! with the connection.
+//! chunk's own transaction, which is what makes apply's effect exactly once ([`super`]). Its
+//! primary key (pipeline, window, chunk) is the guard that makes a re-run skip what
+//! committed, even a chunk whose COMMIT reply was lost with the connection. Its columns:
+//! [checkpoint tables](super#checkpoint-tables).
 
 use std::collections::HashSet;
 
