@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite (what CI runs through .ci/run):
-# the import-cycle check, setup.sh, local PostgreSQL + MariaDB, the shop schema, fmt + clippy,
-# then the tests.
+# the import-cycle check, setup.sh, the crate docs' links, local PostgreSQL + MariaDB, the shop
+# schema, fmt + clippy, then the tests.
 #
 # Usage: scripts/test.sh [ARGS...]   ARGS go to `cargo nextest run` (or `cargo test`),
 #                                    e.g. a test-name filter.
@@ -16,6 +16,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 python3 "$ROOT/scripts/check_imports.py" "$ROOT/src" ||
   die "import cycles among the modules under src/ (above): break them, then rerun scripts/test.sh"
 "$ROOT/scripts/setup.sh"
+# Next, as early as it can run (src/build.rs needs the DuckDB library setup.sh fetches): the
+# crate docs, where the design lives, with every intra-doc link resolved, so a reference can
+# never point nowhere. Private items are documented, so links to them resolve and are checked
+# like any other (hence private_intra_doc_links allowed). rustdoc checks the item a link names,
+# not a `#heading` in it: keep headings that links name. --release: the profile of clippy
+# --release below, so the two share most dependency builds.
+doc_lints="-D rustdoc::broken_intra_doc_links -A rustdoc::private_intra_doc_links"
+(cd "$ROOT" &&
+  RUSTDOCFLAGS=$doc_lints cargo doc --release --no-deps --document-private-items --quiet) ||
+  die "cargo doc found a broken intra-doc link (above): fix it, then rerun scripts/test.sh"
 "$ROOT/scripts/services.sh" start all
 psql_shop -f "$ROOT/scripts/sql/shop.sql"
 

@@ -1,12 +1,13 @@
 //! `db-sync backfill --table T [--since TS] [--until TS] [--truncate]`: rebuilds the target rows
 //! of one table from its audit files.
 //!
-//! The audit files are replayed in `_cdc_seq` order through the same merge, chunks and
-//! checkpoint table as apply ([`Applier::apply_window`]), read batch by batch and applied in
-//! windows of about the memory budget's window bytes (`memory_limit_mb`), each window after the one before it, so the target ends as
-//! the source was at the last replayed change. The checkpoint rows go under the pipeline name
-//! `<name>:backfill:<table>`, cleared when a backfill starts: a retried chunk whose commit was
-//! lost is not applied twice, and a new backfill replays everything again.
+//! The audit files are replayed in `_cdc_seq` order through the same merge, chunks and checkpoint
+//! table as apply ([`Applier::apply_window`]), read batch by batch and applied in windows of about
+//! the memory budget's window bytes (`memory_limit_mb`), each window after the one before it, so
+//! the target ends as the source was at the last replayed change. It applies with the `target:`
+//! settings apply uses (`target.batch_rows`, `target.truncate`, ...). The checkpoint rows go under
+//! the pipeline name `<name>:backfill:<table>`, cleared when a backfill starts: a retried chunk
+//! whose commit was lost is not applied twice, and a new backfill replays everything again.
 //!
 //! Backfill holds the compaction lock, so no scheduled cycle applies to the target meanwhile.
 //! Changes audited but not yet applied are applied again by the next cycle, in order, which

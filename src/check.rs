@@ -1,10 +1,13 @@
 //! `db-sync check`: one line per finding, so a person sees every problem in one run.
 //!
 //! Checks, in order: configuration (already loaded, or we would not be here), the jars in
-//! `engine.lib_dir`, the JVM and the bridge, the journal (every CRC), and for PostgreSQL sources: reachable with the
-//! configured credentials, `wal_level=logical`, and the replication privilege; the MySQL target:
-//! reachable, the privileges apply needs, `local_infile`. Exit 0 when all pass, 1 when any
-//! fails.
+//! `engine.lib_dir` (every jar its `../jars.sha256` lists), the JVM and the bridge, the DuckDB
+//! library ([`crate::duckdb_lib`]), the journal (every CRC), and for PostgreSQL sources:
+//! reachable with the configured credentials and TLS, `wal_level=logical` (logical decoding
+//! needs it, and changing it needs a restart), the replication privilege (or superuser), and
+//! each table of `table.include.list`; the MySQL target: reachable, the privileges apply needs,
+//! `local_infile` (without it the server refuses `LOAD DATA LOCAL`, and apply falls back to
+//! multi-row `INSERT`). Exit 0 when all pass, 1 when any fails.
 
 use mysql_async::prelude::Queryable;
 

@@ -1,6 +1,32 @@
-//! The command line (DESIGN §3): parsing, dispatch, and the one place where failures become a
-//! line on stderr and an exit code (0 ok, 1 runtime failure, 2 bad usage or bad config), from
-//! each error's [`ErrorKind`](crate::error::ErrorKind).
+//! The command line: parsing, dispatch, and the one place where failures become a line on
+//! stderr and an exit code (0 ok, 1 runtime failure, 2 bad usage or bad config), from each
+//! error's [`ErrorKind`](crate::error::ErrorKind). Scripts and tests drive these commands, so
+//! their names, options and exit codes stay stable.
+//!
+//! `db-sync [--config PATH] [-v] COMMAND` (default `config/config.yaml`), and the module each
+//! command runs:
+//!
+//! - `run`: capture, and the jobs of `jobs_dir` on their cron ([`crate::schedule`]);
+//!   SIGINT/SIGTERM finish the batch and the chunk in hand, then exit 0 (a second signal exits
+//!   at once).
+//! - `capture [--exit-after-snapshot]`: capture alone, until stopped ([`crate::capture`]).
+//! - `compact [--once]`: one cycle, audit, apply and GC ([`crate::cycle`]).
+//! - `backfill --table SCHEMA.TABLE [--since TS] [--until TS] [--truncate]`: the target rows
+//!   of a table rebuilt from its audit files ([`crate::backfill`]); `--resnapshot` asks the
+//!   running capture for an incremental snapshot instead ([`crate::source::signal`]).
+//! - `query SQL [--as-of TS] [--format table|csv|json]`: DuckDB over the audit files
+//!   ([`crate::query`]).
+//! - `rollup [--table SCHEMA.TABLE] [--date YYYY-MM-DD]`: roll-up and retention
+//!   ([`crate::audit::rollup`]).
+//! - `status [--json]` ([`crate::status`]); `verify [--table T]... [--settle SECS] [--repair]
+//!   [--format table|json]`, exit 1 when differences persist ([`crate::verify`]); `check`
+//!   ([`crate::check`]).
+//! - `journal dump [--from SEQ] [--limit N]`: journal events as JSON lines
+//!   ([`crate::journal::event::to_json`]).
+//! - `engine-properties [--show-secrets]` (hidden): the properties capture would give the
+//!   engine ([`crate::capture::fitted_properties`]), for running it outside db-sync.
+//!
+//! Times (`--since`, `--until`, `--as-of`) are read by [`crate::timearg`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -20,7 +20,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The process exit code for a failure of this kind (DESIGN §3).
+    /// The process exit code for a failure of this kind (see [`crate::cli`]).
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Config => 2,

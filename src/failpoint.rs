@@ -1,10 +1,23 @@
 //! Named crash points for tests: `DB_SYNC_FAILPOINT=<name>[:<n>]` aborts the process (as a
-//! crash would) the n-th time (default first) execution passes [`hit`] with that name.
+//! crash would: no destructor runs) the n-th time (default the first) execution passes [`hit`]
+//! with that name. Every point the code has, where it is and what a crash there leaves:
 //!
-//! Points: `compact.after_file` (after an audit file is published), `compact.before_manifest`
-//! (after all files, before the manifest records them), `rollup.after_merged` (a rolled-up
-//! file is published, none of the small files it replaces is deleted yet), `rollup.after_delete`
-//! (after each small file a roll-up deletes).
+//! - `compact.after_file`: [`crate::audit::writer`], after each audit file is published (and
+//!   fsynced on `file://`); the window is still `pending` in `audit-progress.json`.
+//! - `compact.before_manifest`: [`crate::audit::writer`], after every file of the window is
+//!   published, before `audit-progress.json` records the window done (the name is from when
+//!   that file was the manifest).
+//! - `apply.before_commit`: [`crate::apply`] (`write.rs`), a chunk's checkpoint row and rows
+//!   are written in its open transaction, before `COMMIT`: the server rolls it back whole.
+//! - `apply.after_chunk`: [`crate::apply`] (`write.rs`), right after a chunk's `COMMIT`: its
+//!   checkpoint row is committed, the window still `pending` in `apply-progress.json`.
+//! - `rollup.after_merged`: [`crate::audit::rollup::merge`], a merged file is published (and
+//!   fsynced on `file://`), none of the small files it replaces deleted yet.
+//! - `rollup.after_delete`: [`crate::audit::rollup::merge`], after each small file a roll-up
+//!   deletes.
+//!
+//! `tests/it/audit_crash.rs`, `apply.rs`, `divergence.rs` and `rollup.rs` crash at these
+//! points and check that the next run finishes the work exactly once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

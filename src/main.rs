@@ -1,4 +1,5 @@
-//! db-sync: change-data-capture batch sync. See README.md and DESIGN §3 for the commands.
+//! db-sync: change-data-capture batch sync. The commands are `db_sync::cli`'s (see its docs and
+//! README.md); the design is the library's crate documentation.
 
 use std::process::ExitCode;
 

@@ -1,14 +1,15 @@
 //! Jobs and the daemon (`db-sync run`): `jobs/*.yaml` on their cron schedules, beside capture.
 //!
-//! A job file names a job, its schedule (cron with seconds: `sec min hour day month weekday`)
-//! and its kind (`compact`: one [`crate::cycle`]). Guarantees:
+//! `jobs_dir` (default `jobs/`) holds one YAML file per job, with exactly three keys: `name`,
+//! `schedule` (cron with seconds: `sec min hour day month weekday`, in UTC) and `kind`:
+//! `compact` (one [`crate::cycle`]) or `rollup` ([`crate::audit::rollup`]). Guarantees:
 //!
 //! - **No overlap.** A job never runs twice at once: a tick that comes while the previous
 //!   run is still going is skipped and logged. Across processes (a `compact --once` from
 //!   system cron or a Kubernetes CronJob), the cycle's lock file serialises them.
 //! - **Clean stop.** On SIGINT/SIGTERM capture finishes its batch, and a running job finishes
-//!   the chunk in hand (the rest of its window stays pending in the manifest for the next
-//!   run); then `run` exits 0.
+//!   the chunk in hand (the rest of its window stays pending in `apply-progress.json` for the
+//!   next run); then `run` exits 0.
 //! - **Bad files are bad usage.** A bad cron expression or an unknown kind is one line naming
 //!   the file and the key, before anything starts (exit 2).
 //! - **A failed run is retried or stops the daemon, by its kind** ([`on_job_failure`]). A

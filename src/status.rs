@@ -2,6 +2,14 @@
 //! audit files, the last verify and job runs. Never prints a secret. A part that cannot be
 //! read (source or target unreachable) is named in its `*_error` field; only the state
 //! directory can fail `status`.
+//!
+//! Where each part comes from: the journal's segments and the progress files of the state
+//! directory ([`crate::state`]); the slot from `pg_replication_slots`, judged against
+//! `source_guard.max_retained_wal_mb` ([`crate::source::slot`], [`crate::guard`]); the count
+//! of `_db_sync_rejected` from the target; the audit files (by table, with `audit.retain_days`)
+//! from the audit store; the last job runs and verify from `jobs-state.json` and
+//! `verify-state.json`. [`crate::metrics`] reads the same through [`collect`], so `/metrics`
+//! and `status` agree.
 
 use serde::Serialize;
 

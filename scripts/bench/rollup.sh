@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Roll-up benchmark (issue 17, "bench-rollup.sh"): one table's audit files of one day of
-# one-minute compaction cycles (1,440 files, >= 1,000,000 changes), queried before and after
-# `db-sync rollup`, each step a whole process timed from launch to exit:
+# Roll-up benchmark: one table's audit files of one day of one-minute compaction cycles
+# (1,440 files, >= 1,000,000 changes), queried before and after `db-sync rollup`, each step a
+# whole process timed from launch to exit:
 #   (count-before) (count-after)   db-sync query "select count(*) from public.t_changes"
 #   (state-before) (state-after)   db-sync query "select count(*), sum(n), max(id) from public.t"
 #                                  (the state view: latest change per key)

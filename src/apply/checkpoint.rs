@@ -1,10 +1,11 @@
 //! The checkpoint table `_db_sync_checkpoint`: one row per committed chunk, inserted in the
-//! chunk's own transaction (DESIGN §2). Its primary key (pipeline, window, chunk) is the
-//! guard that makes a re-run skip what committed, even a chunk whose COMMIT reply was lost
-//! with the connection. Each row also carries a digest of the chunk's plan (window, table,
-//! operation, row count, first and last key): a re-run that plans the chunk differently (state
-//! restored from an older copy, config changed between a crash and the re-run) stops with one
-//! line instead of skipping rows it never applied.
+//! chunk's own transaction, which is what makes apply's effect exactly once ([`super`]). Its
+//! primary key (pipeline, window, chunk) is the guard that makes a re-run skip what
+//! committed, even a chunk whose COMMIT reply was lost with the connection. Each row also
+//! carries a digest of the chunk's plan (window, table, operation, row count, first and last
+//! key): a re-run that plans the chunk differently (state restored from an older copy, config
+//! changed between a crash and the re-run) stops with one line instead of skipping rows it
+//! never applied. Its columns: [checkpoint tables](super#checkpoint-tables).
 
 use std::collections::HashMap;
 

@@ -1,8 +1,8 @@
-//! Target tables from source schemas (DESIGN §6, MySQL column): `CREATE TABLE` with the same
-//! primary key, `ALTER TABLE … ADD COLUMN` for a column the source added, reading a table's
-//! definition back, and identifier quoting. Everything here is valid for MariaDB 10.11 and
-//! MySQL 8. The column types themselves come from [`crate::types::Logical::mysql_type`], as
-//! [`ColType`] values rendered here into DDL.
+//! Target tables from source schemas (the [type map](crate::types#the-type-map)'s MySQL column):
+//! `CREATE TABLE` with the same primary key, `ALTER TABLE … ADD COLUMN` for a column the source
+//! added, reading a table's definition back, and identifier quoting. Everything here is valid for
+//! MariaDB 10.11 and MySQL 8. The column types themselves come from
+//! [`crate::types::Logical::mysql_type`], as [`ColType`] values rendered here into DDL.
 //!
 //! Choices the mapping makes, and why:
 //! - Non-key columns are nullable: a column the source drops stops arriving, and a `NOT NULL`

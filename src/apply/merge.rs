@@ -1,4 +1,4 @@
-//! Merge per primary key (DESIGN §7): a window's changes → the one final operation per key.
+//! Merge per primary key: a window's changes → the one final operation per key.
 //!
 //! Rows arrive as audit batches (table columns then `_cdc_` columns), in journal order per
 //! table (`_cdc_seq`, never commit time). For each key the last change wins: `d` leaves a

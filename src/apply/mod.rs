@@ -1,14 +1,14 @@
-//! Apply: audited journal windows → merged, batched upserts and deletes in the MySQL target
-//! (DESIGN §2, §7).
+//! Apply: audited journal windows → merged, batched upserts and deletes in the MySQL target.
 //!
 //! [`apply_audited`] guarantees:
 //!
 //! - **Exactly-once effect.** Work goes in windows ([`window`]: bounded by the rows their
-//!   merge holds), recorded in [`ApplyProgress`] (`pending`) before anything is sent. A window's
-//!   changes are merged per key ([`merge`]) and cut into numbered chunks of `target.batch_rows`
-//!   rows; each chunk commits in one transaction with its row in `_db_sync_checkpoint`
-//!   ([`checkpoint`]). A re-run after a crash anywhere redoes the same window, finds the same
-//!   chunks, and skips the committed ones.
+//!   merge holds), recorded in [`ApplyProgress`](crate::state::ApplyProgress) (`pending`)
+//!   before anything is sent. A window's changes are merged per key ([`merge`]) and cut into
+//!   numbered chunks of `target.batch_rows` rows ([`chunk`]); each chunk commits in one
+//!   transaction with its row in `_db_sync_checkpoint` ([`checkpoint`],
+//!   [`write`](mod@write)). A re-run after a crash anywhere redoes the same window, finds the
+//!   same chunks, and skips the committed ones.
 //! - **Order.** Windows apply in journal order, each only after the one before it is done, so
 //!   an older value never overwrites a newer one.
 //! - **Nothing lost on failure.** The journal keeps every event until it is applied (GC needs
@@ -21,6 +21,50 @@
 //!
 //! [`Applier`] is the target side on its own (connection, tables, chunks and checkpoints):
 //! `backfill` drives it with windows read from audit files instead of the journal.
+//!
+//! Keys: `target.url` (`mysql://USER:PASSWORD@HOST:PORT/DB`, TLS through its `ssl-mode` and
+//! `ssl-ca` parameters), `target.batch_rows` (rows per chunk, default 20,000),
+//! `target.connections` (chunks of disjoint keys applied side by side, default 2),
+//! `target.create_tables` (create missing tables, add new columns; default true),
+//! `target.table_name` (default `{table}`), `target.load_data` (the `LOAD DATA` path, default
+//! true), `target.truncate` (`apply` or `ignore` a source TRUNCATE) and `target.on_reject`
+//! (`stop`, or `quarantine` a row the target refuses). `memory_limit_mb` bounds a window's
+//! merged rows and a chunk's bytes ([`crate::config::Budget`]).
+//!
+//! # Checkpoint tables
+//!
+//! db-sync keeps these tables in the target database, beside the applied tables:
+//!
+//! - **`_db_sync_checkpoint`** ([`checkpoint`]): one row per committed chunk, inserted first
+//!   in the chunk's own transaction. Primary key (`pipeline`, `window_from`, `chunk`); also
+//!   `window_to`, `chunks` (in the window), `table_name`, `operation`, `row_count`,
+//!   `committed_at` (UTC) and `digest` (16 hex digits of the chunk's plan: window, number,
+//!   table, operation, row count, first and last key; a re-run whose plan of a committed
+//!   chunk differs stops instead of skipping it). `pipeline` is the checkpoint key: the pipeline name and the
+//!   journal's id (`<name>:<journal>`, [`crate::state::identity`]), or
+//!   `<name>:backfill:<table>` for a backfill. An insert that hits the primary key means an
+//!   earlier run committed the chunk: its transaction is rolled back and the chunk skipped.
+//!   At the end of a run, the rows of the windows before the last one it applied go.
+//! - **`_db_sync_rejected`** ([`rejected`], `target.on_reject: quarantine`): one row per
+//!   (`pipeline`, `table_name`, `key_hash`) the target refused, with the key and value as
+//!   text, the target table and column, the error and the journal sequence, written in the
+//!   transaction of the chunk it came in. `pipeline` here is the pipeline name alone.
+//! - **`_db_sync_seen_<hash>`** ([`sweep`]): while a table's full snapshot is applied over a
+//!   target table that already had rows, the keys the snapshot wrote; dropped once the sweep
+//!   has deleted the rows it did not bring.
+//!
+//! # MySQL facts apply relies on
+//!
+//! Every statement is valid on MySQL 8 and MariaDB 10.11 (the tests' target). Sessions write
+//! UTC (`DATETIME` has no zone) in strict mode, so a value the column cannot hold is an error,
+//! not a rounding ([`sql`]). A deadlock (1213) or lock wait timeout (1205) rolls the whole
+//! transaction back: the chunk is retried, not the statement. `INSERT … ON DUPLICATE KEY
+//! UPDATE c = VALUES(c)` is the upsert both servers accept (MySQL's row alias is not MariaDB
+//! syntax); `LOAD DATA LOCAL INFILE … REPLACE` is faster but deletes and re-inserts, and
+//! needs `local_infile` on the server ([`write`](mod@write)). A statement binds at most 65,535
+//! parameters ([`statement`]). Identifiers are quoted with backticks, a backtick doubled
+//! ([`quote`]); a key must be indexable whole, and a row's `VARCHAR`s must fit in 65,535
+//! bytes ([`ddl`]).
 
 mod checkpoint;
 mod chunk;

@@ -1,5 +1,6 @@
 //! Key changes in the target: a row moves to its new key with an UPDATE, so the columns the
-//! change did not send (unchanged TOAST values) stay with it (DESIGN §7).
+//! change did not send (unchanged TOAST values) stay with it (when a move is planned:
+//! [`super::merge`]).
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};

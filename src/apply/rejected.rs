@@ -1,5 +1,6 @@
 //! `_db_sync_rejected` (`target.on_reject: quarantine`): the rows the target cannot hold,
-//! one per (pipeline, source table, key), so that apply goes on without them (DESIGN §7).
+//! one per (pipeline, source table, key), so that apply goes on without them. Its columns:
+//! [checkpoint tables](super#checkpoint-tables).
 //!
 //! A rejected row is recorded in the transaction of the chunk it came in, beside that chunk's
 //! checkpoint row, so it is recorded exactly once. A later change of the same key that the

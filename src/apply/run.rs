@@ -336,7 +336,7 @@ fn first_unapplied(
     Ok(Some(from.max(first)).filter(|f| *f <= audited_through))
 }
 
-/// The limits of a window planned now (see [`window`](super::window)).
+/// The limits of a window planned now (see [`super::window`]).
 fn plan_end(audited_through: u64, snapshot_events: u64, budget: Budget) -> End {
     End::Plan {
         through: audited_through,

@@ -2,7 +2,7 @@
 //! transient failures, and reading the server's error text.
 //!
 //! Sessions run with strict `sql_mode`, `NO_AUTO_VALUE_ON_ZERO` and `time_zone '+00:00'`
-//! (DESIGN §9: DATETIME has no zone; write UTC). A failed statement is sorted once
+//! (`DATETIME` has no zone: db-sync writes UTC). A failed statement is sorted once
 //! ([`SqlError::kind`]): transient failures (connection lost, deadlock, lock wait, server
 //! shutting down) roll back and retry with backoff, 8 attempts over about 25 s; anything else
 //! is returned at once.

@@ -1,5 +1,5 @@
 //! The snapshot sweep: a full snapshot applied over a target table that already has rows
-//! must leave the table equal to the snapshot (DESIGN §7).
+//! must leave the table equal to the snapshot.
 //!
 //! A snapshot brings every row the source has but says nothing of the rows it no longer has:
 //! a new journal (a pipeline moved to a new host, a wiped state directory) finds the target

@@ -1,4 +1,5 @@
-//! Audit rows (Arrow) → the text MySQL parses back to the same value (DESIGN §6).
+//! Audit rows (Arrow) → the text MySQL parses back to the same value, in the column the
+//! [type map](crate::types#the-type-map) gives it.
 //!
 //! Every value is rendered once, as the exact text form its MySQL column accepts: integers and
 //! decimals as digits, floats as the shortest text that parses back to the same bits, times as
@@ -343,7 +344,7 @@ pub fn default_literal(logical: &Logical, value: &serde_json::Value) -> Option<S
     Some(format!("({literal})"))
 }
 
-/// A list cell as a JSON array (DESIGN §6: arrays → JSON).
+/// A list cell as a JSON array (an array is a `JSON` column in the target).
 fn list_json(a: &ListArray, row: usize, s: &mut String) -> Result<(), Unrepresentable> {
     let values = a.value(row);
     let cells = Cells::new(&values).ok_or_else(|| {

@@ -1,5 +1,5 @@
 //! Writing one chunk: a transaction that inserts the chunk's checkpoint row first, then its
-//! deletes or upserts, then commits (DESIGN §2, §7).
+//! deletes or upserts, then commits (why: [`super`], exactly-once effect).
 //!
 //! Two ways to write upserts, with the same values (rendered once by [`super::values`]):
 //! - `LOAD DATA LOCAL INFILE … REPLACE` streams the chunk as text; the server's fastest path.

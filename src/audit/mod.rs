@@ -1,4 +1,5 @@
-//! Audit storage: where Parquet audit files go (DESIGN §5), through `object_store`.
+//! Audit storage: where the Parquet audit files go, through `object_store`, and what they
+//! are.
 //!
 //! `audit.url` is `file://PATH` (relative to the working directory, or absolute with
 //! `file:///`) or `s3://BUCKET[/PREFIX]` with `audit.options` passed to the S3 client
@@ -12,7 +13,40 @@
 //! itself: journal windows → Parquet files), [`reader`] (audit files → change rows, for
 //! backfill, `query` and tests) and [`rollup`] (merging closed date partitions, retention,
 //! which files readers skip after an interrupted roll-up, and the `rollup` command and job on
-//! top). The change-row layout is [`crate::types::cdc`].
+//! top). Keys: `audit.url`, `audit.options`, `audit.batch_rows` (rows per decoded batch and
+//! row group, default 65,536), `audit.target_file_mb` and `audit.retain_days` (roll-up).
+//!
+//! # Audit files
+//!
+//! ```text
+//! <audit.url>/<schema>.<table>/date=<YYYY-MM-DD>/<first_seq>-<last_seq>.<journal>.parquet
+//! ```
+//!
+//! - **Where.** One folder per source table (`schema.table`, percent-encoded where an object
+//!   name needs it), one `date=` folder per UTC date of the source commit times it holds, so
+//!   readers that know Hive partitioning can prune by date.
+//! - **Name.** The first and last `_cdc_seq` of the rows and the id of the journal that wrote
+//!   them ([`file_location`](AuditStore::file_location); no `.<journal>` for a journal from
+//!   before identities, see [`crate::state::identity`]). A compaction window writes one file
+//!   per table, commit date and schema version ([`crate::compact::plan`]), named from the
+//!   journal alone, so a re-run writes the same names. A rolled-up file is named by the range
+//!   it covers.
+//! - **Rows.** Each row is a change: the table's own columns (the after-image of `c`, `u` and
+//!   `r`, the before-image of `d`, nulls for `t`), typed by the
+//!   [type map](crate::types#the-type-map), then the `_cdc_` columns ([`crate::types::cdc`]).
+//!   Rows are in `_cdc_seq` order. A column the source added appears in later files only:
+//!   read the files with `union_by_name`.
+//! - **Parquet.** zstd; `sorting_columns = [_cdc_seq]`; min/max statistics per row group and
+//!   per page, and a page index; pages of at most 8,192 rows; a row group per decoded batch
+//!   ([`writer::writer_properties`]).
+//! - **Metadata.** Key [`TABLE_SCHEMA_METADATA`] holds the table's Connect schema as the
+//!   journal holds it (key and source column types included): enough to rebuild the target
+//!   table from the file alone. A rolled-up file also lists the files it replaces
+//!   ([`rollup::ROLLUP_OF_METADATA`]).
+//!
+//! DuckDB, pyarrow and Spark read them as they are, e.g.
+//! `read_parquet('data/audit/public.orders/**/*.parquet', union_by_name = true,
+//! hive_partitioning = true)`.
 
 pub mod reader;
 pub mod rollup;

@@ -1,22 +1,24 @@
-//! The audit stage: sealed journal windows → Parquet audit files (DESIGN §2, §5).
+//! The audit stage: sealed journal windows → Parquet audit files (their layout:
+//! [audit files](crate::audit#audit-files)).
 //!
 //! [`audit_once`] guarantees, for the window of sequences it handles:
 //!
 //! - **Exactly once.** Every journal event lands in exactly one audit file. The window is
 //!   recorded in [`AuditProgress`] before any file is written; file names derive from the
-//!   window's events (`<first_seq>-<last_seq>.parquet` per table, commit date and schema
-//!   version, see [`crate::compact::plan`]), so a re-run after a crash anywhere rewrites the
-//!   same names and never adds a second copy.
+//!   window's events (`<first_seq>-<last_seq>.<journal>.parquet` per table, commit date and
+//!   schema version, see [`crate::compact::plan`]), so a re-run after a crash anywhere
+//!   rewrites the same names and never adds a second copy.
 //! - **Whole files.** A file is published only when complete (see [`crate::audit`]), and on
 //!   `file://` it is fsynced with its directories before the progress file counts it.
-//! - **Bounded memory.** Events are decoded in batches of `audit.batch_rows` per file being
-//!   written; a window of any size streams through.
+//! - **Bounded memory.** Events are decoded in batches of `audit.batch_rows` rows (or of the
+//!   memory budget's batch bytes, [`crate::config::Budget`]) per file being written; a window
+//!   of any size streams through.
 //! - **Nothing lost on failure.** An unreachable or unauthorised store fails before anything
-//!   is written; any failure leaves the progress file and the journal as they were.
+//!   is written; any later failure leaves the journal as it was and the window `pending`, to
+//!   be redone whole by the next run.
 //!
-//! Work is split across the two cores the design targets: a thread reads and decodes the
-//! journal into Arrow batches ([`crate::compact::decode_window`]), while the async side
-//! encodes Parquet and uploads.
+//! Work is split across two cores: a thread reads and decodes the journal into Arrow batches
+//! ([`crate::compact::decode_window`]), while the async side encodes Parquet and uploads.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -189,7 +191,7 @@ fn remove_local_staging_files(url: &str) {
 }
 
 /// The Parquet settings of every audit file of `schema`: zstd, one row group per decoded
-/// batch, and what lets readers skip data (issue 17):
+/// batch, and what lets readers skip data:
 ///
 /// - statistics (min/max, null count) per row group *and* per page for every column, so the
 ///   footer and the page index (column index + offset index) cover `_cdc_seq`, `_cdc_ts` and

@@ -1,8 +1,14 @@
 //! The JVM inside the db-sync process: found, started once, bridge natives registered.
 //!
-//! DESIGN §9: one JVM per process (`JNI_CreateJavaVM` cannot run twice), started with `-Xrs`
-//! so Rust owns SIGINT/SIGTERM, `libjvm.so` found at run time, natives registered with
-//! RegisterNatives rather than looked up as symbols in the executable.
+//! What the JVM allows, and so what this file does: one JVM per process, created once and kept
+//! (`JNI_CreateJavaVM` cannot run again in a process, not even after `DestroyJavaVM`); started
+//! with `-Xrs`, so that SIGINT and SIGTERM reach Rust instead of running the JVM's shutdown
+//! hooks, which would end the process under Rust; `libjvm.so` found at run time from
+//! `JAVA_HOME` or the `java` on `PATH`, the error naming every path tried; the bridge's native
+//! method registered with `RegisterNatives` once its class is loaded, rather than looked up as
+//! a symbol in the executable. A Rust thread that calls Java attaches first. Keys:
+//! `engine.lib_dir` (the Debezium jars and `db-sync-bridge.jar`, the class path) and
+//! `engine.jvm_options` (default `-Xmx1g`).
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,25 @@
 //! Capture owns the engine and the bridge only; what db-sync itself knows of the source (its
 //! connection, the slot and publication names, the signalling table, the source's identity)
 //! is [`crate::source`]'s, and capture's engine properties take those names from there.
+//!
+//! Before the engine starts, [`prepare`](mod@prepare) makes the local state agree with itself: a
+//! new journal gets its identity, and a journal and Debezium offsets that disagree, or a source
+//! other than the journal's, are refused with one line. The parts:
+//!
+//! - [`jvm`]: the JVM in this process and what JNI allows (one JVM, `-Xrs`, natives
+//!   registered); keys `engine.lib_dir` and `engine.jvm_options`.
+//! - [`properties`]: the engine's properties, db-sync's defaults under anything set in
+//!   `source:`, and the Debezium facts they answer (offsets and schema history by absolute
+//!   path in the state directory, a one-second offset flush, `pgoutput`, TRUNCATE captured,
+//!   a heartbeat that moves the slot, the publication of a partitioned table's root, a queue
+//!   of at most `memory_limit_mb`/8 bytes). `db-sync engine-properties` prints them.
+//! - [`sizing`]: the engine's queue, batch and fetch sizes, fitted to the size of the rows.
+//! - [`wire`] and [`sink`]: the batch the bridge hands over in one JNI call, and the native
+//!   method that journals it (`journal.dir`, `journal.segment_max_bytes`). Meanwhile [`run`]
+//!   rolls the active segment, between batches, when a cycle asks (`seal.request`).
+//!
+//! The Java side is `debezium/bridge/` (`Bridge.java`, and `BatchEncoder.java`, which writes
+//! the event bodies [`crate::journal::event`] reads).
 
 mod jvm;
 mod prepare;

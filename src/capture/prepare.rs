@@ -1,6 +1,6 @@
 //! What capture checks and sets up before the engine starts, so that the pipeline's local
-//! state is one consistent whole (DESIGN §2): the journal's identity, Debezium's offsets and
-//! schema history beside the journal, and the source the journal was captured from.
+//! state ([`crate::state`]) is one consistent whole: the journal's identity, Debezium's offsets
+//! and schema history beside the journal, and the source the journal was captured from.
 //!
 //! Refusals, each one line with its recovery:
 //! - the journal holds streamed changes but Debezium's offsets are missing: a start would

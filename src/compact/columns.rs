@@ -1,4 +1,5 @@
-//! Journal events → Arrow columns, by each column's resolved type ([`Logical`], DESIGN §6).
+//! Journal events → Arrow columns, by each column's resolved type ([`Logical`], the
+//! [type map](crate::types#the-type-map)).
 //!
 //! A [`Col`] is built once per column per schema version and decodes values straight from the
 //! bridge's bytes into an Arrow builder: no intermediate value per field. Types the mapping

@@ -1,4 +1,5 @@
-//! Compaction's first half: journal windows → Arrow batches of change rows (DESIGN §5, §6).
+//! Compaction's first half: journal windows → Arrow batches of change rows
+//! ([`crate::types::cdc`]), each column typed by the [type map](crate::types#the-type-map).
 //!
 //! This module only decodes; [`crate::audit`] writes the batches as Parquet files and
 //! [`crate::apply`] merges them per key. Both read the same rows, so an audit file and the
@@ -13,8 +14,12 @@
 //!   the window's.
 //! - [`decode_in_order`] decodes a window in journal order per table (for apply's merge).
 //!
-//! An unchanged TOASTed value (Debezium's placeholder) becomes null and its column is listed
-//! in `_cdc_unchanged`. Reading never changes the journal.
+//! PostgreSQL does not send an unchanged TOASTed value (a large value stored out of line) with
+//! an update, and Debezium puts a placeholder in its place (`__debezium_unavailable_value`, or
+//! `source.unavailable.value.placeholder`, [`placeholder`]). Here it becomes null and its
+//! column is listed in `_cdc_unchanged`, so no reader takes the placeholder for a value; apply
+//! leaves such a column as the target has it. Reading never changes the journal. Keys:
+//! `audit.batch_rows` and the memory budget's batch bytes bound a batch.
 
 mod batch;
 mod columns;

@@ -1,4 +1,5 @@
-//! `${VAR}` and `${VAR:-default}` substitution in the raw configuration text.
+//! `${VAR}` and `${VAR:-default}` substitution in one string value of the parsed configuration
+//! (never in the YAML text, so a value from the environment is never parsed as YAML).
 
 /// Why `${…}` could not be replaced: the message names the variable or the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

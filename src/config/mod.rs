@@ -1,4 +1,4 @@
-//! Configuration: what users write in `config/config.yaml` (DESIGN §4).
+//! Configuration: what users write in `config/config.yaml` (or the file `--config` names).
 //!
 //! Loading is three steps, each with errors that name the key path:
 //! 1. `.env` beside the working directory is loaded into the environment (never overriding
@@ -10,7 +10,33 @@
 //!    booleans may be given as strings, so `${PORT}` works for them), then
 //!    [`Config::validate`] checks values.
 //!
-//! Secrets (passwords, keys) are wrapped in [`Secret`], whose `Debug` and `Display` print `***`.
+//! Secrets (passwords, keys) are wrapped in [`Secret`], whose `Debug` and `Display` print `***`;
+//! secret-bearing properties of `source:` and `audit.options` print as `***` wherever they are
+//! shown ([`Props::redacted`]).
+//!
+//! # Keys
+//!
+//! Every key, its default, and the module that reads it (whose header says more):
+//!
+//! | key | default | read by |
+//! |---|---|---|
+//! | `name` | required | source names ([`crate::source`]), engine name, checkpoint keys |
+//! | `source.*` | `connector.class` required | the engine ([`crate::capture`]), [`crate::source`] |
+//! | `engine.lib_dir` | `debezium/lib` | [`crate::capture`], [`crate::check`] |
+//! | `engine.jvm_options` | `[-Xmx1g]` | [`crate::capture`] |
+//! | `journal.dir` | `data/journal` | the state directory: [`crate::state`], [`crate::journal`] |
+//! | `journal.segment_max_bytes` | 67108864 | [`crate::journal`] |
+//! | `journal.retain_hours` | 24 | journal GC in [`crate::cycle`] |
+//! | `audit.url`, `audit.options` | `file://data/audit`, none | [`crate::audit`] |
+//! | `audit.batch_rows` | 65536 | [`crate::audit::writer`] |
+//! | `audit.target_file_mb`, `audit.retain_days` | 256, null: keep all | [`crate::audit::rollup`] |
+//! | `target.*` | no target: audit only | [`crate::apply`], which lists its keys |
+//! | `query.cache_dir`, `query.cache_mb` | `data/query-cache`, 1024 | [`crate::query`] |
+//! | `source_guard.max_retained_wal_mb` | 10240 | [`crate::guard`], `status`, `/healthz` |
+//! | `source_guard.on_slot_lost` | `resync` | [`crate::capture`] (a lost slot: resync or stop) |
+//! | `metrics.listen` | `127.0.0.1:9464` (empty: off) | [`crate::metrics`] |
+//! | `memory_limit_mb` | 512 | [`Budget`]: decode, apply, backfill, the engine's queue |
+//! | `jobs_dir` | `jobs` | [`crate::schedule`] |
 
 mod flex;
 mod interpolate;
@@ -54,7 +80,8 @@ impl crate::error::Classify for ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Pipeline name: offsets file, checkpoint key, default replication slot.
+    /// Pipeline name: Debezium's engine name (its offsets are kept under it), the checkpoint
+    /// key, the default slot, publication and signalling table names.
     pub name: String,
     /// Debezium connector properties, passed through verbatim (values are stringified).
     pub source: Props,
@@ -199,7 +226,8 @@ pub struct JournalConfig {
         deserialize_with = "flex::parse"
     )]
     pub segment_max_bytes: u64,
-    /// Hours a sealed, audited segment is kept when nothing applies it (used by compaction).
+    /// Hours a sealed segment is kept after it was last written, even once it is audited (and
+    /// applied): journal GC in each compaction cycle.
     #[serde(default = "default_retain_hours", deserialize_with = "flex::parse")]
     pub retain_hours: u64,
 }

@@ -130,7 +130,9 @@ pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
-/// An event decoded for display: `journal dump`'s line, DESIGN §3.
+/// An event decoded for display: `journal dump`'s line (one JSON object per event: `seq`,
+/// `table`, `op`, `position`, `ts`, `tx`, `snapshot`, `key`, `before`, `after`, and `old_key`
+/// on the create half of a key change).
 pub fn to_json(seq: u64, schema: &TableSchema, body: &[u8]) -> Result<Value, DecodeError> {
     let h = EventHeader::parse(body)?;
     let mut c = Cursor::new(h.values);

@@ -1,20 +1,27 @@
 //! The durable local journal: where captured changes live until they are audited and applied.
 //!
-//! # Layout
+//! # Segments
 //!
-//! `journal.dir` holds segment files named `segment-<first seq, 20 digits>.log`. The newest is
-//! the *active* segment, the only one ever written; every older one is *sealed*. A segment is
-//! a header, then frames (`segment.rs` has the byte layout):
+//! `journal.dir` (the pipeline's state directory, see [`crate::state`]) holds segment files
+//! named `segment-<first seq, 20 digits>.log`. The newest is the *active* segment, the only one
+//! ever written; every older one is *sealed*. A new segment starts once the active one reaches
+//! `journal.segment_max_bytes` (64 MiB by default).
+//!
+//! # Frames
+//!
+//! A segment is a header, then frames ([`segment`] has the byte layout):
 //!
 //! - a **schema frame** holds one Debezium table schema version (JSON) under a journal-wide id;
 //! - an **event frame** holds one change: its sequence number, its schema id and the event
-//!   body exactly as the Java bridge encoded it (`event.rs`).
+//!   body exactly as the Java bridge encoded it ([`event`]).
 //!
 //! Each frame carries its length and a CRC32C of its payload.
 //!
 //! # Invariants
 //!
-//! - Event sequence numbers start at 1 and increase by one per event, across segments.
+//! - Event sequence numbers start at the journal's first sequence (1, or one past an earlier
+//!   journal's audit files: [`crate::state::identity`]) and increase by one per event, across
+//!   segments.
 //! - A schema frame precedes, in the same segment, the first event that uses it: a segment is
 //!   readable on its own, so deleting older segments never orphans an event.
 //! - Each [`Journal::append`] is one `write` and one `fdatasync` (group commit). When it
@@ -43,9 +50,16 @@
 //! transactions). The writer drops a streaming event whose pair is not above the last one it
 //! journaled. Events sharing one position (a key-changing update becomes a delete and a
 //! create at the same LSN) are told apart by their order within it, counted afresh in each
-//! delivery stream, i.e. each process start. Snapshot reads share a position and are kept as they come: re-read rows are
-//! idempotent upserts downstream. Events without a comparable position are always kept:
-//! a duplicate is recoverable, a dropped event is not.
+//! delivery stream, i.e. each process start. Snapshot reads share a position and are kept as
+//! they come: re-read rows are idempotent upserts downstream. Events without a comparable
+//! position are always kept: a duplicate is recoverable, a dropped event is not.
+//!
+//! # Deletion
+//!
+//! A sealed segment is never written again; it is deleted whole once every event in it is
+//! audited and (with a target) applied, and it was last written more than
+//! `journal.retain_hours` ago (24 by default). The rule is
+//! [`crate::state::collectable_through`]; the compaction cycle applies it ([`crate::cycle`]).
 
 pub mod event;
 mod files;

@@ -1,4 +1,4 @@
-//! The local cache of `s3://` audit files that `query` reads (issue 17).
+//! The local cache of `s3://` audit files that `query` reads.
 //!
 //! - **What is fetched.** Only the files of the tables a statement names (see
 //!   [`tables_named`]) and, with `--as-of`, only the dates up to it; never the whole bucket.

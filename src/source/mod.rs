@@ -20,6 +20,12 @@
 //!
 //! A floor module: it depends on [`crate::config`] and the state directory's identity types
 //! only, never on a pipeline stage, so every stage (and the coming snapshot loader) can use it.
+//!
+//! Keys, all under `source:` and read as Debezium reads them: `database.hostname`, `.port`,
+//! `.user`, `.password`, `.dbname`, `.sslmode` and `.sslrootcert`; `slot.name` and
+//! `publication.name` (default `dbsync_<name>`, the pipeline name in lower case with `_` for
+//! anything but letters and digits); `publish.via.partition.root` (default true);
+//! `signal.data.collection` (default `public.dbsync_signal_<name>`, empty: off).
 
 pub mod connect;
 pub mod identity;

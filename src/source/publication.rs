@@ -4,7 +4,8 @@
 //! Debezium creates the publication with the option (`publish.via.partition.root`, a db-sync
 //! default) but leaves an existing publication's options alone, so a pipeline whose
 //! publication predates the default would see a partitioned table's snapshot but none of its
-//! streamed changes (DESIGN §9). Capture start sets the option on such a publication.
+//! streamed changes: PostgreSQL publishes a partition's changes under the partition's name
+//! unless the option is on. Capture start sets the option on such a publication.
 
 use crate::config::Config;
 

@@ -1,12 +1,15 @@
-//! The pipeline's local state: every file in the state directory (`journal.dir`) other than
-//! the journal's segments, in one place.
+//! The pipeline's local state: every file in the state directory (`journal.dir`, default
+//! `data/journal`) other than the journal's segments, in one place. Every path below is
+//! relative to that directory, wherever the process was started; Debezium gets its two files
+//! by absolute path ([`crate::capture::state_dir`]), so a `compact --once` from cron or a
+//! restart from another working directory finds the same state.
 //!
-//! # Layout
+//! # The state directory
 //!
 //! ```text
 //! <journal.dir>/
 //!   segment-<first seq>.log   the journal (crate::journal owns their format)
-//!   identity.json             the journal's identity and its source's (identity.rs)
+//!   identity.json             the journal's identity and its source's (identity)
 //!   debezium-offsets.dat      Debezium's offsets, and its schema history: absolute paths
 //!   debezium-history.dat      handed to the engine, never relative to the working directory
 //!   audit-progress.json       AuditProgress: which sequences are in audit files
@@ -18,8 +21,12 @@
 //!   seal.request              a cycle asks the running capture to roll the active segment
 //! ```
 //!
-//! (Before the split, both progress records lived in one `audit-manifest.json`; the first
-//! load moves it to the two files, see [`progress`].)
+//! Each `.json` file is the serde form of its type: [`identity::Identity`],
+//! [`AuditProgress`], [`ApplyProgress`], [`jobs::JobRun`] (a list), [`verify::LastVerify`] (by
+//! table). The two Debezium files are the engine's own (`FileOffsetBackingStore`,
+//! `FileSchemaHistory`): db-sync only names them and checks that they agree with the journal
+//! ([`crate::capture`]). (Before the split, both progress records lived in one
+//! `audit-manifest.json`; the first load moves it to the two files, see [`progress`].)
 //!
 //! # Invariants
 //!

@@ -1,5 +1,8 @@
-//! The change row: what an audit file holds and what apply merges (DESIGN §5). A table's own
-//! columns (after-image for c/u/r, before-image for d), then the `_cdc_` columns named here.
+//! The change row: what an audit file holds ([audit files](crate::audit#audit-files)) and what
+//! apply merges. A table's own columns (after-image for c/u/r, before-image for d, nulls for t),
+//! then the `_cdc_` columns named here, in this order: `_cdc_op`, `_cdc_seq`, `_cdc_ts`,
+//! `_cdc_position`, `_cdc_tx`, `_cdc_snapshot`, `_cdc_unchanged`, and `_cdc_old_key` for a table
+//! with a key ([`change_schema`]).
 //!
 //! Every stage that writes or reads change rows (the decoder, the audit writer and reader,
 //! the merge, `query`'s views, backfill) uses these names, so the layout has one definition.

@@ -15,7 +15,8 @@ use arrow::datatypes::{DataType, Field, TimeUnit};
 use super::mysql::{self, ColType};
 use super::{names, ConnectSchema, ConnectType};
 
-/// The limits the mapping keeps, in one place (DESIGN §9).
+/// The limits the mapping keeps, in one place (what happens past each: the
+/// [type map](crate::types#the-type-map)).
 pub mod limits {
     /// Arrow's Decimal128 holds 38 digits; wider decimals are audited as exact text.
     pub const ARROW_DECIMAL128_PRECISION: u8 = 38;

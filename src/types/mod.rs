@@ -18,6 +18,55 @@
 //!
 //! Dates and times as text, in every stage, are [`time`]'s; the `_cdc_` columns and the
 //! change-row schema are [`cdc`]'s.
+//!
+//! # The type map
+//!
+//! What a PostgreSQL column becomes at each step, under the engine settings capture gives
+//! Debezium (`decimal.handling.mode=precise` and `time.precision.mode=adaptive`, Debezium's
+//! defaults, and `column.propagate.source.type=.*`, see [`crate::capture`]). Debezium's schema
+//! names are shortened (`io.debezium.time.`, `io.debezium.data.`, Kafka's `Decimal`); a
+//! column is resolved by that name first, then by its Connect type ([`Logical::of`]):
+//!
+//! | PostgreSQL | Debezium | audit file (Arrow) | MySQL target |
+//! |---|---|---|---|
+//! | `smallint` | int16 | Int16 | `SMALLINT` |
+//! | `integer` | int32 | Int32 | `INT` |
+//! | `bigint` | int64 | Int64 | `BIGINT` |
+//! | `real` | float32 | Float32 | `FLOAT` |
+//! | `double precision` | float64 | Float64 | `DOUBLE` |
+//! | `numeric(p,s)` | `Decimal` (bytes) | Decimal128(p,s) | `DECIMAL(p,s)` |
+//! | `numeric` | `VariableScaleDecimal` | Utf8: exact text | `LONGTEXT`: exact text |
+//! | `money` | `Decimal`, scale 2 | Decimal128(38,2) | `DECIMAL` |
+//! | `boolean` | boolean | Boolean | `TINYINT(1)` |
+//! | `varchar(n)`, `char(n)` | string | Utf8 | `VARCHAR(n)`, `CHAR(n)` |
+//! | `text` | string | Utf8 | `LONGTEXT` |
+//! | `bytea` | bytes | Binary | `LONGBLOB` |
+//! | `date` | `Date`: days | Date32 | `DATE` |
+//! | `timestamp(0..3)` | `Timestamp`: ms | Timestamp(µs) | `DATETIME(6)` |
+//! | `timestamp(4..6)`, `timestamp` | `MicroTimestamp`: µs | Timestamp(µs) | `DATETIME(6)` |
+//! | `timestamptz` | `ZonedTimestamp`: text | Timestamp(µs, UTC) | `DATETIME(6)`, UTC |
+//! | `time(0..3)` | `Time`: ms | Time64(µs) | `TIME(6)` |
+//! | `time(4..6)`, `time` | `MicroTime`: µs | Time64(µs) | `TIME(6)` |
+//! | `timetz` | `ZonedTime`: text | Utf8 | `LONGTEXT` |
+//! | `interval` | `MicroDuration`: µs | Duration(µs) | `BIGINT`: µs |
+//! | `uuid` | `Uuid`: text | Utf8 | `CHAR(36)` |
+//! | `json`, `jsonb` | `Json`: text | Utf8 | `JSON` |
+//! | enum types | `Enum`: text | Utf8 | `VARCHAR(255)` |
+//! | arrays | array of the item | List of the item | `JSON` |
+//! | `inet`, `cidr`, `macaddr`, `xml`, ranges, … | string: output text | Utf8 | `LONGTEXT` |
+//! | none of these (maps, structs) | | Utf8: JSON text, with a warning | `LONGTEXT` |
+//!
+//! Where a type is too narrow for a value, the value is carried exactly rather than rounded
+//! ([`limits`]): a decimal wider than Arrow's 38 digits (or with a negative scale) is exact
+//! text in the audit files, one wider than MySQL's 65 digits (30 after the point) is
+//! `LONGTEXT`; an unbounded `varchar`, a `varchar(n)` longer than 16,383 and a `char(n)` longer
+//! than 255 are `LONGTEXT`. A key column must be indexable whole: unbounded text and JSON keys
+//! are `VARCHAR(255)`, a `bytea` key is `VARBINARY(255)`, a `varchar(n)` key at most
+//! `VARCHAR(768)`. A table's own columns are nullable in the audit files, and so are the
+//! non-key columns of a target table. Millisecond values are scaled to µs; dates and times of
+//! any year, BC included, are handled by [`time`]. A value MySQL cannot hold (year 10000, `NaN`
+//! in a `DOUBLE`) stops apply or is quarantined ([`crate::apply`]); the audit files keep it
+//! exactly.
 
 pub mod cdc;
 pub mod logical;

@@ -3,11 +3,11 @@
 //!
 //! # What it guarantees
 //!
-//! - **Exact.** Each column is compared with apply's value rules (DESIGN §6, [`plan`]):
-//!   decimals by value, timestamps to the µs in UTC, floats by bits, JSON by value (key order
-//!   is free), arrays, bytea. Both sides stream in key order through one merge ([`compare`]),
-//!   so memory holds a few batches of rows whatever the table's size. A side that does not
-//!   arrive in key order is an error, never a difference.
+//! - **Exact.** Each column is compared with apply's value rules ([`plan`], by the [type
+//!   map](crate::types#the-type-map)): decimals by value, timestamps to the µs in UTC, floats by
+//!   bits, JSON by value (key order is free), arrays, bytea. Both sides stream in key order through
+//!   one merge ([`compare`]), so memory holds a few batches of rows whatever the table's size. A
+//!   side that does not arrive in key order is an error, never a difference.
 //! - **One snapshot each.** The source is read in one `REPEATABLE READ` transaction whose WAL
 //!   position is noted first; the target in one consistent-snapshot transaction.
 //! - **Settled.** A change committed at the source but not yet applied is not a divergence.

@@ -1,4 +1,4 @@
-//! Apply to the MySQL target (DESIGN §2, §7): after capture and `compact --once`, the MariaDB
+//! Apply to the MySQL target ([`db_sync::apply`]): after capture and `compact --once`, the MariaDB
 //! tables equal the PostgreSQL tables row for row and value for value, across key changes,
 //! large transactions, unchanged TOAST, schema changes, hostile names, crashes at every chunk
 //! boundary and a target that goes away mid-apply.
@@ -98,7 +98,7 @@ fn every_type_lands_in_mysql_as_it_left_postgres() {
             Some("5")
         );
 
-        // The tables were created with the design's MySQL types and the source's key.
+        // The tables were created with the type map's MySQL types and the source's key.
         for (column, want) in [
             ("id", "int(11)"),
             ("c_int8", "bigint(20)"),

@@ -209,7 +209,7 @@ fn mariadb_stopped_mid_apply_and_restarted_loses_and_doubles_nothing() {
         "could not start MariaDB on {port} again"
     );
     // Either the cycle rode out the restart, or it failed with one line and the next
-    // cycle completes (DESIGN §7).
+    // cycle completes (transient errors: see `db_sync::apply`).
     let code = run.wait(Duration::from_secs(120));
     eprintln!(
         "compact during the restart exited {code}; log:\n{}",

@@ -1,5 +1,5 @@
-//! Audit files hold every PostgreSQL type of DESIGN §6 exactly: each value read back with
-//! DuckDB equals the source value, type by type.
+//! Audit files hold every PostgreSQL type of the type map ([`db_sync::types#the-type-map`])
+//! exactly: each value read back with DuckDB equals the source value, type by type.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Issue 17: roll-up of small audit files, retention, and `query` over S3 through a cache.
+//! Roll-up of small audit files, retention, and `query` over S3 through a cache.
 //!
 //! The audit files come from real compaction cycles (the library's `cycle::run_once`) over a
 //! journal written through the journal API, so that commit dates can be chosen (two days in

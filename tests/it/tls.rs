@@ -1,9 +1,9 @@
-//! TLS on every connection db-sync opens (issue 15): a PostgreSQL and a MariaDB started with
-//! `scripts/services.sh --tls` (certificates from a CA the set-up makes), and a role `secure`
-//! that each server lets in over TLS only. With the CA configured, `check`, capture (the JVM's
-//! own connections), the publication and identity connections, compaction, apply and
-//! `status` all work; a plain connection is refused with one line, and a certificate from
-//! another CA is refused, naming the setting to fix.
+//! TLS on every connection db-sync opens: a PostgreSQL and a MariaDB started with
+//! `scripts/services.sh --tls` (certificates from a CA the set-up makes), and a role `secure` that
+//! each server lets in over TLS only. With the CA configured, `check`, capture (the JVM's own
+//! connections), the publication and identity connections, compaction, apply and `status` all work;
+//! a plain connection is refused with one line, and a certificate from another CA is refused,
+//! naming the setting to fix.
 
 use std::process::{Command, Stdio};
 

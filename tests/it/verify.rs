@@ -1,7 +1,7 @@
-//! `db-sync verify`: every type of DESIGN §6 compared without a false difference, exactly the
-//! real differences found after the target is changed behind db-sync's back (a JSON object's
-//! key order is not one), `status` showing the last verify, bad usage, and changes in flight
-//! settled while the daemon applies a workload.
+//! `db-sync verify`: every type of the type map ([`db_sync::types#the-type-map`]) compared without
+//! a false difference, exactly the real differences found after the target is changed behind
+//! db-sync's back (a JSON object's key order is not one), `status` showing the last verify, bad
+//! usage, and changes in flight settled while the daemon applies a workload.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

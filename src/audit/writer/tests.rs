@@ -432,9 +432,9 @@ async fn a_missing_bucket_directory_for_file_urls_is_created_and_bad_options_nam
     assert!(e.contains("audit.options apply to s3:// only"), "{e}");
 }
 
-/// Issue 17, footer statistics that prune: every row group carries min/max of `_cdc_seq`,
-/// `_cdc_ts` and the key, the file has a page index (column and offset index) for them, and
-/// declares its `_cdc_seq` order.
+/// Footer statistics that prune: every row group carries min/max of `_cdc_seq`, `_cdc_ts` and the
+/// key, the file has a page index (column and offset index) for them, and declares its `_cdc_seq`
+/// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_carry_statistics_a_page_index_and_their_sort_order() {
     use parquet::arrow::arrow_reader::ArrowReaderOptions;

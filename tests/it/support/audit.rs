@@ -117,7 +117,8 @@ pub fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// All audit files of `table` as one relation, as DESIGN §5 says readers read them.
+/// All audit files of `table` as one relation, read as [`db_sync::audit#audit-files`] says
+/// readers read them.
 pub fn scan(dir: &Path, table: &str) -> String {
     format!(
         "read_parquet({}, union_by_name=true, hive_partitioning=true)",
@@ -241,7 +242,7 @@ pub fn assert_unchanged(
     }
 }
 
-/// An audit file, its place in the layout of DESIGN §5 checked.
+/// An audit file, its place in the layout ([`db_sync::audit#audit-files`]) checked.
 #[derive(Debug)]
 pub struct AuditFile {
     pub path: PathBuf,

@@ -11,7 +11,7 @@
 //! - [`audit`]: audit files read back independently with DuckDB, S3 objects downloaded;
 //! - [`compare`]: a PostgreSQL table against its MariaDB copy, value by value;
 //! - [`target`]: apply runs, the apply workload and its comparison with the source;
-//! - [`types`]: the type table of DESIGN §6 and how values are compared.
+//! - [`types`]: the type table (the type map of [`db_sync::types`]) and how values are compared.
 
 pub mod audit;
 pub mod compare;

@@ -1,6 +1,7 @@
-//! The type table: one column per PostgreSQL type of DESIGN §6, with the expressions that
-//! render a PostgreSQL value and its copy (in an audit file read by DuckDB, or in MariaDB) as
-//! comparable text, and how to compare them. The type tests of audit files and apply share it.
+//! The type table: one column per PostgreSQL type of the type map
+//! ([`db_sync::types#the-type-map`]), with the expressions that render a PostgreSQL value and its
+//! copy (in an audit file read by DuckDB, or in MariaDB) as comparable text, and how to compare
+//! them. The type tests of audit files and apply share it.
 
 /// How a PostgreSQL value and an audit value, both rendered as text, are compared.
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +79,7 @@ pub const COLS: &[Col] = &[
     col("c_bytea",    "encode({c}, 'hex')", "lower(hex({c}))", Cmp::Exact, &["BLOB"]),
     col("c_date",     PG_DAYS,       DUCK_DAYS,          Cmp::Exact,    &["DATE"]),
     col("c_ts",       PG_EPOCH_US,   DUCK_EPOCH_US,      Cmp::Exact,    &["TIMESTAMP"]),
-    // timestamp(3) and time(3): Debezium's millisecond types under adaptive (DESIGN §9).
+    // timestamp(3) and time(3): Debezium's millisecond types under adaptive time precision.
     col("c_ts3",      PG_EPOCH_US,   DUCK_EPOCH_US,      Cmp::Exact,    &["TIMESTAMP", "TIMESTAMP_MS"]),
     col("c_tstz",     PG_EPOCH_US,   DUCK_EPOCH_US,      Cmp::Exact,    &["TIMESTAMP WITH TIME ZONE"]),
     col("c_time",     PG_EPOCH_US,   DUCK_EPOCH_US,      Cmp::Exact,    &["TIME"]),
