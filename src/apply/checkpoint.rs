@@ -18,7 +18,7 @@ pub const TABLE: &str = "_db_sync_checkpoint";
 
 /// Creates the checkpoint table if it is missing. A table from before pipeline keys carried
 /// a journal identity and long table names has a `pipeline` column of 64 characters: it is
-/// widened to 255.
+/// widened to 255; one from before digests gets its `digest` column.
 pub async fn create(session: &mut Session) -> Result<(), SqlError> {
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {} (\
@@ -37,37 +37,38 @@ pub async fn create(session: &mut Session) -> Result<(), SqlError> {
         quote(TABLE)
     );
     session.exec(&sql, "creating the checkpoint table").await?;
-    let width: Option<u64> = with_retry!(session, "reading the checkpoint table", |conn| conn
-        .exec_first::<u64, _, _>(
-            "SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'pipeline'",
-            (TABLE,),
-        )
-        .await
-        .map_err(SqlError::from))?;
-    if width.is_some_and(|w| w < 255) {
+    // Tables from earlier versions: a `pipeline` of 64 characters, no `digest`.
+    let columns: Vec<(String, Option<u64>)> =
+        with_retry!(session, "reading the checkpoint table", |conn| conn
+            .exec::<(String, Option<u64>), _, _>(
+                "SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+                   AND COLUMN_NAME IN ('pipeline', 'digest')",
+                (TABLE,),
+            )
+            .await
+            .map_err(SqlError::from))?;
+    let width = |name: &str| columns.iter().find(|(c, _)| c == name).map(|(_, w)| *w);
+    if width("pipeline").flatten().is_some_and(|w| w < 255) {
         let sql = format!(
             "ALTER TABLE {} MODIFY `pipeline` VARCHAR(255) NOT NULL",
             quote(TABLE)
         );
         session.exec(&sql, "widening the checkpoint table").await?;
     }
-    let digest: Option<String> = with_retry!(session, "reading the checkpoint table", |conn| conn
-        .exec_first::<String, _, _>(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'digest'",
-            (TABLE,),
-        )
-        .await
-        .map_err(SqlError::from))?;
-    if digest.is_none() {
+    if width("digest").is_none() {
         let sql = format!(
             "ALTER TABLE {} ADD COLUMN `digest` CHAR(16) NULL",
             quote(TABLE)
         );
-        session
+        match session
             .exec(&sql, "adding digests to the checkpoint table")
-            .await?;
+            .await
+        {
+            // Another db-sync added it meanwhile.
+            Err(e) if e.code == Some(1060) => {}
+            done => done?,
+        }
     }
     Ok(())
 }
