@@ -331,6 +331,7 @@ fn schema_changes_hostile_names_and_tables_without_a_key() {
         CREATE TABLE "Hostile ""T"" `x` select" ("select" int PRIMARY KEY, "col with space" text, "quote""d" int, "back`tick" text);
         CREATE TABLE evolving (id int PRIMARY KEY, a int);
         CREATE TABLE nokey (a int, b text);
+        ALTER TABLE nokey REPLICA IDENTITY FULL;
         INSERT INTO "Hostile ""T"" `x` select" VALUES (1, 'a b', 1, '`'), (2, 'c', 2, '``');
         INSERT INTO evolving VALUES (1, 1), (2, 2);
         INSERT INTO nokey VALUES (1, 'x');
@@ -402,7 +403,8 @@ fn schema_changes_hostile_names_and_tables_without_a_key() {
         status["tables_skipped_by_apply"],
         serde_json::json!(["public.nokey"])
     );
-    // The table without a key is still audited.
+    // The table without a key (its replica identity FULL, else capture refuses it) is still
+    // audited.
     let audited = std::fs::read_dir(p.dir.path().join("audit/public.nokey"))
         .map(|d| d.count())
         .unwrap_or(0);
