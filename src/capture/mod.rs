@@ -242,7 +242,7 @@ pub async fn run_resyncing(
 /// directories, and the source-side objects db-sync keeps (signalling table, publication).
 async fn prepare(config: &Config) -> Result<(Journal, BTreeMap<String, String>), CaptureError> {
     let mut identity = prepare::identity(config).await?;
-    let journal = Journal::open(&config.journal.dir, config.journal.segment_max_bytes)?;
+    let mut journal = Journal::open(&config.journal.dir, config.journal.segment_max_bytes)?;
     let tables = tables::list(config).await;
     if let Some(tables) = &tables {
         tables::check(config, tables)?;
@@ -251,7 +251,7 @@ async fn prepare(config: &Config) -> Result<(Journal, BTreeMap<String, String>),
     prepare::adopt_legacy_files(config, &props);
     prepare::check_offsets(config, &props, &journal, &identity)?;
     prepare::check_source(config, &mut identity).await?;
-    resync::check_slot(config, &mut props, &journal, &mut identity).await?;
+    resync::check_slot(config, &mut props, &mut journal, &mut identity).await?;
     if let Some(tables) = &tables {
         // A full snapshot (a new journal, a resync) reads every table anyway.
         let captured = resync::offsets_file(&props).is_some()

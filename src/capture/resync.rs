@@ -10,16 +10,18 @@
 //! missing, deletes included.
 //!
 //! Capture checks before the engine starts, whenever Debezium's offsets exist: the slot is
-//! missing, lost, or recreated (its `restart_lsn` lies after the position Debezium's offsets
+//! missing, lost, or recreated (its `restart_lsn` lies after every position Debezium's offsets
 //! record, which a slot that kept its WAL never does: Debezium confirms only what its offsets
-//! hold). Then, with `resync` (the default), it records the resync in the journal's identity,
-//! drops the unusable slot, sets Debezium's offsets aside (`debezium-offsets.dat.lost-<time>`)
-//! and starts the engine with `snapshot.mode=initial`: a new slot and a full snapshot of the
-//! included tables into the same journal. Apply takes that snapshot as it takes a new
-//! journal's: over a target table that has rows it sweeps, deleting the rows the snapshot did
-//! not bring (deleted while nothing could capture them). The resync shows in `status`,
-//! `/metrics` and `/healthz` until the snapshot's last row is journaled. With `stop`, capture
-//! exits 1 with one line instead.
+//! hold, up to the last commit position). Then, with `resync` (the default), it makes the
+//! journal forget the old stream's position (the new slot's first transaction comes without a
+//! previous commit position, would sort before it and be dropped as a duplicate), records the
+//! resync in the journal's identity, drops the unusable slot, sets Debezium's offsets aside
+//! (`debezium-offsets.dat.lost-<time>`) and starts the engine with `snapshot.mode=initial`: a
+//! new slot and a full snapshot of the included tables into the same journal. Apply takes
+//! that snapshot as it takes a new journal's: over a target table that has rows it sweeps,
+//! deleting the rows the snapshot did not bring (deleted while nothing could capture them).
+//! The resync shows in `status`, `/metrics` and `/healthz` until the snapshot's last row is
+//! journaled. With `stop`, capture exits 1 with one line instead.
 //!
 //! A crash during the resync finds the resync recorded and the offsets (if any) of the new
 //! slot: the snapshot starts over, as a new journal's would.
@@ -40,7 +42,7 @@ const APPLICATION: &str = "db-sync capture";
 pub async fn check_slot(
     config: &Config,
     props: &mut BTreeMap<String, String>,
-    journal: &Journal,
+    journal: &mut Journal,
     identity: &mut Identity,
 ) -> Result<(), CaptureError> {
     if !config.is_postgres() {
@@ -75,6 +77,8 @@ pub async fn check_slot(
                 slot = %name,
                 "replication slot {name} {reason}: resyncing — a new slot and a full snapshot of the included tables; target rows the snapshot does not bring are deleted when it completes"
             );
+            // Before the resync is recorded: a crash in between resyncs again from here.
+            journal.forget_marks()?;
             identity.resync = Some(Resync {
                 reason: format!("replication slot {name} {reason}"),
                 started_at: chrono::Utc::now().to_rfc3339(),
@@ -146,31 +150,34 @@ pub fn offsets_file(props: &BTreeMap<String, String>) -> Option<PathBuf> {
         .then_some(path)
 }
 
-/// The highest `"lsn"` Debezium's offsets record. The file is a serialized Java map whose
-/// values are the connector's offsets as JSON text (`{"lsn_proc":…,"lsn":…,…}`), so the
-/// number after `"lsn":` is read from the bytes; `None` when there is none.
+/// The highest position Debezium's offsets record. The file is a serialized Java map whose
+/// values are the connector's offsets as JSON text (`{"lsn_proc":…,"lsn_commit":…,"lsn":…}`),
+/// so the numbers after those keys are read from the bytes; `None` when there is none. The
+/// slot is confirmed to the commit position (`lsn_commit`), which lies after the last change's
+/// own (`lsn`): the highest of the three is the bound the slot's `restart_lsn` stays under.
 fn confirmed_lsn(path: &Path) -> Option<Lsn> {
     let bytes = std::fs::read(path).ok()?;
     lsn_in(&bytes)
 }
 
 fn lsn_in(bytes: &[u8]) -> Option<Lsn> {
-    const KEY: &[u8] = b"\"lsn\":";
     let mut best = None;
-    let mut at = 0;
-    while let Some(i) = bytes[at..].windows(KEY.len()).position(|w| w == KEY) {
-        let start = at + i + KEY.len();
-        let digits = bytes[start..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if let Some(n) = std::str::from_utf8(&bytes[start..start + digits])
-            .ok()
-            .and_then(|d| d.parse::<u64>().ok())
-        {
-            best = best.max(Some(n));
+    for key in [&b"\"lsn\":"[..], b"\"lsn_proc\":", b"\"lsn_commit\":"] {
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(key.len()).position(|w| w == key) {
+            let start = at + i + key.len();
+            let digits = bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if let Some(n) = std::str::from_utf8(&bytes[start..start + digits])
+                .ok()
+                .and_then(|d| d.parse::<u64>().ok())
+            {
+                best = best.max(Some(n));
+            }
+            at = start;
         }
-        at = start;
     }
     best.map(Lsn)
 }
@@ -221,10 +228,14 @@ mod tests {
     #[test]
     fn the_offsets_lsn_is_read_from_the_serialized_map() {
         let mut file = b"\xac\xed\x00\x05sr\x00\x11java.util.HashMap".to_vec();
-        file.extend_from_slice(br#"{"lsn_proc":120,"lsn":118,"txId":7,"ts_usec":1}"#);
+        file.extend_from_slice(br#"{"lsn_proc":120,"lsn_commit":125,"lsn":118,"txId":7}"#);
         file.extend_from_slice(b"\x00\x01x");
         file.extend_from_slice(br#"{"lsn":99}"#);
-        assert_eq!(lsn_in(&file), Some(Lsn(118)));
+        assert_eq!(
+            lsn_in(&file),
+            Some(Lsn(125)),
+            "the commit position bounds the slot"
+        );
         assert_eq!(lsn_in(b"nothing"), None);
     }
 }

@@ -457,6 +457,22 @@ impl Journal {
         if self.next_seq == self.active_first_seq {
             return Ok(());
         }
+        self.start_segment()
+    }
+
+    /// Forgets the stream's position, so that a new stream (the new replication slot of a
+    /// resync) is never compared with the old one's: Debezium sends a new slot's first
+    /// transaction without a previous commit position, which would sort before every old mark
+    /// and be dropped as a duplicate. A new segment starts without a mark (an empty active
+    /// segment is replaced by one).
+    pub fn forget_marks(&mut self) -> Result<(), JournalError> {
+        self.last_mark = None;
+        self.stream_mark = None;
+        self.start_segment()
+    }
+
+    /// Starts the active segment at the next sequence, its header carrying the current mark.
+    fn start_segment(&mut self) -> Result<(), JournalError> {
         let header = Header {
             first_seq: self.next_seq,
             last_mark: self.last_mark,

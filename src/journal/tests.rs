@@ -275,6 +275,34 @@ fn dedup_state_survives_rolls_into_empty_segments() {
 }
 
 #[test]
+fn a_new_stream_after_forgetting_marks_is_kept_and_the_forgetting_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(tmp.path(), 4096).unwrap();
+    let a = j.schema_id(SCHEMA_A).unwrap();
+    let old = body_a(b'c', false, Some((500, 10)), 1, None);
+    j.append([(a, &old[..])]).unwrap();
+    // A new slot's first transaction: no previous commit position, an LSN the old stream had.
+    let first = body_a(b'u', false, Some((0, 600)), 1, None);
+    j.forget_marks().unwrap();
+    drop(j);
+    let mut j = Journal::open(tmp.path(), 4096).unwrap();
+    assert_eq!(j.last_mark(), None, "the new segment starts without a mark");
+    let a = j.schema_id(SCHEMA_A).unwrap();
+    let out = j.append([(a, &first[..])]).unwrap();
+    assert_eq!((out.events, out.duplicates), (1, 0));
+    // From there on, re-deliveries (after a restart) are dropped again.
+    drop(j);
+    let mut j = Journal::open(tmp.path(), 4096).unwrap();
+    let a = j.schema_id(SCHEMA_A).unwrap();
+    assert_eq!(j.append([(a, &first[..])]).unwrap().duplicates, 1);
+    // An empty active segment is replaced.
+    j.roll().unwrap();
+    j.forget_marks().unwrap();
+    assert_eq!(seqs(tmp.path()), vec![1, 2]);
+    assert_eq!(j.append([(a, &first[..])]).unwrap().events, 1);
+}
+
+#[test]
 fn a_torn_tail_is_truncated_on_open() {
     let tmp = tempfile::tempdir().unwrap();
     let mut j = Journal::open(tmp.path(), 1 << 20).unwrap();

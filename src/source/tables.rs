@@ -1,11 +1,11 @@
 //! The tables the pipeline includes, as the source's catalog shows them.
 //!
 //! Debezium decides which tables it captures from `table.include.list` /
-//! `table.exclude.list` (regular expressions matched against the whole `schema.table`) and
-//! `schema.include.list` / `schema.exclude.list` (against the schema name); with none set,
-//! every table outside the system schemas. [`included`] applies the same lists to the
-//! catalog, so db-sync's checks see the tables Debezium will stream: ordinary tables and
-//! partitioned parents (a partition streams under its root's name, see
+//! `table.exclude.list` (regular expressions matched, ignoring case, against the whole
+//! `schema.table`) and `schema.include.list` / `schema.exclude.list` (against the schema
+//! name); with none set, every table outside the system schemas. [`included`] applies the
+//! same lists to the catalog, so db-sync's checks see the tables Debezium will stream:
+//! ordinary tables and partitioned parents (a partition streams under its root's name, see
 //! [`publication`](super::publication)), never the pipeline's own signalling table.
 //!
 //! For each table it reads what the checks at start need: the primary key, the replica
@@ -120,10 +120,10 @@ pub async fn included(config: &Config) -> Result<Vec<SourceTable>, SourceError> 
               WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
                 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                 AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-                AND ($1::text IS NULL OR n.nspname || '.' || c.relname ~ $1)
-                AND ($2::text IS NULL OR NOT n.nspname || '.' || c.relname ~ $2)
-                AND ($3::text IS NULL OR n.nspname ~ $3)
-                AND ($4::text IS NULL OR NOT n.nspname ~ $4)
+                AND ($1::text IS NULL OR n.nspname || '.' || c.relname ~* $1)
+                AND ($2::text IS NULL OR NOT n.nspname || '.' || c.relname ~* $2)
+                AND ($3::text IS NULL OR n.nspname ~* $3)
+                AND ($4::text IS NULL OR NOT n.nspname ~* $4)
               ORDER BY 1",
             &[&tables_in, &tables_out, &schemas_in, &schemas_out],
         )
