@@ -86,7 +86,7 @@ pub async fn backfill(
 
     // No cycle applies to the target while the table is rebuilt.
     let _lock = if config.journal.dir.is_dir() {
-        Some(locks::compact_lock(&config.journal.dir)?)
+        Some(locks::compact_lock(&config.journal.dir).await?)
     } else {
         None
     };
