@@ -3,14 +3,16 @@
 //!
 //! The audit files are replayed in `_cdc_seq` order through the same merge, chunks and
 //! checkpoint table as apply ([`Applier::apply_window`]), read batch by batch and applied in
-//! windows of about the memory budget's window bytes (`memory_limit_mb`), each window after the one before it, so the target ends as
-//! the source was at the last replayed change. The checkpoint rows go under the pipeline name
-//! `<name>:backfill:<table>`, cleared when a backfill starts: a retried chunk whose commit was
-//! lost is not applied twice, and a new backfill replays everything again.
+//! windows of about the memory budget's window bytes (`memory_limit_mb`), each window after
+//! the one before it, so the target ends as the source was at the last replayed change. The
+//! checkpoint rows go under the pipeline name `<name>:backfill:<table>`, cleared when a
+//! backfill starts: a retried chunk whose commit was lost is not applied twice, and a new
+//! backfill replays everything again.
 //!
-//! Backfill holds the compaction lock, so no scheduled cycle applies to the target meanwhile.
-//! Changes audited but not yet applied are applied again by the next cycle, in order, which
-//! ends in the same state.
+//! Backfill takes `compact.lock` before it lists the audit files and holds it to the end, so
+//! no cycle writes an audit file it would miss, or applies to the target meanwhile. Changes
+//! audited but not yet applied are applied again by the next cycle, in order, which ends in
+//! the same state.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,7 +64,8 @@ pub trait Progress {
     fn window_applied(&self, window: (u64, u64), rows: u64);
 }
 
-/// Rebuilds the target rows of `opts.table` from its audit files.
+/// Rebuilds the target rows of `opts.table` from its audit files (see the module doc for
+/// what it guarantees).
 pub async fn backfill(
     config: &Config,
     opts: &Options,
@@ -73,9 +76,17 @@ pub async fn backfill(
         key: "target".into(),
         message: "is not configured: backfill writes to the target; add a `target:` section".into(),
     })?;
+    // Before the listing, and to the end: a cycle between the two would write a file the
+    // replay never reads, and no cycle applies to the target while the table is rebuilt.
+    let _lock = if config.journal.dir.is_dir() {
+        Some(locks::compact_lock(&config.journal.dir).await?)
+    } else {
+        None
+    };
     let budget = config.budget();
     let store = AuditStore::open(&config.audit)?;
     let files = files_to_replay(&store, opts, budget.batch_bytes).await?;
+    check_key(&store, files.first(), budget, &opts.table).await?;
     let pipeline = format!("{}:backfill:{}", config.name, opts.table);
     let mut target = Applier::new(tc, &pipeline, budget)?;
     let mut summary = Summary {
@@ -83,23 +94,6 @@ pub async fn backfill(
         files: files.len(),
         ..Summary::default()
     };
-
-    // No cycle applies to the target while the table is rebuilt.
-    let _lock = if config.journal.dir.is_dir() {
-        Some(locks::compact_lock(&config.journal.dir).await?)
-    } else {
-        None
-    };
-    // A table without a key cannot be applied: say so before anything is emptied.
-    if let Some(first) = files.first() {
-        let reader = store
-            .open_rows(first, budget.batch_bytes, &std::env::temp_dir())
-            .await?;
-        let schema = table_schema(&reader.schema_json, &mut Vec::new(), &store, first)?;
-        if !schema.has_key() {
-            return Err(no_key(&opts.table));
-        }
-    }
     target.prepare().await?;
     target.prune_checkpoints(u64::MAX).await?;
     if opts.truncate {
@@ -119,6 +113,27 @@ pub async fn backfill(
     let mut summary = replay.summary;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// A table without a key cannot be applied: said before anything is emptied or replayed.
+async fn check_key(
+    store: &AuditStore,
+    first: Option<&AuditFile>,
+    budget: Budget,
+    table: &str,
+) -> Result<(), ApplyError> {
+    let Some(first) = first else {
+        return Ok(());
+    };
+    let reader = store
+        .open_rows(first, budget.batch_bytes, &std::env::temp_dir())
+        .await?;
+    let schema = table_schema(&reader.schema_json, &mut Vec::new(), store, first)?;
+    if schema.has_key() {
+        Ok(())
+    } else {
+        Err(no_key(table))
+    }
 }
 
 /// The audit files of `opts.table` to replay, in order: those an interrupted roll-up left
