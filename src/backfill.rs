@@ -9,10 +9,22 @@
 //! backfill starts: a retried chunk whose commit was lost is not applied twice, and a new
 //! backfill replays everything again.
 //!
-//! Backfill takes `compact.lock` before it lists the audit files and holds it to the end, so
-//! no cycle writes an audit file it would miss, or applies to the target meanwhile. Changes
-//! audited but not yet applied are applied again by the next cycle, in order, which ends in
-//! the same state.
+//! Guarantees beside a running daemon:
+//!
+//! - **Every audited change is replayed.** Backfill takes `compact.lock` before it lists the
+//!   audit files and holds it to the end, so no cycle writes an audit file it would miss, or
+//!   applies to the target meanwhile.
+//! - **Readers never see a half-built table.** With `--truncate` the table is rebuilt under
+//!   a shadow name and swapped in with one `RENAME TABLE` (`backfill/shadow.rs`); a failed or killed
+//!   backfill leaves the old table as it was, and the next backfill drops what it left.
+//!   Without `--truncate` the rows are replayed in place.
+//! - **Nothing cycles would have applied is lost.** Apply's progress is left alone: what is
+//!   audited is replayed here (the target then holds the latest audited values), and the
+//!   next cycle applies everything after `applied_through` again, in order, which ends in
+//!   the same state (a window applied again is idempotent), then what was journaled
+//!   meanwhile.
+
+mod shadow;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,7 +49,8 @@ pub struct Options {
     pub since: Option<DateTime<Utc>>,
     /// Replay only changes committed at or before this time.
     pub until: Option<DateTime<Utc>>,
-    /// Empty the target table first.
+    /// Rebuild the table from nothing: under a shadow name, swapped in for the old one at
+    /// the end.
     pub truncate: bool,
 }
 
@@ -53,6 +66,7 @@ pub struct Summary {
     pub chunks: u32,
     /// First and last journal sequence replayed.
     pub seqs: Option<(u64, u64)>,
+    /// `--truncate` replaced an existing target table.
     pub truncated: bool,
     pub seconds: f64,
 }
@@ -88,22 +102,28 @@ pub async fn backfill(
     let files = files_to_replay(&store, opts, budget.batch_bytes).await?;
     check_key(&store, files.first(), budget, &opts.table).await?;
     let pipeline = format!("{}:backfill:{}", config.name, opts.table);
-    let mut target = Applier::new(tc, &pipeline, budget)?;
-    let mut summary = Summary {
-        target_table: target.target_name(&opts.table),
-        files: files.len(),
-        ..Summary::default()
-    };
-    target.prepare().await?;
-    target.prune_checkpoints(u64::MAX).await?;
+    let names = shadow::Names::of(&Applier::new(tc, &pipeline, budget)?.target_name(&opts.table));
+    let mut ddl = shadow::Ddl::new(tc)?;
+    ddl.drop_leftovers(&names).await?;
+    // With --truncate the rows go to the shadow, swapped in at the end; else to the target.
+    let mut into = tc.clone();
     if opts.truncate {
-        summary.truncated = target.truncate(&opts.table).await?.1;
+        ddl.create(&opts.table, &names, tc.create_tables).await?;
+        into.table_name = names.rebuild.clone();
     }
+    let mut target = Applier::new(&into, &pipeline, budget)?;
+    target.prepare().await?;
+    // A chunk committed by an earlier run belongs to a table rebuilt since: replay all.
+    target.prune_checkpoints(u64::MAX).await?;
     let mut replay = Replay {
         target,
         settings: (tc.batch_rows, tc.truncate.applies()),
         opts,
-        summary,
+        summary: Summary {
+            target_table: names.target.clone(),
+            files: files.len(),
+            ..Summary::default()
+        },
         progress,
         pending: Vec::new(),
         pending_bytes: 0,
@@ -111,11 +131,14 @@ pub async fn backfill(
     };
     replay.files(&store, &files, budget).await?;
     let mut summary = replay.summary;
+    if opts.truncate {
+        summary.truncated = ddl.swap(&names).await?;
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-/// A table without a key cannot be applied: said before anything is emptied or replayed.
+/// A table without a key cannot be applied: said before anything is created or replayed.
 async fn check_key(
     store: &AuditStore,
     first: Option<&AuditFile>,
