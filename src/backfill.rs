@@ -9,9 +9,22 @@
 //! the pipeline name `<name>:backfill:<table>`, cleared when a backfill starts: a retried chunk
 //! whose commit was lost is not applied twice, and a new backfill replays everything again.
 //!
-//! Backfill holds the compaction lock, so no scheduled cycle applies to the target meanwhile.
-//! Changes audited but not yet applied are applied again by the next cycle, in order, which
-//! ends in the same state.
+//! Guarantees beside a running daemon:
+//!
+//! - **Every audited change is replayed.** Backfill takes `compact.lock` before it lists the
+//!   audit files and holds it to the end, so no cycle writes an audit file it would miss, or
+//!   applies to the target meanwhile.
+//! - **Readers never see a half-built table.** With `--truncate` the table is rebuilt under
+//!   a shadow name and swapped in with one `RENAME TABLE` (`backfill/shadow.rs`); a failed or killed
+//!   backfill leaves the old table as it was, and the next backfill drops what it left.
+//!   Without `--truncate` the rows are replayed in place.
+//! - **Nothing cycles would have applied is lost.** Apply's progress is left alone: what is
+//!   audited is replayed here (the target then holds the latest audited values), and the
+//!   next cycle applies everything after `applied_through` again, in order, which ends in
+//!   the same state (a window applied again is idempotent), then what was journaled
+//!   meanwhile.
+
+mod shadow;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +49,8 @@ pub struct Options {
     pub since: Option<DateTime<Utc>>,
     /// Replay only changes committed at or before this time.
     pub until: Option<DateTime<Utc>>,
-    /// Empty the target table first.
+    /// Rebuild the table from nothing: under a shadow name, swapped in for the old one at
+    /// the end.
     pub truncate: bool,
 }
 
@@ -52,6 +66,7 @@ pub struct Summary {
     pub chunks: u32,
     /// First and last journal sequence replayed.
     pub seqs: Option<(u64, u64)>,
+    /// `--truncate` replaced an existing target table.
     pub truncated: bool,
     pub seconds: f64,
 }
@@ -63,7 +78,8 @@ pub trait Progress {
     fn window_applied(&self, window: (u64, u64), rows: u64);
 }
 
-/// Rebuilds the target rows of `opts.table` from its audit files.
+/// Rebuilds the target rows of `opts.table` from its audit files (see the module doc for
+/// what it guarantees).
 pub async fn backfill(
     config: &Config,
     opts: &Options,
@@ -74,43 +90,40 @@ pub async fn backfill(
         key: "target".into(),
         message: "is not configured: backfill writes to the target; add a `target:` section".into(),
     })?;
-    let budget = config.budget();
-    let store = AuditStore::open(&config.audit)?;
-    let files = files_to_replay(&store, opts, budget.batch_bytes).await?;
-    let pipeline = format!("{}:backfill:{}", config.name, opts.table);
-    let mut target = Applier::new(tc, &pipeline, budget)?;
-    let mut summary = Summary {
-        target_table: target.target_name(&opts.table),
-        files: files.len(),
-        ..Summary::default()
-    };
-
-    // No cycle applies to the target while the table is rebuilt.
+    // Before the listing, and to the end: a cycle between the two would write a file the
+    // replay never reads, and no cycle applies to the target while the table is rebuilt.
     let _lock = if config.journal.dir.is_dir() {
-        Some(locks::compact_lock(&config.journal.dir)?)
+        Some(locks::compact_lock(&config.journal.dir).await?)
     } else {
         None
     };
-    // A table without a key cannot be applied: say so before anything is emptied.
-    if let Some(first) = files.first() {
-        let reader = store
-            .open_rows(first, budget.batch_bytes, &std::env::temp_dir())
-            .await?;
-        let schema = table_schema(&reader.schema_json, &mut Vec::new(), &store, first)?;
-        if !schema.has_key() {
-            return Err(no_key(&opts.table));
-        }
-    }
-    target.prepare().await?;
-    target.prune_checkpoints(u64::MAX).await?;
+    let budget = config.budget();
+    let store = AuditStore::open(&config.audit)?;
+    let files = files_to_replay(&store, opts, budget.batch_bytes).await?;
+    check_key(&store, files.first(), budget, &opts.table).await?;
+    let pipeline = format!("{}:backfill:{}", config.name, opts.table);
+    let names = shadow::Names::of(&Applier::new(tc, &pipeline, budget)?.target_name(&opts.table));
+    let mut ddl = shadow::Ddl::new(tc)?;
+    ddl.drop_leftovers(&names).await?;
+    // With --truncate the rows go to the shadow, swapped in at the end; else to the target.
+    let mut into = tc.clone();
     if opts.truncate {
-        summary.truncated = target.truncate(&opts.table).await?.1;
+        ddl.create(&opts.table, &names, tc.create_tables).await?;
+        into.table_name = names.rebuild.clone();
     }
+    let mut target = Applier::new(&into, &pipeline, budget)?;
+    target.prepare().await?;
+    // A chunk committed by an earlier run belongs to a table rebuilt since: replay all.
+    target.prune_checkpoints(u64::MAX).await?;
     let mut replay = Replay {
         target,
         settings: (tc.batch_rows, tc.truncate.applies()),
         opts,
-        summary,
+        summary: Summary {
+            target_table: names.target.clone(),
+            files: files.len(),
+            ..Summary::default()
+        },
         progress,
         pending: Vec::new(),
         pending_bytes: 0,
@@ -118,8 +131,32 @@ pub async fn backfill(
     };
     replay.files(&store, &files, budget).await?;
     let mut summary = replay.summary;
+    if opts.truncate {
+        summary.truncated = ddl.swap(&names).await?;
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// A table without a key cannot be applied: said before anything is created or replayed.
+async fn check_key(
+    store: &AuditStore,
+    first: Option<&AuditFile>,
+    budget: Budget,
+    table: &str,
+) -> Result<(), ApplyError> {
+    let Some(first) = first else {
+        return Ok(());
+    };
+    let reader = store
+        .open_rows(first, budget.batch_bytes, &std::env::temp_dir())
+        .await?;
+    let schema = table_schema(&reader.schema_json, &mut Vec::new(), store, first)?;
+    if schema.has_key() {
+        Ok(())
+    } else {
+        Err(no_key(table))
+    }
 }
 
 /// The audit files of `opts.table` to replay, in order: those an interrupted roll-up left

@@ -3,9 +3,11 @@
 //!
 //! [`run_once`] holds `compact.lock` in the state directory for the whole cycle, so two
 //! processes (a daemon and a cron-started `compact --once`) never work on one journal at
-//! once: the second waits. Each stage keeps its own guarantee ([`crate::audit::writer`],
-//! [`crate::apply`]); GC then deletes only sealed segments that are audited, applied (when a
-//! target is configured) and older than `journal.retain_hours` ([`state::collectable_through`]).
+//! once: the second waits, without blocking the async runtime, and a stop request ends the
+//! wait ([`locks::compact_lock`]). Each stage keeps its own guarantee
+//! ([`crate::audit::writer`], [`crate::apply`]); GC then deletes only sealed segments that
+//! are audited, applied (when a target is configured) and older than `journal.retain_hours`
+//! ([`state::collectable_through`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -69,7 +71,16 @@ pub async fn run_until(
         tracing::info!(journal = %dir.display(), "no journal yet; nothing to compact");
         return Ok(Summary::default());
     }
-    let _lock = locks::compact_lock(dir)?;
+    // Waiting for another process's lock (a backfill, say) blocks nothing else in the daemon,
+    // and a stop request ends the wait.
+    let lock = match stop {
+        Some(stop) => locks::compact_lock_until(dir, stop).await?,
+        None => Some(locks::compact_lock(dir).await?),
+    };
+    let Some(_lock) = lock else {
+        tracing::info!("stopped while waiting for compact.lock; nothing done");
+        return Ok(Summary::default());
+    };
     let audit = audit::audit_once(config).await?;
     let apply = apply::apply_audited(config, stop).await?;
     let segments_deleted = collect_garbage(config)?;

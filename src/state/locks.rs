@@ -5,6 +5,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::StateError;
 
@@ -31,23 +34,48 @@ pub fn try_lock(path: &Path) -> Result<Option<File>, StateError> {
     }
 }
 
+/// How often a waiter for the compaction lock tries it again.
+const RETRY: Duration = Duration::from_millis(100);
+
 /// Takes the compaction lock of the state directory `dir`; a second holder waits for the first
-/// (a daemon's cycle and a cron-started `compact --once` never work at once).
-pub fn compact_lock(dir: &Path) -> Result<File, StateError> {
+/// (a daemon's cycle, a cron-started `compact --once`, a backfill, a roll-up and
+/// `verify --repair` never work at once).
+///
+/// The wait never blocks the async runtime: the lock is tried without blocking, and again
+/// after a tokio sleep while another process holds it, so a long backfill in another process
+/// leaves the daemon's `/healthz`, signal handling and capture running. Logs once when it has
+/// to wait. Dropping the future ends the wait.
+pub async fn compact_lock(dir: &Path) -> Result<File, StateError> {
     let path = dir.join(COMPACT_LOCK);
-    if let Some(file) = try_lock(&path)? {
-        return Ok(file);
+    let mut waiting = false;
+    loop {
+        if let Some(file) = try_lock(&path)? {
+            return Ok(file);
+        }
+        if !waiting {
+            tracing::info!(
+                lock = %path.display(),
+                "waiting for compact.lock held by another db-sync process"
+            );
+            waiting = true;
+        }
+        tokio::time::sleep(RETRY).await;
     }
-    tracing::info!(
-        "another compaction holds {}; waiting for it",
-        path.display()
-    );
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| StateError::io(&path, e))?;
-    file.lock().map_err(|e| StateError::io(&path, e))?;
-    Ok(file)
+}
+
+/// [`compact_lock`] that gives up once `stop` turns true: `Ok(None)`. A free lock is taken
+/// even then.
+pub async fn compact_lock_until(
+    dir: &Path,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<File>, StateError> {
+    let mut stop = stop.clone();
+    tokio::select! {
+        biased;
+        lock = compact_lock(dir) => lock.map(Some),
+        // A closed channel never turns true: that branch is then left out.
+        Ok(_) = stop.wait_for(|stopped| *stopped) => Ok(None),
+    }
 }
 
 /// Asks the capture that holds the journal to roll its active segment.

@@ -98,8 +98,6 @@ pub enum VerifyError {
     /// `--repair` cannot do what it was asked: the message names why and what to do.
     #[error("verify: {0}")]
     Repair(String),
-    #[error("verify: waiting for compact.lock: {0}")]
-    Lock(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
@@ -117,8 +115,7 @@ impl Classify for VerifyError {
             VerifyError::Compare { .. }
             | VerifyError::Copy { .. }
             | VerifyError::Lsn(_)
-            | VerifyError::Repair(_)
-            | VerifyError::Lock(_) => ErrorKind::Permanent,
+            | VerifyError::Repair(_) => ErrorKind::Permanent,
             VerifyError::Journal(e) => e.kind(),
             VerifyError::State(e) => e.kind(),
             VerifyError::Cycle(e) => e.kind(),
@@ -279,11 +276,8 @@ async fn repair_all(
     }
     let redacted = crate::apply::redact_url(tc.url.expose());
     let mut my = Session::new(tc.url.expose(), redacted).map_err(VerifyError::TargetUrl)?;
-    let dir = config.journal.dir.clone();
     // No cycle writes to the target while extra rows are deleted.
-    let lock = tokio::task::spawn_blocking(move || crate::state::locks::compact_lock(&dir))
-        .await
-        .map_err(VerifyError::Lock)??;
+    let lock = crate::state::locks::compact_lock(&config.journal.dir).await?;
     let mut done = BTreeMap::new();
     for t in report.tables.iter().filter(|t| t.differences() > 0) {
         let Some(plan) = &t.plan else {

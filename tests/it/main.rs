@@ -11,6 +11,7 @@ mod audit_crash;
 mod audit_rows;
 mod audit_store;
 mod audit_types;
+mod backfill_live;
 mod bad_input;
 mod big_rows;
 mod capture;

@@ -13,7 +13,7 @@ use crate::support::*;
 const WAIT: Duration = Duration::from_secs(180);
 
 /// (HTTP status, body) of `url`, through curl.
-fn get(url: &str) -> (u16, String) {
+pub fn get(url: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "-m", "20", "-w", "\n%{http_code}", url])
         .output()
@@ -34,7 +34,7 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -472,7 +472,10 @@ fn retention_deletes_exactly_the_old_partitions_and_waits_for_the_lock() {
 
     // A backfill holds the compaction lock: roll-up waits for it, and deletes nothing meanwhile.
     let journal = s.dir.path().join("journal");
-    let lock = db_sync::state::locks::compact_lock(&journal).unwrap();
+    use db_sync::state::locks;
+    let lock = locks::try_lock(&journal.join(locks::COMPACT_LOCK))
+        .unwrap()
+        .expect("nothing else holds the lock");
     let log = s.dir.path().join("rollup.log");
     let mut child = std::process::Command::new(crate::support::BIN)
         .arg("--config")
@@ -487,7 +490,7 @@ fn retention_deletes_exactly_the_old_partitions_and_waits_for_the_lock() {
     let waited = std::time::Instant::now();
     while !std::fs::read_to_string(&log)
         .unwrap()
-        .contains("another compaction holds")
+        .contains("waiting for compact.lock held by another db-sync process")
     {
         assert!(
             waited.elapsed() < std::time::Duration::from_secs(60),

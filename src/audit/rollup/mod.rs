@@ -152,7 +152,7 @@ pub async fn rollup(config: &Config, opts: &Options) -> Result<Summary, RollupEr
         if files.len() < 2 && !expired {
             continue; // nothing to merge, no leftover possible
         }
-        let _lock = match lock(config)? {
+        let _lock = match lock(config).await? {
             Lock::Held(l) => l,
             Lock::Pending => {
                 tracing::warn!("an unfinished compaction window is pending; roll-up waits for the next compaction cycle to finish it");
@@ -232,13 +232,14 @@ enum Lock {
     Pending,
 }
 
-/// The compaction lock (when a journal exists), unless a compaction window is pending.
-fn lock(config: &Config) -> Result<Lock, RollupError> {
+/// The compaction lock (when a journal exists), unless a compaction window is pending. The
+/// wait for it blocks nothing else in the daemon.
+async fn lock(config: &Config) -> Result<Lock, RollupError> {
     let dir = &config.journal.dir;
     if !dir.is_dir() {
         return Ok(Lock::Held(None));
     }
-    let lock = locks::compact_lock(dir)?;
+    let lock = locks::compact_lock(dir).await?;
     if AuditProgress::load(dir)?.pending.is_some() {
         return Ok(Lock::Pending);
     }
