@@ -218,7 +218,7 @@ pub async fn prepare_table(
     session: &mut Session,
     name: &str,
     plan: &TablePlan,
-    create: bool,
+    (create, drop_dropped): (bool, bool),
     collation: &str,
     mut known: Option<&mut BTreeMap<String, String>>,
 ) -> Result<TargetTable, ApplyError> {
@@ -241,7 +241,9 @@ pub async fn prepare_table(
             let added = add_missing_columns(session, t, &defs, create).await?;
             let widened =
                 create && follow_types(session, t, plan, &defs, known.as_deref_mut()).await?;
-            added || widened
+            let dropped = drop_dropped
+                && drop_columns(session, t, &defs, &plan.key, known.as_deref_mut()).await?;
+            added || widened || dropped
         }
     };
     let mut table = if changed {
@@ -317,6 +319,51 @@ async fn add_missing_columns(
     exec(session, &add_columns(&t.name, &missing), what).await?;
     for d in &missing {
         tracing::info!(table = %t.name, column = %d.name, ty = %d.ty, default = d.default.as_deref().unwrap_or("none"), "added target column");
+    }
+    Ok(true)
+}
+
+/// `target.dropped_columns: drop`: drops the target columns db-sync made (`known`) that no
+/// schema version of the window has (the source dropped them), and forgets them.
+async fn drop_columns(
+    session: &mut Session,
+    t: &TargetTable,
+    defs: &[ColumnDef],
+    key: &[String],
+    known: Option<&mut BTreeMap<String, String>>,
+) -> Result<bool, ApplyError> {
+    let Some(known) = known else {
+        return Ok(false);
+    };
+    let has = |c: &str| {
+        defs.iter().any(|d| d.name.eq_ignore_ascii_case(c))
+            || key.iter().any(|k| k.eq_ignore_ascii_case(c))
+    };
+    let gone: Vec<String> = known
+        .keys()
+        .filter(|c| t.columns.contains_key(*c) && !has(c))
+        .cloned()
+        .collect();
+    if gone.is_empty() {
+        return Ok(false);
+    }
+    let sql = format!(
+        "ALTER TABLE {} {}",
+        quote(&t.name),
+        gone.iter()
+            .map(|c| format!("DROP COLUMN {}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    exec(
+        session,
+        &sql,
+        format!("dropping columns of {}", quote(&t.name)),
+    )
+    .await?;
+    for c in &gone {
+        known.remove(c);
+        tracing::info!(table = %t.name, column = %c, "dropped target column: the source dropped it (target.dropped_columns: drop)");
     }
     Ok(true)
 }

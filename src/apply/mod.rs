@@ -27,8 +27,9 @@
 //! `target.connections` (chunks of disjoint keys applied side by side, default 2),
 //! `target.create_tables` (create missing tables, add new columns; default true),
 //! `target.table_name` (default `{table}`), `target.load_data` (the `LOAD DATA` path, default
-//! true), `target.truncate` (`apply` or `ignore` a source TRUNCATE) and `target.on_reject`
-//! (`stop`, or `quarantine` a row the target refuses). `memory_limit_mb` bounds a window's
+//! true), `target.truncate` (`apply` or `ignore` a source TRUNCATE), `target.on_reject`
+//! (`stop`, or `quarantine` a row the target refuses) and `target.dropped_columns` (`keep` a
+//! column the source dropped, NULL in rows written afterwards, or `drop` it). `memory_limit_mb` bounds a window's
 //! merged rows and a chunk's bytes ([`crate::config::Budget`]).
 //!
 //! # Checkpoint tables
@@ -89,7 +90,7 @@ use std::time::Instant;
 
 use crate::audit::AuditError;
 use crate::compact::{CompactError, SnapshotMarks};
-use crate::config::{target_table_name as target_name, OnReject, TargetConfig};
+use crate::config::{target_table_name as target_name, DroppedColumns, OnReject, TargetConfig};
 use crate::error::{Classify, ErrorKind};
 use crate::journal::JournalError;
 use crate::state::{ApplyWindow, ColumnTypes, StateError, Sweep};
@@ -248,6 +249,8 @@ pub struct Applier {
     /// Use `LOAD DATA LOCAL` (configured, and the server has not refused it).
     load_data: AtomicBool,
     create_tables: bool,
+    /// `target.dropped_columns: drop`.
+    drop_columns: bool,
     table_name: String,
     collation: Option<String>,
     /// `target.on_reject: quarantine`.
@@ -297,6 +300,7 @@ impl Applier {
             pipeline: pipeline.to_string(),
             load_data: AtomicBool::new(tc.load_data),
             create_tables: tc.create_tables,
+            drop_columns: tc.dropped_columns == DroppedColumns::Drop,
             table_name: tc.table_name.clone(),
             collation: None,
             quarantine: tc.on_reject == OnReject::Quarantine,
@@ -366,7 +370,7 @@ impl Applier {
             &mut self.session,
             &name,
             plan,
-            self.create_tables,
+            (self.create_tables, self.drop_columns),
             &collation,
             known,
         )

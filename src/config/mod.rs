@@ -295,10 +295,24 @@ pub struct TargetConfig {
     /// What happens to a row the target cannot hold.
     #[serde(default)]
     pub on_reject: OnReject,
+    /// What a column dropped at the source does to the target's.
+    #[serde(default)]
+    pub dropped_columns: DroppedColumns,
     /// Connections that apply the chunks of a window in parallel (disjoint keys, each chunk
     /// still one transaction with its checkpoint row).
     #[serde(default = "default_connections", deserialize_with = "flex::parse")]
     pub connections: usize,
+}
+
+/// `target.dropped_columns`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DroppedColumns {
+    /// The target keeps the column; rows written from then on hold NULL in it.
+    #[default]
+    Keep,
+    /// The target drops it too, once a window has only schema versions without it.
+    Drop,
 }
 
 /// `target.truncate`.

@@ -236,6 +236,27 @@ fn generated_columns_are_left_out_keyless_tables_refused_and_dropped_columns_kep
     );
     let out = p.db_sync(&["verify", "--table", "public.g", "--settle", "30"]);
     assert_eq!(exit_code(&out), 0, "verify agrees: {}", text(&out));
+
+    // With `target.dropped_columns: drop` the target drops it too, at the next change.
+    let extra = format!(
+        "{}{}",
+        audit_yaml(&p),
+        my.target_yaml("  dropped_columns: drop\n")
+    );
+    let mut capture = p.start_capture_with(&extra);
+    sql.exec("INSERT INTO g (id, a) VALUES (5, 5)");
+    wait_for_row(&p, &mut capture, "public.g", 5);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    compact(&p);
+    let columns = lines(my.rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'g' ORDER BY ordinal_position",
+    ));
+    assert_eq!(columns, ["id", "a"], "the dropped column goes");
+    assert_eq!(
+        lines(my.rows("SELECT id, a FROM g ORDER BY id")),
+        lines(sql.rows("SELECT id, a FROM g ORDER BY id")),
+    );
 }
 
 #[test]
