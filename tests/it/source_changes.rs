@@ -316,3 +316,42 @@ fn a_table_added_to_the_pipeline_is_snapshotted_alone_while_the_others_stream() 
         assert_eq!(lines(my.rows(&q)), lines(sql.rows(&q)), "{t}");
     }
 }
+
+#[test]
+fn range_domain_and_enum_columns_arrive_as_the_source_prints_them_beside_other_tables() {
+    let p = Pipeline::new(
+        "ranges",
+        "CREATE DOMAIN positive AS numeric(10,2) CHECK (VALUE > 0);
+         CREATE TYPE mood AS ENUM ('sad', 'ok');
+         CREATE TABLE r (id int PRIMARY KEY, during int4range, span tsrange, price positive, m mood);
+         INSERT INTO r VALUES (1, '[1,5)', '[2024-01-01 00:00:00,2024-02-01 12:30:00)', 9.50, 'ok'),
+                              (2, 'empty', NULL, 0.01, 'sad');
+         CREATE TABLE plain (id int PRIMARY KEY, v text);
+         INSERT INTO plain VALUES (1, 'x');",
+        "public.r,public.plain",
+    );
+    let my = My::fresh(&format!("ranges_{}", std::process::id()));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
+    snapshot(&p, &extra, 3);
+    let sql = p.sql();
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    sql.exec("UPDATE r SET during = '(10,20]', price = 1.25 WHERE id = 1");
+    sql.exec("INSERT INTO plain VALUES (2, 'y')");
+    wait_for_row(&p, &mut capture, "public.plain", 2);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    compact(&p);
+    assert_eq!(
+        lines(my.rows("SELECT id, during, span, price, m FROM r ORDER BY id")),
+        lines(
+            sql.rows(
+                "SELECT id, during::text, span::text, price::text, m::text FROM r ORDER BY id"
+            )
+        ),
+        "ranges as the source prints them, the domain as its base type, the enum as its label"
+    );
+    assert_eq!(
+        lines(my.rows("SELECT id, v FROM plain ORDER BY id")),
+        ["1,x", "2,y"]
+    );
+}
