@@ -144,6 +144,8 @@ pub struct TargetTable {
     /// progress records them). One that a schema version no longer has was dropped at the
     /// source: the target keeps it, and rows written from that version on hold NULL in it.
     pub followed: HashSet<String>,
+    /// The lower-cased columns of its primary key, in key order (empty without one).
+    pub key: Vec<String>,
 }
 
 /// The table `name` of the target database, or `None` when it does not exist.
@@ -152,29 +154,37 @@ pub async fn describe(
     name: &str,
 ) -> Result<Option<TargetTable>, ApplyError> {
     let what = format!("reading the definition of {}", quote(name));
-    let found: Result<(Vec<(String, String)>, u64), SqlError> =
-        with_retry!(session, &what, |conn| {
-            {
-                let columns: Vec<(String, String)> = conn
-                    .exec(
-                        "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+    type Found = (Vec<(String, String)>, u64, Vec<String>);
+    let found: Result<Found, SqlError> = with_retry!(session, &what, |conn| {
+        {
+            let columns: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
                      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-                        (name,),
-                    )
-                    .await?;
-                let blockers: Option<u64> = conn
-                    .exec_first(
-                        "SELECT (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                    (name,),
+                )
+                .await?;
+            let key: Vec<String> = conn
+                .exec(
+                    "SELECT COLUMN_NAME FROM information_schema.STATISTICS \
+                         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+                           AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+                    (name,),
+                )
+                .await?;
+            let blockers: Option<u64> = conn
+                .exec_first(
+                    "SELECT (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
                        WHERE CONSTRAINT_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = ?) + \
                      (SELECT COUNT(*) FROM information_schema.TRIGGERS \
                        WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = ?)",
-                        (name, name),
-                    )
-                    .await?;
-                Ok::<_, SqlError>((columns, blockers.unwrap_or(0)))
-            }
-        });
-    let (columns, blockers) = found.map_err(|e| ApplyError::sql(&session.url, &what, e))?;
+                    (name, name),
+                )
+                .await?;
+            Ok::<_, SqlError>((columns, blockers.unwrap_or(0), key))
+        }
+    });
+    let (columns, blockers, key) = found.map_err(|e| ApplyError::sql(&session.url, &what, e))?;
     if columns.is_empty() {
         return Ok(None);
     }
@@ -186,6 +196,7 @@ pub async fn describe(
             .collect(),
         replace_safe: blockers == 0,
         followed: HashSet::new(),
+        key: key.iter().map(|c| c.to_ascii_lowercase()).collect(),
     }))
 }
 
@@ -238,6 +249,8 @@ pub async fn prepare_table(
             true
         }
         Some(t) => {
+            // Before any DDL: a table keyed otherwise is not changed at all.
+            check_key(t, plan)?;
             let added = add_missing_columns(session, t, &defs, create).await?;
             let widened =
                 create && follow_types(session, t, plan, &defs, known.as_deref_mut()).await?;
@@ -267,6 +280,40 @@ pub async fn prepare_table(
             quote(name)
         ))
     })
+}
+
+/// Refuses a target table whose primary key is not the source table's (its latest schema
+/// version's, when the source changed its key): apply would match rows by the wrong columns
+/// (a table made by hand with another key or none, a source key widened since).
+fn check_key(table: &TargetTable, plan: &TablePlan) -> Result<(), ApplyError> {
+    let source: Vec<String> = plan
+        .versions
+        .last()
+        .map(|v| v.schema.key_columns())
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| plan.key.clone());
+    let lower: Vec<String> = source.iter().map(|c| c.to_ascii_lowercase()).collect();
+    if table.key == lower {
+        return Ok(());
+    }
+    let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    let (has, alter) = if table.key.is_empty() {
+        ("no primary key".to_string(), "ADD PRIMARY KEY")
+    } else {
+        (
+            format!("primary key ({})", list(&table.key)),
+            "DROP PRIMARY KEY, ADD PRIMARY KEY",
+        )
+    };
+    Err(ApplyError::KeyMismatch(format!(
+        "target table {} has {has}, but source table {} is keyed by ({}): apply would match its rows by the wrong columns. Give the target the source's key (ALTER TABLE {} {alter} ({})) if its rows allow it, or drop it and rebuild it (db-sync creates it with the right key) with `db-sync backfill --table {} --resnapshot`; the journal keeps every change not yet applied",
+        quote(&table.name),
+        plan.table,
+        list(&source),
+        quote(&table.name),
+        list(&source),
+        plan.table,
+    )))
 }
 
 /// Every column any schema version of `plan` has, in order of first appearance, each with its

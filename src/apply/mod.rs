@@ -154,6 +154,9 @@ pub enum ApplyError {
     /// A checkpoint row says its chunk covered other rows than this run plans for it.
     #[error("apply stopped: {0}")]
     CheckpointMismatch(String),
+    /// The target table's primary key is not the source table's.
+    #[error("apply stopped: {0}")]
+    KeyMismatch(String),
 }
 
 /// A source column type change the target table cannot follow without loss.
@@ -198,7 +201,7 @@ impl ApplyError {
 impl Classify for ApplyError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ApplyError::Config { .. } => ErrorKind::Config,
+            ApplyError::Config { .. } | ApplyError::KeyMismatch(_) => ErrorKind::Config,
             ApplyError::Audit(e) => e.kind(),
             ApplyError::State(e) => e.kind(),
             ApplyError::Journal(e) => e.kind(),

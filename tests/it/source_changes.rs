@@ -355,3 +355,69 @@ fn range_domain_and_enum_columns_arrive_as_the_source_prints_them_beside_other_t
         ["1,x", "2,y"]
     );
 }
+
+#[test]
+fn a_target_key_other_than_the_source_key_stops_apply_with_one_line() {
+    let p = Pipeline::new(
+        "widekey",
+        "CREATE TABLE k (id int NOT NULL, region text NOT NULL, v text, CONSTRAINT k_pkey PRIMARY KEY (id));
+         INSERT INTO k VALUES (1, 'us', 'a'), (2, 'us', 'b');
+         CREATE TABLE byhand (id int PRIMARY KEY, email text);
+         INSERT INTO byhand VALUES (1, 'x@y');",
+        "public.k,public.byhand",
+    );
+    let my = My::fresh(&format!("widekey_{}", std::process::id()));
+    // A target table made by hand with another key.
+    my.exec("CREATE TABLE byhand (id INT, email VARCHAR(64) PRIMARY KEY)");
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
+    snapshot(&p, &extra, 3);
+    let out = p.db_sync(&["compact", "--once"]);
+    let line = last_stderr_line(&out);
+    assert_eq!(exit_code(&out), 2, "{}", text(&out));
+    assert!(
+        line.contains("target table `byhand` has primary key (`email`)")
+            && line.contains("keyed by (`id`)"),
+        "{line}"
+    );
+    my.exec("DROP TABLE byhand");
+    compact(&p);
+
+    // The source widens its key; a row only the wider key tells apart follows.
+    let sql = p.sql();
+    sql.exec("ALTER TABLE k DROP CONSTRAINT k_pkey, ADD PRIMARY KEY (id, region)");
+    stream_until(&p, "INSERT INTO k VALUES (1, 'eu', 'c')", "public.k", 1);
+    let out = p.db_sync(&["compact", "--once"]);
+    let line = last_stderr_line(&out);
+    assert_eq!(exit_code(&out), 2, "{}", text(&out));
+    assert!(
+        line.contains("has primary key (`id`)")
+            && line.contains("keyed by (`id`, `region`)")
+            && line.contains("ALTER TABLE `k` DROP PRIMARY KEY, ADD PRIMARY KEY (`id`, `region`)"),
+        "{line}"
+    );
+    // Doing what the line says: both rows arrive.
+    my.exec("ALTER TABLE k DROP PRIMARY KEY, ADD PRIMARY KEY (id, region(64))");
+    compact(&p);
+    let q = "SELECT id, region, v FROM k ORDER BY id, region";
+    assert_eq!(lines(my.rows(q)), lines(sql.rows(q)));
+}
+
+/// Starts capture, runs `statement`, waits for a change of `table` with `id`, stops capture.
+fn stream_until(p: &Pipeline, statement: &str, table: &str, id: i64) {
+    let before = p.events().len();
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    p.sql().exec(statement);
+    let start = Instant::now();
+    while !p.events()[before..]
+        .iter()
+        .any(|e| e["table"] == table && e["after"]["id"] == id)
+    {
+        if let Ok(Some(status)) = capture.child.try_wait() {
+            panic!("capture exited ({status}); log:\n{}", capture.log());
+        }
+        assert!(start.elapsed() < STREAM_WAIT, "{}", capture.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+}
