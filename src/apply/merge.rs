@@ -504,8 +504,48 @@ impl TableMerge {
                 }
             }
         }
+        plan.moves = in_dependency_order(std::mem::take(&mut plan.moves));
         plan
     }
+}
+
+/// `moves` (in journal order of their keys' last changes) reordered so that a move out of a
+/// key comes before the move into it: a chain `3 → 5`, then `0 → 3` must move row 3 away
+/// before row 0 takes its key, even when row 5 changed again after both (which put its move
+/// last by journal order, and made the target lose row 3). Each key is the origin of at most
+/// one move and the destination of at most one, so following "the move out of my destination"
+/// walks a chain; a cycle (keys swapped) keeps the journal order within it.
+fn in_dependency_order(moves: Vec<MoveRow>) -> Vec<MoveRow> {
+    let by_from: HashMap<&[u8], usize> = moves
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (&*m.from, i))
+        .collect();
+    let mut placed = vec![false; moves.len()];
+    let mut walking = vec![false; moves.len()];
+    let mut order = Vec::with_capacity(moves.len());
+    let mut path = Vec::new();
+    for start in 0..moves.len() {
+        let mut i = start;
+        while !placed[i] && !walking[i] {
+            walking[i] = true;
+            path.push(i);
+            match by_from.get(&*moves[i].to) {
+                Some(&next) => i = next,
+                None => break,
+            }
+        }
+        for &i in path.iter().rev() {
+            placed[i] = true;
+            order.push(i);
+        }
+        path.clear();
+    }
+    let mut slots: Vec<Option<MoveRow>> = moves.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each move placed once"))
+        .collect()
 }
 
 /// Merges the changes of a window, table by table.

@@ -11,7 +11,9 @@
 //!   key) gains nothing from a long window, and small first windows let the first chunks leave
 //!   early: there the window stops at the ramp size the caller gives. A window never ends
 //!   between the delete half and the create half of a key change, whatever ends it (the
-//!   budget, or the audited range when a journal seal fell between the two halves).
+//!   budget, or the audited range when a journal seal fell between the two halves). It ends
+//!   before the first change of a table whose primary key the source changed: the merge
+//!   keys a table by one key per window.
 //! - **What is superseded.** A change whose key changes again later in the window, by a
 //!   delete or by a row with every column sent, leaves nothing in the merged result: the
 //!   merge skips it without decoding it. A row with an unchanged TOASTed column (it holds the
@@ -196,6 +198,11 @@ struct Versions {
     by_json: HashMap<Vec<u8>, u32>,
     /// The version of each schema frame read (the journal's cheap identity of a schema).
     by_frame: HashMap<(usize, u32), u32, foldhash::fast::RandomState>,
+    /// Per table, the key columns of the first version the scan met.
+    first_key: HashMap<String, Vec<String>>,
+    /// Per version: its key columns are not those of its table's first version (the source
+    /// changed the table's primary key).
+    other_key: Vec<bool>,
 }
 
 impl Versions {
@@ -206,13 +213,29 @@ impl Versions {
         let next = self.by_json.len() as u32;
         let v = *self.by_json.entry(e.schema_json.to_vec()).or_insert(next);
         self.by_frame.insert(e.schema_key, v);
+        if v as usize >= self.other_key.len() {
+            let key = e.schema.key_columns();
+            let first = self
+                .first_key
+                .entry(e.schema.table.clone())
+                .or_insert_with(|| key.clone());
+            self.other_key.resize(v as usize + 1, false);
+            self.other_key[v as usize] = *first != key;
+        }
         v
+    }
+
+    /// Whether version `v` keys its table otherwise than the first version the scan met.
+    fn other_key(&self, v: u32) -> bool {
+        self.other_key.get(v as usize).copied().unwrap_or(false)
     }
 }
 
 /// A keyed change, as the scan weighs it.
 #[derive(Clone, Copy)]
 struct Tracked {
+    /// Its table's key is not the one of the window's first change of the table.
+    other_key: bool,
     /// It replaces every earlier change of its key whole (a delete, or a row with every
     /// column sent).
     whole: bool,
@@ -336,6 +359,7 @@ impl Scanner<'_> {
             e.body.len()
         };
         Ok(Some(Tracked {
+            other_key: self.versions.other_key(version),
             whole,
             row_bytes: row_bytes as u32,
         }))
@@ -368,6 +392,11 @@ impl Scanner<'_> {
             return Ok(false);
         }
         let tracked = self.track(e, &h).map_err(undecodable)?;
+        // The source changed the table's primary key: the merge keys a window by one key per
+        // table, so the window ends before the first change under the new one.
+        if may_end && tracked.is_some_and(|t| t.other_key) && matches!(self.end, End::Plan { .. }) {
+            return Ok(false);
+        }
         // One lookup of the key per change: the map is the scan's main cost.
         let mut known = tracked.and_then(|_| self.keys.get_mut(self.key.as_slice()));
         if let (End::Plan { merged_bytes, .. }, Some(t)) = (self.end, tracked) {

@@ -157,6 +157,51 @@ fn a_change_replaced_whole_later_is_superseded() {
 }
 
 #[test]
+fn a_window_ends_where_the_source_changed_the_tables_key() {
+    // The same table, keyed by (id, n) from its third change on.
+    let wider = String::from_utf8(SCHEMA.to_vec()).unwrap().replace(
+        r#""key":{"type":"struct","optional":false,"fields":[{"field":"id","type":"int64","optional":false}]}"#,
+        r#""key":{"type":"struct","optional":false,"fields":[{"field":"id","type":"int64","optional":false},{"field":"n","type":"int64","optional":false}]}"#,
+    );
+    assert_ne!(wider.as_bytes(), SCHEMA);
+    let wide_body = |id: i64, n: i64| {
+        let mut b = vec![b'c', event::KEY | event::AFTER];
+        b.extend_from_slice(&1_700_000_000_000_000i64.to_le_bytes());
+        varint(&mut b, 0);
+        b.push(0);
+        zz(&mut b, id);
+        zz(&mut b, n);
+        b.push(0);
+        zz(&mut b, id);
+        text(&mut b, "w");
+        zz(&mut b, n);
+        b
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(tmp.path(), 1 << 20).unwrap();
+    let narrow = j.schema_id(SCHEMA).unwrap();
+    let wide = j.schema_id(wider.as_bytes()).unwrap();
+    for (schema, b) in [
+        (narrow, body(&row(b'c', 1, Some("a")))),
+        (narrow, body(&row(b'c', 2, Some("b")))),
+        (wide, wide_body(1, 7)),
+        (wide, wide_body(1, 8)),
+    ] {
+        j.append([(schema, &b[..])]).unwrap();
+    }
+    let big = plan(4, 1 << 20, 1 << 20, 1 << 30);
+    let s = scan(tmp.path(), 1, big, PH).unwrap().unwrap();
+    assert_eq!(
+        s.to, 2,
+        "the window ends before the first change under the new key"
+    );
+    let s = scan(tmp.path(), 3, big, PH).unwrap().unwrap();
+    assert_eq!((s.from, s.to), (3, 4), "the next one starts with it");
+    let s = scan(tmp.path(), 1, End::Exact(4), PH).unwrap().unwrap();
+    assert_eq!(s.to, 4, "a recorded window is taken as it was recorded");
+}
+
+#[test]
 fn a_window_never_ends_after_the_delete_half_of_a_key_change() {
     let tmp = tempfile::tempdir().unwrap();
     journal(
@@ -550,5 +595,46 @@ proptest! {
             })
             .collect();
         prop_assert_eq!(got, names);
+    }
+}
+
+/// Found by the property above: row 3 moves to 5, row 0 then takes key 3, and row 5 changes
+/// again (its name unchanged TOAST). One window merged the 3 → 5 move last (its key's last
+/// change), so row 0 overwrote row 3 before it moved, and the target lost a row.
+#[test]
+fn a_key_freed_by_a_move_and_taken_by_another_keeps_both_rows() {
+    let changes = [
+        Change::Left(3),
+        Change::Moved {
+            id: 5,
+            old: 3,
+            name: None,
+        },
+        Change::Left(0),
+        Change::Moved {
+            id: 3,
+            old: 0,
+            name: None,
+        },
+        Change::Row {
+            op: b'u',
+            id: 5,
+            name: None,
+            n: 50,
+        },
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    journal(tmp.path(), &changes);
+    let ids = |m: &Model| {
+        m.values()
+            .map(|r| String::from_utf8(r[0].clone().unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    for skip in [false, true] {
+        let target = applied(tmp.path(), 5, 200, 1, skip);
+        assert_eq!(ids(&target), ["1", "2", "3", "4", "5"], "skip={skip}");
+        assert!(target
+            .values()
+            .all(|r| r[1].as_deref() == Some(&b"target"[..])));
     }
 }
