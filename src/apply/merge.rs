@@ -514,7 +514,9 @@ impl TableMerge {
 /// before row 0 takes its key, even when row 5 changed again after both (which put its move
 /// last by journal order, and made the target lose row 3). Each key is the origin of at most
 /// one move and the destination of at most one, so following "the move out of my destination"
-/// walks a chain; a cycle (keys swapped) keeps the journal order within it.
+/// walks a chain. A cycle (keys swapped in one window) has no such order: its moves run as
+/// the walk meets them, which loses the values a swap left unchanged (it needs a temporary
+/// key; not done).
 fn in_dependency_order(moves: Vec<MoveRow>) -> Vec<MoveRow> {
     let by_from: HashMap<&[u8], usize> = moves
         .iter()
