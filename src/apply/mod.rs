@@ -90,7 +90,9 @@ use std::time::Instant;
 
 use crate::audit::AuditError;
 use crate::compact::{CompactError, SnapshotMarks};
-use crate::config::{target_table_name as target_name, DroppedColumns, OnReject, TargetConfig};
+use crate::config::{
+    target_name_clashes, target_table_name as target_name, DroppedColumns, OnReject, TargetConfig,
+};
 use crate::error::{Classify, ErrorKind};
 use crate::journal::JournalError;
 use crate::state::{ApplyWindow, ColumnTypes, StateError, Sweep};
@@ -508,22 +510,19 @@ impl Applier {
         Ok(committed.into_keys().collect())
     }
 
-    /// Two source tables must not land in one target table (`target.table_name`).
+    /// Two source tables must not land in one target table (`target.table_name`); capture
+    /// refuses such a config at start, this catches the rest (a capture run before that check).
     fn check_names(&self, plans: &[TablePlan]) -> Result<(), ApplyError> {
-        let mut names: BTreeMap<String, &str> = BTreeMap::new();
-        for p in plans {
-            let name = self.target_name(&p.table);
-            if let Some(other) = names.insert(name.clone(), &p.table) {
-                return Err(ApplyError::Config {
-                    key: "target.table_name".into(),
-                    message: format!(
-                        "maps both {other} and {} to target table `{name}`; include {{schema}} in it",
-                        p.table
-                    ),
-                });
-            }
+        let clashes = target_name_clashes(&self.table_name, plans.iter().map(|p| p.table.as_str()));
+        match clashes.into_iter().next() {
+            None => Ok(()),
+            Some((name, first, second)) => Err(ApplyError::Config {
+                key: "target.table_name".into(),
+                message: format!(
+                    "maps both {first} and {second} to target table `{name}`; include {{schema}} in it"
+                ),
+            }),
         }
-        Ok(())
     }
 
     /// The target table of each plan, created or altered to hold its rows. `None`: a window

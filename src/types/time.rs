@@ -312,6 +312,16 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 mod tests {
     use super::*;
 
+    /// Midnight UTC of a proleptic Gregorian date, in µs since the epoch (chrono's count).
+    fn midnight_us(y: i32, m: u32, d: u32) -> i64 {
+        NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros()
+    }
+
     #[test]
     fn zoned_timestamps_parse_to_utc_micros() {
         assert_eq!(parse_zoned_timestamp("1970-01-01T00:00:00Z").unwrap(), 0);
@@ -327,14 +337,7 @@ mod tests {
         assert!(parse_zoned_timestamp("yesterday").is_err());
         assert!(parse_zoned_timestamp("2026-02-30T00:00:00Z").is_err());
         // Beyond RFC 3339: year 10000 and 44 BC (ISO year -43), as chrono computes them.
-        let chrono_us = |y: i32, m: u32, d: u32| {
-            chrono::NaiveDate::from_ymd_opt(y, m, d)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap()
-                .and_utc()
-                .timestamp_micros()
-        };
+        let chrono_us = midnight_us;
         assert_eq!(
             parse_zoned_timestamp("+10000-01-01T00:00:00Z").unwrap(),
             chrono_us(10000, 1, 1)
@@ -373,14 +376,7 @@ mod tests {
 
     #[test]
     fn years_beyond_9999_and_bc_carry_a_sign() {
-        let us = |y: i32, m: u32, d: u32| {
-            NaiveDate::from_ymd_opt(y, m, d)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap()
-                .and_utc()
-                .timestamp_micros()
-        };
+        let us = midnight_us;
         assert_eq!(
             format_timestamp_us(us(10000, 1, 1), true),
             "+10000-01-01T00:00:00.000000Z"

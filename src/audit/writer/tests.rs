@@ -1,7 +1,7 @@
 //! The audit stage against a journal written through the journal API and a `file://` store,
 //! read back with the parquet crate. (Integration tests cover the real source and DuckDB.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -188,75 +188,48 @@ fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_typed_files_per_table_and_day_exactly_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = config(tmp.path());
-    let day1 = 20_000 * DAY_US + 5;
-    let day2 = 20_001 * DAY_US + 7;
-    {
-        let mut j = Journal::open(&config.journal.dir, 1 << 20).unwrap();
-        let id = j.schema_id(SCHEMA.as_bytes()).unwrap();
-        let mut toasted = full(1);
-        toasted.big = Some(DEFAULT_UNAVAILABLE_PLACEHOLDER);
-        toasted.tags = Some(vec![Some(DEFAULT_UNAVAILABLE_PLACEHOLDER)]);
-        let key_only = Row {
-            id: 2,
-            amount: None,
-            at: None,
-            day: None,
-            tags: None,
-            big: None,
-        };
-        let events = [
-            body(b'r', day1, (0, 1), None, Some(&full(1))),
-            body(b'c', day1, (10, 11), None, Some(&full(2))),
-            body(b'u', day1, (12, 13), None, Some(&toasted)),
-            body(b'd', day2, (14, 15), Some(&key_only), None),
-            body(
-                b'c',
-                day2,
-                (16, 17),
-                None,
-                Some(&Row {
-                    id: 3,
-                    amount: Some(i64::from(i32::MAX)),
-                    at: None,
-                    day: None,
-                    tags: Some(vec![]),
-                    big: None,
-                }),
-            ),
-        ];
-        j.append(events.iter().map(|e| (id, &e[..]))).unwrap();
-    }
-    let summary = compact_once(&config).await.unwrap().expect("work done");
-    assert_eq!(
-        (
-            summary.from,
-            summary.to,
-            summary.events,
-            summary.files,
-            summary.tables
+/// Five changes of `public.t` over two days: a snapshot row, an insert, an update with
+/// unchanged TOAST values, a delete and an insert with an empty array.
+fn journal_two_days(config: &Config, day1: i64, day2: i64) {
+    let mut j = Journal::open(&config.journal.dir, 1 << 20).unwrap();
+    let id = j.schema_id(SCHEMA.as_bytes()).unwrap();
+    let mut toasted = full(1);
+    toasted.big = Some(DEFAULT_UNAVAILABLE_PLACEHOLDER);
+    toasted.tags = Some(vec![Some(DEFAULT_UNAVAILABLE_PLACEHOLDER)]);
+    let key_only = Row {
+        id: 2,
+        amount: None,
+        at: None,
+        day: None,
+        tags: None,
+        big: None,
+    };
+    let events = [
+        body(b'r', day1, (0, 1), None, Some(&full(1))),
+        body(b'c', day1, (10, 11), None, Some(&full(2))),
+        body(b'u', day1, (12, 13), None, Some(&toasted)),
+        body(b'd', day2, (14, 15), Some(&key_only), None),
+        body(
+            b'c',
+            day2,
+            (16, 17),
+            None,
+            Some(&Row {
+                id: 3,
+                amount: Some(i64::from(i32::MAX)),
+                at: None,
+                day: None,
+                tags: Some(vec![]),
+                big: None,
+            }),
         ),
-        (1, 5, 5, 2, 1)
-    );
+    ];
+    j.append(events.iter().map(|e| (id, &e[..]))).unwrap();
+}
 
-    let audit = tmp.path().join("audit");
-    let files = parquet_files(&audit);
-    let names: Vec<String> = files
-        .iter()
-        .map(|p| p.strip_prefix(&audit).unwrap().display().to_string())
-        .collect();
-    assert_eq!(
-        names,
-        vec![
-            "public.t/date=2024-10-04/1-3.parquet",
-            "public.t/date=2024-10-05/4-5.parquet"
-        ]
-    );
-    // Each file carries its table's Connect schema, key included.
-    for f in &files {
+/// Each file carries its table's Connect schema, key included.
+fn assert_connect_schemas(files: &[PathBuf]) {
+    for f in files {
         let schema = schema_metadata(f);
         assert_eq!(schema.table, "public.t");
         let key: Vec<&str> = schema
@@ -277,8 +250,11 @@ async fn writes_typed_files_per_table_and_day_exactly_once() {
                 .len()
         );
     }
+}
 
-    let b = read(&files[0]);
+/// The first day's file: typed columns, the `_cdc_` columns, unchanged TOAST named.
+fn assert_first_day(file: &Path) {
+    let b = read(file);
     let schema = b.schema();
     assert_eq!(
         schema.field_with_name("amount").unwrap().data_type(),
@@ -325,8 +301,11 @@ async fn writes_typed_files_per_table_and_day_exactly_once() {
     let listed = unchanged.value(2);
     let listed = listed.as_string::<i32>();
     assert_eq!((listed.value(0), listed.value(1)), ("tags", "big"));
+}
 
-    let b2 = read(&files[1]);
+/// The second day's file: the delete's before-image, an empty array kept empty.
+fn assert_second_day(file: &Path) {
+    let b2 = read(file);
     let seq = b2
         .column_by_name("_cdc_seq")
         .unwrap()
@@ -341,6 +320,43 @@ async fn writes_typed_files_per_table_and_day_exactly_once() {
         !tags.is_null(1) && tags.value(1).is_empty(),
         "an empty array stays empty"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_typed_files_per_table_and_day_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path());
+    let day1 = 20_000 * DAY_US + 5;
+    let day2 = 20_001 * DAY_US + 7;
+    journal_two_days(&config, day1, day2);
+    let summary = compact_once(&config).await.unwrap().expect("work done");
+    assert_eq!(
+        (
+            summary.from,
+            summary.to,
+            summary.events,
+            summary.files,
+            summary.tables
+        ),
+        (1, 5, 5, 2, 1)
+    );
+
+    let audit = tmp.path().join("audit");
+    let files = parquet_files(&audit);
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(&audit).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "public.t/date=2024-10-04/1-3.parquet",
+            "public.t/date=2024-10-05/4-5.parquet"
+        ]
+    );
+    assert_connect_schemas(&files);
+    assert_first_day(&files[0]);
+    assert_second_day(&files[1]);
 
     // Nothing new: nothing written. The audited segment is gone (retain_hours: 0).
     assert_eq!(compact_once(&config).await.unwrap(), None);
