@@ -158,6 +158,7 @@ pub mod error;
 pub mod failpoint;
 pub mod guard;
 pub mod journal;
+pub mod loader;
 pub mod metrics;
 pub mod query;
 pub mod schedule;

@@ -109,6 +109,9 @@ pub enum CaptureError {
     State(#[from] StateError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The native initial load failed (the source, a value, the journal): its one line.
+    #[error("{0}")]
+    Load(String),
 }
 
 impl Classify for CaptureError {
@@ -124,7 +127,8 @@ impl Classify for CaptureError {
             | CaptureError::Attach(_)
             | CaptureError::EngineLost
             | CaptureError::StateMismatch(_)
-            | CaptureError::SlotLost(_) => ErrorKind::Permanent,
+            | CaptureError::SlotLost(_)
+            | CaptureError::Load(_) => ErrorKind::Permanent,
             CaptureError::State(e) => e.kind(),
             CaptureError::Journal(e) => e.kind(),
         }
@@ -182,7 +186,11 @@ pub async fn run(
     options: Options,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, CaptureError> {
-    let (journal, props) = prepare(config).await?;
+    let (journal, mut props, tables) = prepare(config).await?;
+    let journal = match load(config, options, journal, &mut props, tables, &shutdown).await? {
+        Loaded::Stream(journal) => *journal,
+        Loaded::Stop => return Ok(Summary::default()),
+    };
     let vm = jvm::start(
         &config.engine.lib_dir,
         &config.engine.jvm_options,
@@ -237,10 +245,65 @@ pub async fn run_resyncing(
     }
 }
 
+/// What [`load`] leaves capture to do.
+enum Loaded {
+    /// Start the engine on the journal.
+    Stream(Box<Journal>),
+    /// Stop: shutdown came during the load, or the snapshot was all that was asked for.
+    Stop,
+}
+
+/// Reads the initial snapshot with the native loader when one is due and the loader can
+/// read every table ([`crate::loader`]); Debezium then streams without a snapshot of its own.
+async fn load(
+    config: &Config,
+    options: Options,
+    journal: Journal,
+    props: &mut BTreeMap<String, String>,
+    tables: Option<Vec<SourceTable>>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Loaded, CaptureError> {
+    let due = resync::offsets_file(props).is_none()
+        && props.get("snapshot.mode").is_none_or(|m| m == "initial");
+    let (Some(tables), true) = (tables, due) else {
+        return Ok(Loaded::Stream(Box::new(journal)));
+    };
+    let applied: Vec<SourceTable> = tables
+        .into_iter()
+        .filter(|t| t.refusal().is_none())
+        .collect();
+    let plan = match crate::loader::decide(config, &applied).await {
+        Ok(plan) => plan,
+        Err(e) => return Err(CaptureError::Load(e.to_string())),
+    };
+    let tables = match plan {
+        crate::loader::Decision::Native(tables) => tables,
+        crate::loader::Decision::Debezium(why) => {
+            tracing::info!("the initial snapshot goes through Debezium: {why}");
+            return Ok(Loaded::Stream(Box::new(journal)));
+        }
+    };
+    let (journal, outcome) = crate::loader::run(config, tables, journal, shutdown.clone())
+        .await
+        .map_err(|e| CaptureError::Load(e.to_string()))?;
+    if outcome == crate::loader::Outcome::Stopped {
+        return Ok(Loaded::Stop);
+    }
+    resync::complete(&config.journal.dir)?;
+    if options.exit_after_snapshot {
+        tracing::info!("snapshot complete; stopping capture");
+        return Ok(Loaded::Stop);
+    }
+    props.insert("snapshot.mode".into(), "no_data".into());
+    Ok(Loaded::Stream(Box::new(journal)))
+}
+
 /// Everything before the engine starts: the journal and its identity, the engine's
 /// properties, the checks of the local state against itself and the source, Debezium's
 /// directories, and the source-side objects db-sync keeps (signalling table, publication).
-async fn prepare(config: &Config) -> Result<(Journal, BTreeMap<String, String>), CaptureError> {
+async fn prepare(
+    config: &Config,
+) -> Result<(Journal, BTreeMap<String, String>, Option<Vec<SourceTable>>), CaptureError> {
     let mut identity = prepare::identity(config).await?;
     let mut journal = Journal::open(&config.journal.dir, config.journal.segment_max_bytes)?;
     let tables = tables::list(config).await;
@@ -268,7 +331,7 @@ async fn prepare(config: &Config) -> Result<(Journal, BTreeMap<String, String>),
     }
     source::signal::ensure_table(config).await;
     source::publication::ensure_partition_root(config).await;
-    Ok((journal, props))
+    Ok((journal, props, tables))
 }
 
 /// Waits for the engine thread to end, meanwhile sealing the journal when compaction asks

@@ -91,6 +91,13 @@ pub async fn check_slot(
                     .map_err(|e| CaptureError::SlotLost(format!("{e}; drop replication slot {name} by hand (SELECT pg_drop_replication_slot('{name}')) and start again")))?;
             }
             set_aside(&offsets)?;
+            // The new slot's snapshot is a new load, whoever reads it.
+            let progress = config.journal.dir.join(crate::loader::PROGRESS_FILE);
+            if let Err(e) = std::fs::remove_file(&progress) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(crate::state::StateError::io(&progress, e).into());
+                }
+            }
             props.insert("snapshot.mode".into(), "initial".into());
             Ok(())
         }

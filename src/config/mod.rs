@@ -34,6 +34,8 @@
 //! | `query.cache_dir`, `query.cache_mb` | `data/query-cache`, 1024 | [`crate::query`] |
 //! | `source_guard.max_retained_wal_mb` | 10240 | [`crate::guard`], `status`, `/healthz` |
 //! | `source_guard.on_slot_lost` | `resync` | [`crate::capture`] (a lost slot: resync or stop) |
+//! | `snapshot.loader` | `native` | [`crate::loader`] (`debezium`: Debezium's own snapshot) |
+//! | `snapshot.connections` | 2 | [`crate::loader`] (source connections reading ranges) |
 //! | `metrics.listen` | `127.0.0.1:9464` (empty: off) | [`crate::metrics`] |
 //! | `memory_limit_mb` | 512 | [`Budget`]: decode, apply, backfill, the engine's queue |
 //! | `jobs_dir` | `jobs` | [`crate::schedule`] |
@@ -49,7 +51,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use interpolate::{interpolate, InterpolateError};
-pub use ops::{MetricsConfig, SlotLost, SourceGuardConfig};
+pub use ops::{Loader, MetricsConfig, SlotLost, SnapshotConfig, SourceGuardConfig};
 pub use secret::{is_secret_key, Secret};
 
 /// A configuration problem: always a bad input, never a runtime failure (exit code 2).
@@ -99,6 +101,8 @@ pub struct Config {
     pub query: QueryConfig,
     #[serde(default)]
     pub source_guard: SourceGuardConfig,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
     /// The memory db-sync's own work stays within, whatever the row size: decode batches,

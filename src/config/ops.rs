@@ -1,6 +1,6 @@
 //! The operations keys: `source_guard:` (how much WAL the slot may hold back before db-sync
-//! warns, and what capture does when the slot is lost) and `metrics:` (where `run` serves
-//! `/metrics` and `/healthz`).
+//! warns, and what capture does when the slot is lost), `snapshot:` (who reads the initial
+//! snapshot) and `metrics:` (where `run` serves `/metrics` and `/healthz`).
 
 use serde::Deserialize;
 
@@ -73,4 +73,43 @@ impl Default for MetricsConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:9464".to_string()
+}
+
+/// `snapshot:`: who reads a PostgreSQL source's initial (and resync) snapshot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    #[serde(default)]
+    pub loader: Loader,
+    /// Source connections the native loader reads ranges on, at once.
+    #[serde(
+        default = "default_snapshot_connections",
+        deserialize_with = "flex::parse"
+    )]
+    pub connections: usize,
+}
+
+/// `snapshot.loader`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loader {
+    /// db-sync reads the tables itself with binary `COPY` over page ranges, resumable per
+    /// range ([`crate::loader`]); Debezium then only streams.
+    #[default]
+    Native,
+    /// Debezium's own snapshot (one JDBC reader per table; starts over after a crash).
+    Debezium,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            loader: Loader::default(),
+            connections: default_snapshot_connections(),
+        }
+    }
+}
+
+fn default_snapshot_connections() -> usize {
+    2
 }

@@ -510,9 +510,8 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Writers of a body's primitives, for tests that build bodies the way the bridge does
-/// (`BatchEncoder.java`).
-#[cfg(test)]
+/// Writers of a body's primitives, as the bridge writes them (`BatchEncoder.java`): for the
+/// native loader, and tests that build bodies.
 pub(crate) mod encode {
     pub fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
@@ -529,8 +528,13 @@ pub(crate) mod encode {
 
     /// A string: its length, then its bytes.
     pub fn text(out: &mut Vec<u8>, s: &str) {
-        varint(out, s.len() as u64);
-        out.extend_from_slice(s.as_bytes());
+        bytes(out, s.as_bytes());
+    }
+
+    /// Bytes (or a string's UTF-8): the length, then the bytes.
+    pub fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
     }
 }
 

@@ -110,7 +110,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), StateError> {
 }
 
 /// Reads a JSON state file; `None` when it does not exist.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     match std::fs::read(path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes)

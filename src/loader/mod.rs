@@ -1,0 +1,625 @@
+//! The native initial loader: db-sync reads a PostgreSQL source's initial snapshot itself,
+//! with binary `COPY` over page (`ctid`) ranges on `snapshot.connections` connections, and
+//! journals the rows as snapshot reads in the bridge's own encoding, so audit files, apply,
+//! backfill and `query` see no difference from Debezium's snapshot. Debezium then only
+//! streams (`snapshot.mode=no_data`).
+//!
+//! # Why the rows are exact
+//!
+//! Before the first range is read, the loader makes sure the publication and the
+//! replication slot exist (creating them if not): the slot's consistent point `L` comes
+//! before every read. Each range is read by one `COPY` at some time `T ≥ L`, so it holds every
+//! change committed before `T`. Streaming starts only after the last range is journaled, from
+//! the slot, i.e. from `L`: every change committed after `L` follows the snapshot rows in the
+//! journal, including those a range already holds. Replayed over a row read later, each
+//! change is one an upsert, a delete or a key move ([`crate::apply`]) takes in order to the
+//! same end: a column's final value is the last change that set it, or the value read if none
+//! did; a deleted row is deleted again; an update that did not send an unchanged TOASTed
+//! column keeps the value the target holds. The target ends equal to the source. The audit
+//! files show such a row as its snapshot read followed by the changes since `L`.
+//!
+//! # Resumable
+//!
+//! The plan (each table's ranges) is written once to `loader-progress.json` in the state
+//! directory, and each range is marked there once its rows are journaled. Before a range's
+//! append the file names it and the journal's next sequence; a crash in the append (a torn
+//! batch) is found on the next start by the journal having grown past that sequence, and the
+//! range is read again without the keys it already journaled. A restart reads only the ranges
+//! not done: nothing twice, nothing lost, since the slot still holds every change from `L`.
+//!
+//! # Snapshot markers
+//!
+//! Apply's snapshot sweep needs a table's last snapshot row flagged. The writer holds each
+//! table's latest non-empty range back until the next one arrives, so that the table's last
+//! range is known when it is written; the last row of it carries the table's last-row flag,
+//! and the last table's last row the snapshot's.
+//!
+//! # What it reads
+//!
+//! Every included table whose columns are all of the types [`columns::Kind`] knows, with
+//! Debezium's default value handling. Otherwise, or with source keys that change what
+//! Debezium sends (`column.include.list`, `decimal.handling.mode`, …), the whole initial
+//! snapshot goes through Debezium, with one line saying why; so does `snapshot.loader:
+//! debezium`.
+
+mod columns;
+mod copy;
+mod progress;
+mod write;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::config::{Config, Loader};
+use crate::journal::event;
+use crate::journal::Journal;
+use crate::source::tables::SourceTable;
+use crate::source::{self, connect, SourceError};
+use columns::{Column, Kind};
+pub use progress::PROGRESS_FILE;
+use progress::{Progress, Range};
+
+/// Heap pages per range: 16 MiB of table, a few seconds of `COPY`.
+const RANGE_PAGES: u32 = 2048;
+
+/// Source keys that change what Debezium sends for a value or which columns it sends; with
+/// any of them set, Debezium reads the snapshot.
+const DEBEZIUM_ONLY_KEYS: &[&str] = &[
+    "decimal.handling.mode",
+    "time.precision.mode",
+    "binary.handling.mode",
+    "interval.handling.mode",
+    "hstore.handling.mode",
+    "column.include.list",
+    "column.exclude.list",
+    "converters",
+    "message.key.columns",
+    "snapshot.select.statement.overrides",
+    "field.name.adjustment.mode",
+    "schema.name.adjustment.mode",
+    "topic.naming.strategy",
+    "money.fraction.digits",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("initial load: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+/// One table the loader reads.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// `schema.table`.
+    pub name: String,
+    /// The columns Debezium sends, in table order.
+    pub columns: Vec<Column>,
+    /// Indexes into `columns` of the primary key, in key order.
+    pub key: Vec<usize>,
+    /// The schema entry JSON (`{"table","topic","key","row"}`), as the bridge writes it.
+    pub schema_json: String,
+    /// The relations holding the rows (the partitions of a partitioned table), quoted.
+    pub leaves: Vec<(String, u32)>,
+}
+
+/// Whether the initial snapshot is the loader's to read, and what it reads.
+#[derive(Debug)]
+pub enum Decision {
+    Native(Vec<Table>),
+    /// Debezium reads it; the reason, for one log line.
+    Debezium(String),
+}
+
+/// Decides who reads the initial snapshot of `tables` (the included tables db-sync applies).
+pub async fn decide(config: &Config, tables: &[SourceTable]) -> Result<Decision, LoadError> {
+    if !config.is_postgres() {
+        return Ok(Decision::Debezium("the source is not PostgreSQL".into()));
+    }
+    if config.snapshot.loader == Loader::Debezium {
+        return Ok(Decision::Debezium("snapshot.loader is debezium".into()));
+    }
+    if let Some(key) = DEBEZIUM_ONLY_KEYS
+        .iter()
+        .find(|k| config.source_prop(k).is_some())
+    {
+        return Ok(Decision::Debezium(format!(
+            "source.{key} is set, and the native loader sends values as Debezium's defaults do"
+        )));
+    }
+    let (client, described) = connect(config, "db-sync loader").await?;
+    let prefix = config
+        .source_prop("topic.prefix")
+        .unwrap_or_else(|| config.name.clone());
+    let mut out = Vec::new();
+    for t in tables {
+        match describe(&client, &described, &prefix, t).await? {
+            Ok(table) => out.push(table),
+            Err(why) => return Ok(Decision::Debezium(why)),
+        }
+    }
+    Ok(Decision::Native(out))
+}
+
+/// One table's columns, schema and leaves; `Err(reason)` when the loader cannot read it.
+async fn describe(
+    client: &tokio_postgres::Client,
+    described: &str,
+    prefix: &str,
+    t: &SourceTable,
+) -> Result<Result<Table, String>, LoadError> {
+    let (schema, table) = t.name.split_once('.').unwrap_or(("", &t.name));
+    let rows = client
+        .query(
+            "SELECT a.attname::text, t.typname::text, a.atttypmod, a.attnotnull,
+                    pg_get_expr(d.adbin, d.adrelid), t.typtype::text
+               FROM pg_attribute a
+               JOIN pg_class c ON c.oid = a.attrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_type t ON t.oid = a.atttypid
+               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(SourceError::query(format!(
+            "cannot read the columns of {} on {described}",
+            t.name
+        )))?;
+    let mut columns = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        if t.generated.contains(&name) {
+            continue;
+        }
+        let type_name: String = r.get(1);
+        let typmod: i32 = r.get(2);
+        let Some(kind) = Kind::of(&type_name, typmod).filter(|_| r.get::<_, String>(5) == "b")
+        else {
+            return Ok(Err(format!(
+                "column {}.{name} is of type {type_name}, which only Debezium's snapshot reads",
+                t.name
+            )));
+        };
+        columns.push(Column {
+            name,
+            type_name,
+            typmod,
+            not_null: r.get(3),
+            default: r.get(4),
+            kind,
+        });
+    }
+    let key: Vec<usize> = t
+        .key
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &c.name == k))
+        .collect();
+    if key.len() != t.key.len() {
+        return Ok(Err(format!(
+            "a key column of {} is left out of its rows",
+            t.name
+        )));
+    }
+    let leaves = client
+        .query(
+            "WITH root AS (SELECT format('%I.%I', $1::text, $2::text)::regclass::oid AS oid)
+             SELECT format('%I.%I', n.nspname, c.relname),
+                    (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'r'
+                AND (c.oid = (SELECT oid FROM root)
+                     OR c.oid IN (SELECT relid FROM pg_partition_tree((SELECT oid FROM root))
+                                   WHERE isleaf))
+              ORDER BY 1",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(SourceError::query(format!(
+            "cannot list the partitions of {} on {described}",
+            t.name
+        )))?
+        .into_iter()
+        .map(|r| {
+            let pages: i64 = r.get(1);
+            (
+                r.get::<_, String>(0),
+                u32::try_from(pages).unwrap_or(u32::MAX),
+            )
+        })
+        .collect();
+    let schema_json =
+        write::schema_json(client, described, prefix, &t.name, &columns, &key).await?;
+    Ok(Ok(Table {
+        name: t.name.clone(),
+        columns,
+        key,
+        schema_json,
+        leaves,
+    }))
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every range is journaled (now or before): Debezium streams from the slot.
+    Complete,
+    /// Shutdown was asked for; the next start continues.
+    Stopped,
+}
+
+/// Loads `tables` into `journal`, continuing a load that an earlier start began.
+pub async fn run(
+    config: &Config,
+    tables: Vec<Table>,
+    journal: Journal,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Journal, Outcome), LoadError> {
+    let dir = config.journal.dir.clone();
+    let mut progress = match Progress::load(&dir)? {
+        Some(p) if p.complete => return Ok((journal, Outcome::Complete)),
+        Some(p) => {
+            tracing::info!(
+                ranges_left = p.left(),
+                "initial load: continuing; the ranges already journaled are not read again"
+            );
+            p
+        }
+        None => {
+            let lsn = prepare_source(config, &tables).await?;
+            let p = Progress::plan(&tables, lsn);
+            p.store(&dir)?;
+            tracing::info!(
+                tables = tables.len(),
+                ranges = p.ranges.len(),
+                slot_lsn = %crate::journal::event::format_lsn(lsn),
+                "initial load: reading the tables with COPY over page ranges"
+            );
+            p
+        }
+    };
+    let skip = progress.torn_range_keys(&journal)?;
+    let todo: VecDeque<usize> = (0..progress.ranges.len())
+        .filter(|&i| !progress.done[i])
+        .collect();
+    let tables = Arc::new(tables);
+    let (tx, rx) = tokio::sync::mpsc::channel::<write::Loaded>(config.snapshot.connections.max(1));
+    let writer = write::Writer::new(journal, &tables, &progress)?;
+    let lsn = progress.slot_lsn;
+    let plan = progress.ranges.clone();
+    progress.in_flight = None;
+    let writer = std::thread::Builder::new()
+        .name("loader-writer".into())
+        .spawn(move || writer.run(rx, progress))
+        .map_err(|e| LoadError::Read(format!("cannot start the writer thread: {e}")))?;
+    let queue = Arc::new(Mutex::new(todo));
+    let skip = Arc::new(skip);
+    let started = Instant::now();
+    let mut readers = tokio::task::JoinSet::new();
+    for n in 0..config.snapshot.connections.max(1) {
+        let (config, tables, queue, tx, skip, plan, shutdown) = (
+            config.clone(),
+            Arc::clone(&tables),
+            Arc::clone(&queue),
+            tx.clone(),
+            Arc::clone(&skip),
+            plan.clone(),
+            shutdown.clone(),
+        );
+        readers.spawn(async move {
+            let (client, described) =
+                connect(&config, &format!("db-sync loader {}", n + 1)).await?;
+            loop {
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+                let Some(i) = queue.lock().expect("queue").pop_front() else {
+                    return Ok(());
+                };
+                let range = &plan[i];
+                let table = &tables[range.table];
+                let loaded =
+                    read_range(&client, &described, table, range, i, lsn, skip.get(&i)).await?;
+                if tx.send(loaded).await.is_err() {
+                    return Ok(()); // the writer failed; its error is the one to report
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut failed: Option<LoadError> = None;
+    while let Some(r) = readers.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+                readers.abort_all();
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                failed.get_or_insert(LoadError::Read(format!("a reader panicked: {e}")));
+            }
+        }
+    }
+    let (journal, written) = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .map_err(|e| LoadError::Read(e.to_string()))?
+        .map_err(|_| LoadError::Read("the writer thread panicked".into()))?;
+    let summary = written?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if summary.complete {
+        tracing::info!(
+            rows = summary.rows,
+            seconds = format!("{secs:.1}"),
+            rows_per_second = (summary.rows as f64 / secs.max(1e-3)) as u64,
+            "initial load complete; streaming starts from the slot"
+        );
+        Ok((journal, Outcome::Complete))
+    } else {
+        tracing::info!(
+            rows = summary.rows,
+            "initial load stopped; the next start continues with the ranges left"
+        );
+        Ok((journal, Outcome::Stopped))
+    }
+}
+
+/// Creates the publication (the included tables and the signalling table) and the slot when
+/// they do not exist, before any range is read; the slot's consistent point.
+async fn prepare_source(config: &Config, tables: &[Table]) -> Result<u64, LoadError> {
+    let (client, described) = connect(config, "db-sync loader").await?;
+    let publication = source::publication_name(config);
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(SourceError::query(format!(
+            "cannot read pg_publication on {described}"
+        )))?
+        .is_some();
+    if !exists {
+        let mut names: Vec<String> = tables.iter().map(|t| quote_name(&t.name)).collect();
+        if let Some(signal) = source::signal_collection(config) {
+            let present = client
+                .query_opt("SELECT to_regclass($1)::text", &[&quote_name(&signal)])
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.get::<_, Option<String>>(0));
+            if present.is_some() {
+                names.push(quote_name(&signal));
+            }
+        }
+        let what = if names.is_empty() {
+            "FOR ALL TABLES".to_string()
+        } else {
+            format!("FOR TABLE {}", names.join(", "))
+        };
+        let via_root = source::publish_via_partition_root(config);
+        let sql = format!(
+            "CREATE PUBLICATION \"{}\" {what} WITH (publish_via_partition_root = {via_root})",
+            publication.replace('"', "\"\"")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(SourceError::query(format!(
+                "cannot create publication {publication} on {described}"
+            )))?;
+    }
+    let slot = source::slot_name(config);
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(SourceError::query(format!(
+            "cannot read pg_replication_slots on {described}"
+        )))?;
+    let lsn: Option<String> = match row {
+        Some(r) => r.get(0),
+        None => client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+            .map_err(SourceError::query(format!(
+                "cannot create replication slot {slot} on {described}"
+            )))?
+            .get(0),
+    };
+    let lsn: source::slot::Lsn = lsn
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: source::slot::BadLsn| LoadError::Read(e.to_string()))?;
+    Ok(lsn.0)
+}
+
+/// `schema.table` quoted for PostgreSQL.
+fn quote_name(name: &str) -> String {
+    let (schema, table) = name.split_once('.').unwrap_or(("public", name));
+    format!(
+        "\"{}\".\"{}\"",
+        schema.replace('"', "\"\""),
+        table.replace('"', "\"\"")
+    )
+}
+
+/// Reads range `i` of `table` with one binary `COPY` and encodes its rows; rows whose key is
+/// in `skip` are already journaled (a torn append before a crash).
+async fn read_range(
+    client: &tokio_postgres::Client,
+    described: &str,
+    table: &Table,
+    range: &Range,
+    i: usize,
+    lsn: u64,
+    skip: Option<&HashSet<Vec<u8>>>,
+) -> Result<write::Loaded, LoadError> {
+    let list = table
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let leaf = &table.leaves[range.leaf].0;
+    let mut cond = format!("ctid >= '({},0)'::tid", range.start);
+    if let Some(end) = range.end {
+        cond.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+    }
+    let sql =
+        format!("COPY (SELECT {list} FROM ONLY {leaf} WHERE {cond}) TO STDOUT (FORMAT binary)");
+    let ts_us = chrono::Utc::now().timestamp_micros();
+    let stream = client
+        .copy_out(sql.as_str())
+        .await
+        .map_err(SourceError::query(format!(
+            "cannot COPY {} on {described}",
+            table.name
+        )))?;
+    futures::pin_mut!(stream);
+    let mut out = write::Loaded::new(i, range.table);
+    let mut rows = copy::Rows::new();
+    let mut key_buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(SourceError::query(format!(
+            "COPY of {} on {described} failed",
+            table.name
+        )))?;
+        rows.feed(&chunk, |fields| {
+            encode_row(table, fields, ts_us, lsn, &mut key_buf, &mut out, skip)
+                .map_err(|e| copy::CopyFormatError(e.to_string()))
+        })
+        .map_err(|e| LoadError::Read(format!("{}: {e}", table.name)))?;
+    }
+    if !rows.ended() {
+        return Err(LoadError::Read(format!(
+            "the COPY of {} ended early",
+            table.name
+        )));
+    }
+    Ok(out)
+}
+
+/// Appends one row's event body to `out` (unless its key is in `skip`).
+fn encode_row(
+    table: &Table,
+    fields: &[Option<&[u8]>],
+    ts_us: i64,
+    lsn: u64,
+    key_buf: &mut Vec<u8>,
+    out: &mut write::Loaded,
+    skip: Option<&HashSet<Vec<u8>>>,
+) -> Result<(), columns::ValueError> {
+    let keyed = !table.key.is_empty();
+    let present = |i: usize| fields[i].filter(|v| !table.columns[i].is_null_value(v));
+    key_buf.clear();
+    if keyed {
+        put_struct(
+            key_buf,
+            table.key.iter().map(|&i| (&table.columns[i], present(i))),
+        )?;
+    }
+    let body = &mut out.bodies;
+    let start = body.len();
+    body.push(b'r');
+    let mut flags = event::SNAPSHOT | event::PG_POSITION | event::AFTER | event::EXT;
+    if keyed {
+        flags |= event::KEY;
+    }
+    body.push(flags);
+    body.push(0); // flags2: the table's last row is flagged by the writer
+    body.extend_from_slice(&(ts_us as u64).to_le_bytes());
+    body.extend_from_slice(&0u64.to_le_bytes());
+    body.extend_from_slice(&lsn.to_le_bytes());
+    let values_at = body.len();
+    body.extend_from_slice(key_buf);
+    put_struct(
+        body,
+        table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c, present(i))),
+    )?;
+    if let Some(skip) = skip {
+        let id = if keyed {
+            &key_buf[..]
+        } else {
+            &body[values_at..]
+        };
+        if skip.contains(id) {
+            body.truncate(start);
+            return Ok(());
+        }
+    }
+    out.ends.push(body.len() as u32);
+    Ok(())
+}
+
+/// A struct: the null bitmap, then each present value.
+fn put_struct<'a>(
+    out: &mut Vec<u8>,
+    fields: impl Iterator<Item = (&'a Column, Option<&'a [u8]>)> + Clone,
+) -> Result<(), columns::ValueError> {
+    let n = fields.clone().count();
+    let at = out.len();
+    out.resize(at + n.div_ceil(8), 0);
+    for (i, (column, value)) in fields.enumerate() {
+        match value {
+            None => out[at + i / 8] |= 1 << (i % 8),
+            Some(v) => column.encode(v, out)?,
+        }
+    }
+    Ok(())
+}
+
+/// The ranges of one table's leaves: `RANGE_PAGES` pages each, the last open-ended so rows
+/// added beyond the planned size are read too.
+fn ranges_of(table: usize, leaves: &[(String, u32)]) -> Vec<Range> {
+    let mut out = Vec::new();
+    for (leaf, (_, pages)) in leaves.iter().enumerate() {
+        let n = pages.div_ceil(RANGE_PAGES).max(1);
+        for r in 0..n {
+            out.push(Range {
+                table,
+                leaf,
+                start: r * RANGE_PAGES,
+                end: (r + 1 < n).then(|| (r + 1) * RANGE_PAGES),
+            });
+        }
+    }
+    out
+}
+
+/// The key struct's bytes at the start of a journaled body's values (the whole values for a
+/// table without a key): what a torn range's re-read compares.
+fn journaled_id(schema: &crate::types::TableSchema, body: &[u8]) -> Option<Vec<u8>> {
+    let h = event::EventHeader::parse(body).ok()?;
+    match &schema.key {
+        Some(k) if h.flags & event::KEY != 0 => {
+            let mut c = event::Cursor::new(h.values);
+            event::skip_struct(k, &mut c).ok()?;
+            Some(h.values[..h.values.len() - c.rest().len()].to_vec())
+        }
+        _ => Some(h.values.to_vec()),
+    }
+}
