@@ -15,8 +15,12 @@
 //!   fsynced on `file://`), none of the small files it replaces deleted yet.
 //! - `rollup.after_delete`: [`crate::audit::rollup::merge`], after each small file a roll-up
 //!   deletes.
+//! - `loader.before_append`: [`crate::loader`], a range is named in flight in
+//!   `loader-progress.json`, none of its rows journaled.
+//! - `loader.after_append`: [`crate::loader`], a range's rows are journaled, the range not yet
+//!   marked done: the next start must find them and not journal them again.
 //!
-//! `tests/it/audit_crash.rs`, `apply.rs`, `divergence.rs` and `rollup.rs` crash at these
+//! `tests/it/audit_crash.rs`, `apply.rs`, `divergence.rs`, `rollup.rs` and `loader.rs` crash at these
 //! points and check that the next run finishes the work exactly once.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -36,6 +36,7 @@
 //! | `source_guard.on_slot_lost` | `resync` | [`crate::capture`] (a lost slot: resync or stop) |
 //! | `snapshot.loader` | `native` | [`crate::loader`] (`debezium`: Debezium's own snapshot) |
 //! | `snapshot.connections` | 2 | [`crate::loader`] (source connections reading ranges) |
+//! | `snapshot.range_pages` | 2048 | [`crate::loader`] (heap pages per range: 16 MiB) |
 //! | `metrics.listen` | `127.0.0.1:9464` (empty: off) | [`crate::metrics`] |
 //! | `memory_limit_mb` | 512 | [`Budget`]: decode, apply, backfill, the engine's queue |
 //! | `jobs_dir` | `jobs` | [`crate::schedule`] |

@@ -87,6 +87,10 @@ pub struct SnapshotConfig {
         deserialize_with = "flex::parse"
     )]
     pub connections: usize,
+    /// Heap pages (8 KiB each) per range: the unit of a `COPY`, of a journal append and of
+    /// resumption (2048: 16 MiB of table).
+    #[serde(default = "default_range_pages", deserialize_with = "flex::parse")]
+    pub range_pages: u32,
 }
 
 /// `snapshot.loader`.
@@ -106,10 +110,15 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             loader: Loader::default(),
             connections: default_snapshot_connections(),
+            range_pages: default_range_pages(),
         }
     }
 }
 
 fn default_snapshot_connections() -> usize {
     2
+}
+
+fn default_range_pages() -> u32 {
+    2048
 }

@@ -5,7 +5,7 @@
 //!
 //! The loader knows the types below, under Debezium's default `decimal.handling.mode`
 //! (`precise`) and `time.precision.mode` (`adaptive`). A table with a column of any other type
-//! is not the loader's: the initial snapshot then goes through Debezium ([`super::plan`]).
+//! is not the loader's: the initial snapshot then goes through Debezium ([`super::decide`]).
 
 use serde_json::{json, Map, Value};
 

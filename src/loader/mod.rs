@@ -63,9 +63,6 @@ use columns::{Column, Kind};
 pub use progress::PROGRESS_FILE;
 use progress::{Progress, Range};
 
-/// Heap pages per range: 16 MiB of table, a few seconds of `COPY`.
-const RANGE_PAGES: u32 = 2048;
-
 /// Source keys that change what Debezium sends for a value or which columns it sends; with
 /// any of them set, Debezium reads the snapshot.
 const DEBEZIUM_ONLY_KEYS: &[&str] = &[
@@ -278,7 +275,7 @@ pub async fn run(
         }
         None => {
             let lsn = prepare_source(config, &tables).await?;
-            let p = Progress::plan(&tables, lsn);
+            let p = Progress::plan(&tables, lsn, config.snapshot.range_pages.max(1));
             p.store(&dir)?;
             tracing::info!(
                 tables = tables.len(),
@@ -592,18 +589,18 @@ fn put_struct<'a>(
     Ok(())
 }
 
-/// The ranges of one table's leaves: `RANGE_PAGES` pages each, the last open-ended so rows
-/// added beyond the planned size are read too.
-fn ranges_of(table: usize, leaves: &[(String, u32)]) -> Vec<Range> {
+/// The ranges of one table's leaves: `size` pages each, the last open-ended so rows added
+/// beyond the planned size are read too.
+fn ranges_of(table: usize, leaves: &[(String, u32)], size: u32) -> Vec<Range> {
     let mut out = Vec::new();
     for (leaf, (_, pages)) in leaves.iter().enumerate() {
-        let n = pages.div_ceil(RANGE_PAGES).max(1);
+        let n = pages.div_ceil(size).max(1);
         for r in 0..n {
             out.push(Range {
                 table,
                 leaf,
-                start: r * RANGE_PAGES,
-                end: (r + 1 < n).then(|| (r + 1) * RANGE_PAGES),
+                start: r * size,
+                end: (r + 1 < n).then(|| (r + 1) * size),
             });
         }
     }

@@ -44,11 +44,11 @@ pub struct Progress {
 
 impl Progress {
     /// A new plan for `tables`.
-    pub fn plan(tables: &[Table], slot_lsn: u64) -> Progress {
+    pub fn plan(tables: &[Table], slot_lsn: u64, range_pages: u32) -> Progress {
         let ranges: Vec<Range> = tables
             .iter()
             .enumerate()
-            .flat_map(|(i, t)| ranges_of(i, &t.leaves))
+            .flat_map(|(i, t)| ranges_of(i, &t.leaves, range_pages))
             .collect();
         Progress {
             slot_lsn,

@@ -166,6 +166,7 @@ impl Writer {
             seq: self.journal.next_seq(),
         });
         progress.store(dir)?;
+        crate::failpoint::hit("loader.before_append");
         let id = self.schema_ids[loaded.table];
         let mut start = 0usize;
         let bodies = &loaded.bodies;
@@ -174,6 +175,7 @@ impl Writer {
             start = end as usize;
             (id, body)
         }))?;
+        crate::failpoint::hit("loader.after_append");
         progress.done[loaded.range] = true;
         progress.in_flight = None;
         progress.rows += loaded.rows() as u64;

@@ -18,6 +18,7 @@ mod capture;
 mod crash;
 mod divergence;
 mod docker;
+mod loader;
 mod metrics;
 mod operate;
 mod query_cache;

@@ -1,0 +1,204 @@
+//! The native initial loader: what it journals is what Debezium's snapshot journals (schema
+//! byte for byte, every value), and a load killed part way, with the source changing in
+//! between, continues with the ranges left and ends with the target equal to the source.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::support::target::*;
+use crate::support::*;
+
+const TYPES: &str = "
+CREATE TABLE t (
+  id int PRIMARY KEY,
+  a smallint DEFAULT 7, b bigint NOT NULL DEFAULT 0, c boolean DEFAULT false, d real,
+  e double precision, f text DEFAULT 'x', g varchar(40) DEFAULT 'y', h char(3), i bytea,
+  j uuid, k json, l jsonb, m date DEFAULT '2020-01-02', n timestamp(3), o timestamp,
+  p timestamptz DEFAULT now(), q time(3), r time, s numeric(12,2) DEFAULT 1.50, u numeric,
+  v varchar, w timestamptz(0), x numeric(5,0), y serial
+);
+INSERT INTO t VALUES
+ (1, -32768, 9223372036854775807, true, 1.5, -2.25e300, 'hello', 'wörld', 'ab', '\\x00ff',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"b\": 1,  \"a\": [1,2]}', '{\"b\": 1,  \"a\": [1,2]}',
+  '1999-12-31', '2020-01-01 10:00:00.123', '1900-01-01 00:00:00.000001',
+  '2020-06-01 12:34:56.789012+02', '23:59:59.999', '00:00:00.000001', -1234567890.12,
+  123456789012345678901234567890.000000001, 'vv', '2020-01-01 00:00:00+00', 99999),
+ (2, null, 0, null, null, null, null, null, null, null, null, null, null, null, null, null,
+  null, null, null, null, null, null, null, null),
+ (3, 1, -1, false, 'NaN', 'Infinity', repeat('z', 100000), '', '   ', '', null, 'null', '[]',
+  '1970-01-01', '1970-01-01', '1969-12-31 23:59:59.999999', '1969-12-31 23:59:59.999999+00',
+  '00:00', '24:00:00', 0, 'NaN', '', '1970-01-01 00:00:01.5+05', -1);
+CREATE TABLE parted (id int, region text, v text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
+INSERT INTO parted SELECT i, CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END, 'v' || i FROM generate_series(1, 40) i;
+CREATE TABLE a_table_name_of_exactly_sixty_three_characters_for_the_loader_ (id bigint PRIMARY KEY, v text);
+INSERT INTO a_table_name_of_exactly_sixty_three_characters_for_the_loader_ VALUES (1, 'long');
+CREATE TABLE keyless (a int, b text);
+ALTER TABLE keyless REPLICA IDENTITY FULL;
+INSERT INTO keyless VALUES (1, 'same'), (1, 'same'), (2, null);
+";
+
+const TYPE_TABLES: &str = "public.t,public.parted,public.a_table_name_of_exactly_sixty_three_characters_for_the_loader_,public.keyless";
+
+/// Each schema frame's JSON in the journal, by table, with the pipeline's topic prefix
+/// replaced by `PREFIX` (the two pipelines are named apart).
+fn schema_frames(p: &Pipeline) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    db_sync::journal::read_events(&p.journal_dir(), 0, |e| {
+        let json = String::from_utf8(e.schema_json.to_vec()).unwrap();
+        out.insert(e.schema.table.clone(), json.replace(&p.name, "PREFIX"));
+        Ok(true)
+    })
+    .expect("journal reads");
+    out
+}
+
+/// The snapshot rows, by table and key (or row, for a table without one), in order.
+fn snapshot_rows(p: &Pipeline) -> BTreeMap<String, Vec<(String, Value)>> {
+    let mut out: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
+    for e in p.events() {
+        assert_eq!(e["op"], "r", "{e}");
+        let table = e["table"].as_str().unwrap().to_string();
+        let id = if e["key"].is_null() {
+            e["after"].to_string()
+        } else {
+            e["key"].to_string()
+        };
+        out.entry(table).or_default().push((id, e["after"].clone()));
+    }
+    for rows in out.values_mut() {
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    out
+}
+
+#[test]
+fn the_native_loader_journals_what_debeziums_snapshot_does() {
+    let ours = Pipeline::new("loadnative", TYPES, TYPE_TABLES);
+    let theirs = Pipeline::new("loaddbz", TYPES, TYPE_TABLES);
+    ours.write_config();
+    let out = ours.db_sync(&["capture", "--exit-after-snapshot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("initial load complete"),
+        "{}",
+        text(&out)
+    );
+    theirs.write_config_with(
+        &pg_password(),
+        theirs.port,
+        "snapshot:\n  loader: debezium\n",
+    );
+    let out = theirs.db_sync(&["capture", "--exit-after-snapshot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("initial load"), "{}", text(&out));
+
+    let (a, b) = (schema_frames(&ours), schema_frames(&theirs));
+    assert_eq!(a.len(), 4, "{a:#?}");
+    for (table, json) in &b {
+        assert_eq!(
+            a.get(table),
+            Some(json),
+            "the schema of {table}, byte for byte"
+        );
+    }
+    let (a, b) = (snapshot_rows(&ours), snapshot_rows(&theirs));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (table, rows) in &b {
+        assert_eq!(a[table].len(), rows.len(), "{table}");
+        for (x, y) in a[table].iter().zip(rows) {
+            assert_eq!(x, y, "{table}: a row of the native load against Debezium's");
+        }
+    }
+}
+
+const BIG: &str = "
+CREATE TABLE big (id int PRIMARY KEY, n int, body text);
+ALTER TABLE big ALTER body SET STORAGE EXTERNAL;
+INSERT INTO big
+SELECT i, i, CASE WHEN i % 100 = 0 THEN repeat(md5(i::text), 100) ELSE md5(i::text) END
+  FROM generate_series(1, 20000) i;
+CREATE TABLE marker (id serial PRIMARY KEY);
+";
+
+fn done_ranges(p: &Pipeline) -> (usize, usize) {
+    let text = std::fs::read_to_string(p.journal_dir().join("loader-progress.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let done = v["done"].as_array().unwrap();
+    (done.iter().filter(|d| **d == true).count(), done.len())
+}
+
+fn crash_at(p: &Pipeline, point: &str) {
+    let out = p.db_sync_env(&["capture"], &[("DB_SYNC_FAILPOINT", point)]);
+    assert_eq!(
+        out.status.code(),
+        None,
+        "aborted at {point}: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_load_killed_part_way_under_writes_continues_and_ends_equal_to_the_source() {
+    let p = Pipeline::new("loadkill", BIG, "public.big,public.marker");
+    let my = My::fresh(&format!("loadkill_{}", std::process::id()));
+    let extra = format!(
+        "{}{}snapshot:\n  range_pages: 8\n",
+        audit_yaml(&p),
+        my.target_yaml("")
+    );
+    p.write_config_with(&pg_password(), p.port, &extra);
+    let sql = p.sql();
+
+    // Killed after the 4th range's rows are journaled, before the range is marked done.
+    crash_at(&p, "loader.after_append:4");
+    let (done, ranges) = done_ranges(&p);
+    assert_eq!(done, 3, "three ranges marked done of {ranges}");
+    assert!(ranges > 10, "{ranges}");
+    // The source changes meanwhile: updates that leave the TOASTed body alone, deletes,
+    // inserts, and key changes of rows with TOASTed bodies.
+    sql.exec("UPDATE big SET n = -n WHERE id % 7 = 0");
+    sql.exec("DELETE FROM big WHERE id % 11 = 0");
+    sql.exec("INSERT INTO big SELECT i, i, 'new' FROM generate_series(20001, 20500) i");
+    sql.exec("UPDATE big SET id = id + 100000 WHERE id % 300 = 0");
+    // Killed again, with a range named in flight and none of it journaled.
+    crash_at(&p, "loader.before_append:3");
+    let (again, _) = done_ranges(&p);
+    assert!(
+        again >= done + 2,
+        "the second run went on from the first: {again} done"
+    );
+    sql.exec("UPDATE big SET n = n + 1 WHERE id % 5 = 0");
+    sql.exec("UPDATE big SET id = id + 200000 WHERE id % 700 = 0");
+    sql.exec("DELETE FROM big WHERE id % 13 = 0");
+
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    sql.exec("UPDATE big SET body = 'changed' WHERE id = 1");
+    sql.exec("INSERT INTO marker VALUES (DEFAULT)");
+    wait_for_marker(&p, &mut capture, "public.marker", SNAPSHOT_WAIT);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    assert!(log.contains("continuing"), "{log}");
+    assert_eq!(done_ranges(&p).0, done_ranges(&p).1);
+
+    // Every key once in the snapshot: no range journaled twice, none started over.
+    let mut seen = std::collections::HashSet::new();
+    for e in p.events().iter().filter(|e| e["snapshot"] == true) {
+        assert!(
+            seen.insert(e["key"].to_string()),
+            "{} twice in the snapshot",
+            e["key"]
+        );
+    }
+
+    compact(&p);
+    let query = "SELECT id, n, md5(body) FROM big ORDER BY id";
+    let source = lines(sql.rows(query));
+    assert_eq!(
+        lines(my.rows(query)),
+        source,
+        "the target equals the source"
+    );
+}
