@@ -29,7 +29,8 @@
 //! ```
 //!
 //! [`config`] is what users write. [`capture`] hosts Debezium (JVM + bridge) and appends to the
-//! [`journal`]. [`compact`] decodes journal windows into Arrow change rows; [`audit`] writes
+//! [`journal`]; before Debezium streams, [`loader`] reads a PostgreSQL source's initial
+//! snapshot itself (binary `COPY` over page ranges) into the same journal. [`compact`] decodes journal windows into Arrow change rows; [`audit`] writes
 //! them as Parquet files (and reads them back, and rolls small files up), [`apply`] merges
 //! them per key into MySQL. [`cycle`] runs audit, apply and journal GC under one lock;
 //! [`schedule`] runs cycles on cron beside capture (`run`). [`backfill`], [`query`],

@@ -110,7 +110,7 @@ pub enum CaptureError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     /// The native initial load failed (the source, a value, the journal): its one line.
-    #[error("{0}")]
+    #[error("capture failed: {0}")]
     Load(String),
 }
 

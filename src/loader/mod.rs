@@ -105,9 +105,31 @@ pub struct Table {
     pub key: Vec<usize>,
     /// The schema entry JSON (`{"table","topic","key","row"}`), as the bridge writes it.
     pub schema_json: String,
-    /// The relations holding the rows (the partitions of a partitioned table), quoted.
-    pub leaves: Vec<(String, u32)>,
+    /// The relations holding the rows (the partitions of a partitioned table).
+    pub leaves: Vec<Leaf>,
 }
+
+/// A relation holding rows: the table, or a partition of it.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    /// Quoted `schema.table`.
+    pub name: String,
+    /// Heap pages when the load was planned.
+    pub pages: u32,
+    /// Heap, TOAST and maps, in bytes.
+    pub bytes: u64,
+}
+
+impl Leaf {
+    /// Bytes of table (TOAST included) per heap page.
+    fn bytes_per_page(&self) -> u64 {
+        self.bytes / u64::from(self.pages.max(1))
+    }
+}
+
+/// At most about this much of a table's bytes in one range, TOAST included: a range is held
+/// in memory whole (twice, at most, per table: one read, one held back by the writer).
+const MAX_RANGE_BYTES: u64 = 16 << 20;
 
 /// Whether the initial snapshot is the loader's to read, and what it reads.
 #[derive(Debug)]
@@ -212,7 +234,8 @@ async fn describe(
         .query(
             "WITH root AS (SELECT format('%I.%I', $1::text, $2::text)::regclass::oid AS oid)
              SELECT format('%I.%I', n.nspname, c.relname),
-                    (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint
+                    (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint,
+                    pg_table_size(c.oid)
                FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind = 'r'
@@ -228,14 +251,19 @@ async fn describe(
             t.name
         )))?
         .into_iter()
-        .map(|r| {
-            let pages: i64 = r.get(1);
-            (
-                r.get::<_, String>(0),
-                u32::try_from(pages).unwrap_or(u32::MAX),
-            )
+        .map(|r| Leaf {
+            name: r.get(0),
+            pages: u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
+            bytes: r.get::<_, i64>(2).max(0) as u64,
         })
-        .collect();
+        .collect::<Vec<Leaf>>();
+    if let Some(leaf) = leaves.iter().find(|l| l.bytes_per_page() > MAX_RANGE_BYTES) {
+        return Ok(Err(format!(
+            "{} holds rows of megabytes ({} MB of TOASTed values per heap page), which Debezium's snapshot reads in small batches",
+            leaf.name,
+            leaf.bytes_per_page() >> 20
+        )));
+    }
     let schema_json =
         write::schema_json(client, described, prefix, &t.name, &columns, &key).await?;
     Ok(Ok(Table {
@@ -292,7 +320,12 @@ pub async fn run(
         .collect();
     let tables = Arc::new(tables);
     let (tx, rx) = tokio::sync::mpsc::channel::<write::Loaded>(config.snapshot.connections.max(1));
-    let writer = write::Writer::new(journal, &tables, &progress)?;
+    let writer = write::Writer::new(
+        journal,
+        &tables,
+        &progress,
+        config.journal.segment_max_bytes,
+    )?;
     let lsn = progress.slot_lsn;
     let plan = progress.ranges.clone();
     progress.in_flight = None;
@@ -379,6 +412,20 @@ pub async fn run(
 /// they do not exist, before any range is read; the slot's consistent point.
 async fn prepare_source(config: &Config, tables: &[Table]) -> Result<u64, LoadError> {
     let (client, described) = connect(config, "db-sync loader").await?;
+    let may_replicate: Option<(String, bool)> = client
+        .query_opt(
+            "SELECT rolname::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| (r.get(0), r.get(1)));
+    if let Some((user, false)) = may_replicate {
+        return Err(LoadError::Read(format!(
+            "{user} lacks the REPLICATION attribute that a replication slot needs: run ALTER ROLE {user} REPLICATION on the source"
+        )));
+    }
     let publication = source::publication_name(config);
     let exists = client
         .query_opt(
@@ -477,7 +524,7 @@ async fn read_range(
         .map(|c| format!("\"{}\"", c.name.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(", ");
-    let leaf = &table.leaves[range.leaf].0;
+    let leaf = &table.leaves[range.leaf].name;
     let mut cond = format!("ctid >= '({},0)'::tid", range.start);
     if let Some(end) = range.end {
         cond.push_str(&format!(" AND ctid < '({end},0)'::tid"));
@@ -589,12 +636,15 @@ fn put_struct<'a>(
     Ok(())
 }
 
-/// The ranges of one table's leaves: `size` pages each, the last open-ended so rows added
-/// beyond the planned size are read too.
-fn ranges_of(table: usize, leaves: &[(String, u32)], size: u32) -> Vec<Range> {
+/// The ranges of one table's leaves: `size` pages each, fewer where TOASTed values make a
+/// page hold more than `MAX_RANGE_BYTES / size`; the last open-ended, so rows added beyond the
+/// planned size are read too.
+fn ranges_of(table: usize, leaves: &[Leaf], size: u32) -> Vec<Range> {
     let mut out = Vec::new();
-    for (leaf, (_, pages)) in leaves.iter().enumerate() {
-        let n = pages.div_ceil(size).max(1);
+    for (leaf, l) in leaves.iter().enumerate() {
+        let fits = (MAX_RANGE_BYTES / l.bytes_per_page().max(1)).max(1);
+        let size = size.min(u32::try_from(fits).unwrap_or(u32::MAX)).max(1);
+        let n = l.pages.div_ceil(size).max(1);
         for r in 0..n {
             out.push(Range {
                 table,

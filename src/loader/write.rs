@@ -61,6 +61,8 @@ pub struct Writer {
     remaining: Vec<usize>,
     /// Per table: the latest non-empty range, written once the next arrives.
     held: Vec<Option<Loaded>>,
+    /// Bytes of bodies per journal append.
+    piece_bytes: usize,
 }
 
 impl Writer {
@@ -68,6 +70,7 @@ impl Writer {
         mut journal: Journal,
         tables: &[Table],
         progress: &Progress,
+        segment_max_bytes: u64,
     ) -> Result<Writer, LoadError> {
         progress.check_tables(tables)?;
         let schema_ids = tables
@@ -85,6 +88,9 @@ impl Writer {
             schema_ids,
             remaining,
             held: (0..tables.len()).map(|_| None).collect(),
+            piece_bytes: usize::try_from(segment_max_bytes)
+                .unwrap_or(usize::MAX)
+                .clamp(1, 16 << 20),
         })
     }
 
@@ -168,13 +174,28 @@ impl Writer {
         progress.store(dir)?;
         crate::failpoint::hit("loader.before_append");
         let id = self.schema_ids[loaded.table];
-        let mut start = 0usize;
+        // In pieces of at most a segment (and 16 MiB), so segments keep their size; every
+        // piece after the sequence noted above belongs to this range.
+        let piece = self.piece_bytes;
         let bodies = &loaded.bodies;
-        self.journal.append(loaded.ends.iter().map(|&end| {
-            let body = &bodies[start..end as usize];
-            start = end as usize;
-            (id, body)
-        }))?;
+        let mut start = 0usize;
+        let mut at = 0usize;
+        while at < loaded.ends.len() {
+            let first = at;
+            while at < loaded.ends.len()
+                && (at == first || loaded.ends[at] as usize - start <= piece)
+            {
+                at += 1;
+            }
+            let mut from = start;
+            self.journal
+                .append(loaded.ends[first..at].iter().map(|&end| {
+                    let body = &bodies[from..end as usize];
+                    from = end as usize;
+                    (id, body)
+                }))?;
+            start = loaded.ends[at - 1] as usize;
+        }
         crate::failpoint::hit("loader.after_append");
         progress.done[loaded.range] = true;
         progress.in_flight = None;

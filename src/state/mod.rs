@@ -14,6 +14,7 @@
 //!   debezium-history.dat      handed to the engine, never relative to the working directory
 //!   audit-progress.json       AuditProgress: which sequences are in audit files
 //!   apply-progress.json       ApplyProgress: which sequences are applied to the target
+//!   loader-progress.json      the native initial load's ranges and which are journaled (loader)
 //!   jobs-state.json           the last run of each scheduled job (`status`)
 //!   verify-state.json         the last `verify` of each table (`status`)
 //!   writer.lock               held by the one capture that appends to the journal
