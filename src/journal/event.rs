@@ -531,6 +531,20 @@ pub(crate) mod encode {
         bytes(out, s.as_bytes());
     }
 
+    /// An integer as minimal two's-complement big-endian bytes, as Java's
+    /// `BigInteger.toByteArray()` writes a `Decimal`'s unscaled value.
+    pub fn minimal_be(v: i128) -> Vec<u8> {
+        let bytes = v.to_be_bytes();
+        let mut i = 0;
+        while i < 15
+            && ((bytes[i] == 0 && bytes[i + 1] & 0x80 == 0)
+                || (bytes[i] == 0xFF && bytes[i + 1] & 0x80 != 0))
+        {
+            i += 1;
+        }
+        bytes[i..].to_vec()
+    }
+
     /// Bytes (or a string's UTF-8): the length, then the bytes.
     pub fn bytes(out: &mut Vec<u8>, b: &[u8]) {
         varint(out, b.len() as u64);
@@ -543,16 +557,7 @@ mod tests {
     use super::*;
 
     fn be(v: i128) -> Vec<u8> {
-        // Minimal two's-complement big-endian, as BigInteger.toByteArray() produces.
-        let bytes = v.to_be_bytes();
-        let mut i = 0;
-        while i < 15
-            && ((bytes[i] == 0 && bytes[i + 1] & 0x80 == 0)
-                || (bytes[i] == 0xFF && bytes[i + 1] & 0x80 != 0))
-        {
-            i += 1;
-        }
-        bytes[i..].to_vec()
+        encode::minimal_be(v)
     }
 
     #[test]

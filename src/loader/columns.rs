@@ -478,7 +478,7 @@ fn twos_complement(digits: &str, negative: bool) -> Vec<u8> {
         digits.parse::<i128>().ok()
     };
     if let Some(m) = small {
-        return minimal_be(if negative { -m } else { m });
+        return encode::minimal_be(if negative { -m } else { m });
     }
     // Wider than i128: base-256 by repeated multiply-add.
     let mut mag: Vec<u8> = vec![0];
@@ -513,18 +513,6 @@ fn twos_complement(digits: &str, negative: bool) -> Vec<u8> {
         }
     }
     mag
-}
-
-fn minimal_be(v: i128) -> Vec<u8> {
-    let bytes = v.to_be_bytes();
-    let mut i = 0;
-    while i < 15
-        && ((bytes[i] == 0 && bytes[i + 1] & 0x80 == 0)
-            || (bytes[i] == 0xFF && bytes[i + 1] & 0x80 != 0))
-    {
-        i += 1;
-    }
-    bytes[i..].to_vec()
 }
 
 #[cfg(test)]
