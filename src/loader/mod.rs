@@ -477,13 +477,25 @@ async fn prepare_source(config: &Config, tables: &[Table]) -> Result<u64, LoadEr
         .map_err(SourceError::query(format!(
             "cannot read pg_replication_slots on {described}"
         )))?;
+    // PostgreSQL 17+: a failover slot, as Debezium's `slot.failover` asks (the five-argument
+    // form does not exist before 17).
+    let failover = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 170000",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
+    let slot_sql = if failover {
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
     let lsn: Option<String> = match row {
         Some(r) => r.get(0),
         None => client
-            .query_one(
-                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&slot],
-            )
+            .query_one(slot_sql, &[&slot])
             .await
             .map_err(SourceError::query(format!(
                 "cannot create replication slot {slot} on {described}"
