@@ -4,19 +4,18 @@
 //! backfill and `query` see no difference from Debezium's snapshot. Debezium then only
 //! streams (`snapshot.mode=no_data`).
 //!
-//! # Why the rows are exact
+//! # When the rows are exact
 //!
 //! Before the first range is read, the loader makes sure the publication and the
 //! replication slot exist (creating them if not): the slot's consistent point `L` comes
-//! before every read. Each range is read by one `COPY` at some time `T ≥ L`, so it holds every
-//! change committed before `T`. Streaming starts only after the last range is journaled, from
-//! the slot, i.e. from `L`: every change committed after `L` follows the snapshot rows in the
-//! journal, including those a range already holds. Replayed over a row read later, each
-//! change is one an upsert, a delete or a key move ([`crate::apply`]) takes in order to the
-//! same end: a column's final value is the last change that set it, or the value read if none
-//! did; a deleted row is deleted again; an update that did not send an unchanged TOASTed
-//! column keeps the value the target holds. The target ends equal to the source. The audit
-//! files show such a row as its snapshot read followed by the changes since `L`.
+//! before every read, and streaming starts only after the last range, from `L`, so every
+//! change since `L` is replayed over the rows read. On a source that is not written during
+//! the load, that is exactly Debezium's snapshot. Under writes it is not yet exact: an update
+//! can move a row to a page of a range already read (it is then not read at all, and the
+//! replayed update does not carry an unchanged TOASTed column, which arrives NULL) or of a
+//! range not yet read (it is read twice). Hence `snapshot.loader: debezium` stays the
+//! default until the loader reads under one snapshot exported with the slot (or splices by
+//! watermarks).
 //!
 //! # Resumable
 //!
@@ -25,7 +24,10 @@
 //! append the file names it and the journal's next sequence; a crash in the append (a torn
 //! batch) is found on the next start by the journal having grown past that sequence, and the
 //! range is read again without the keys it already journaled. A restart reads only the ranges
-//! not done: nothing twice, nothing lost, since the slot still holds every change from `L`.
+//! not done: nothing lost, since the slot still holds every change from `L`. Known bug, open:
+//! after a crash right after an append (`loader.after_append`), the resumed load journals
+//! some rows of the first ranges a second time (harmless to the target, but the audit files'
+//! snapshot then holds them twice); `tests/it/loader.rs` keeps the case, ignored until fixed.
 //!
 //! # Snapshot markers
 //!
