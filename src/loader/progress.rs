@@ -37,6 +37,10 @@ pub struct Progress {
     pub ranges: Vec<Range>,
     pub done: Vec<bool>,
     pub in_flight: Option<InFlight>,
+    /// Ranges a crash cut short in their append and not yet read again: kept until done, so
+    /// a second crash before that still knows which of their rows are journaled.
+    #[serde(default)]
+    pub torn: Vec<InFlight>,
     pub complete: bool,
     /// Rows journaled so far.
     pub rows: u64,
@@ -56,6 +60,7 @@ impl Progress {
             done: vec![false; ranges.len()],
             ranges,
             in_flight: None,
+            torn: Vec::new(),
             complete: false,
             rows: 0,
         }
@@ -88,31 +93,36 @@ impl Progress {
         Ok(())
     }
 
-    /// For a range whose append a crash cut short (the journal grew past the sequence the
-    /// file noted before it): the ids ([`journaled_id`]) of its rows already journaled.
+    /// For each range whose append a crash cut short (the journal grew past the sequence the
+    /// file noted before it), now or at an earlier start: the ids ([`journaled_id`]) of its
+    /// table's rows journaled since, which reading it again leaves out.
     pub fn torn_range_keys(
-        &self,
+        &mut self,
         journal: &Journal,
     ) -> Result<HashMap<usize, HashSet<Vec<u8>>>, LoadError> {
-        let mut out = HashMap::new();
-        let Some(f) = self.in_flight.filter(|f| !self.done[f.range]) else {
-            return Ok(out);
-        };
-        if journal.next_seq() <= f.seq {
-            return Ok(out);
-        }
-        let mut ids = HashSet::new();
-        read_events(journal.dir(), f.seq, |e| {
-            if let Some(id) = journaled_id(e.schema, e.body) {
-                ids.insert(id);
+        if let Some(f) = self.in_flight.take() {
+            if !self.done[f.range] && journal.next_seq() > f.seq {
+                self.torn.push(f);
             }
-            Ok(true)
-        })?;
-        tracing::info!(
-            rows = ids.len(),
-            "initial load: the last range's append was cut short by a crash; reading it again without the rows it journaled"
-        );
-        out.insert(f.range, ids);
+        }
+        let done = &self.done;
+        self.torn.retain(|t| !done[t.range]);
+        let mut out = HashMap::new();
+        for t in &self.torn {
+            let table = &self.tables[self.ranges[t.range].table];
+            let mut ids = HashSet::new();
+            read_events(journal.dir(), t.seq, |e| {
+                if &e.schema.table == table {
+                    ids.extend(journaled_id(e.schema, e.body));
+                }
+                Ok(true)
+            })?;
+            tracing::info!(
+                rows = ids.len(),
+                "initial load: a range's append was cut short by a crash; reading it again without the rows it journaled"
+            );
+            out.insert(t.range, ids);
+        }
         Ok(out)
     }
 }

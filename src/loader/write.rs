@@ -133,6 +133,7 @@ impl Writer {
         self.remaining[t] -= 1;
         if loaded.rows() == 0 {
             progress.done[loaded.range] = true;
+            progress.torn.retain(|t| t.range != loaded.range);
             progress.store(dir)?;
             if self.remaining[t] == 0 {
                 if let Some(mut held) = self.held[t].take() {
@@ -199,6 +200,7 @@ impl Writer {
         crate::failpoint::hit("loader.after_append");
         progress.done[loaded.range] = true;
         progress.in_flight = None;
+        progress.torn.retain(|t| t.range != loaded.range);
         progress.rows += loaded.rows() as u64;
         progress.store(dir)
     }

@@ -141,7 +141,6 @@ fn crash_at(p: &Pipeline, point: &str) {
 }
 
 #[test]
-#[ignore = "known bug, open: a load resumed after the after_append crash journals some rows of the first ranges twice (the target still ends equal); see the loader's docs"]
 fn a_load_killed_part_way_continues_with_the_ranges_left_and_ends_equal_to_the_source() {
     let p = Pipeline::new("loadkill", BIG, "public.big,public.marker");
     let my = My::fresh(&format!("loadkill_{}", std::process::id()));
@@ -169,9 +168,15 @@ fn a_load_killed_part_way_continues_with_the_ranges_left_and_ends_equal_to_the_s
         "the second run went on from the first: {again} done"
     );
 
-    // Streamed after the load: updates that leave the TOASTed body alone, deletes, key
+    // Streamed after the load (the loader is not exact under writes yet: an update moves a
+    // row between page ranges): updates that leave the TOASTed body alone, deletes, key
     // changes of rows with TOASTed bodies.
     let mut capture = p.spawn_db_sync(&["capture"]);
+    let start = std::time::Instant::now();
+    while done_ranges(&p).0 < done_ranges(&p).1 {
+        assert!(start.elapsed() < SNAPSHOT_WAIT, "{}", capture.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     sql.exec("UPDATE big SET n = -n WHERE id % 7 = 0");
     sql.exec("DELETE FROM big WHERE id % 11 = 0");
     sql.exec("UPDATE big SET id = id + 100000 WHERE id % 300 = 0");
@@ -184,13 +189,11 @@ fn a_load_killed_part_way_continues_with_the_ranges_left_and_ends_equal_to_the_s
     assert_eq!(done_ranges(&p).0, done_ranges(&p).1);
 
     // Every key once in the snapshot: no range journaled twice, none started over.
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashMap::new();
     for e in p.events().iter().filter(|e| e["snapshot"] == true) {
-        assert!(
-            seen.insert(e["key"].to_string()),
-            "{} twice in the snapshot",
-            e["key"]
-        );
+        if let Some(first) = seen.insert(e["key"].to_string(), e.clone()) {
+            panic!("twice in the snapshot:\n{first}\n{e}");
+        }
     }
 
     compact(&p);
