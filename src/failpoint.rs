@@ -22,12 +22,16 @@
 //!
 //! `tests/it/audit_crash.rs`, `apply.rs`, `divergence.rs`, `rollup.rs` and `loader.rs` crash at these
 //! points and check that the next run finishes the work exactly once.
+//!
+//! `DB_SYNC_PAUSE=<name>:<ms>` sleeps `ms` milliseconds at every pass of the point instead: a
+//! test slows a step down to write to the source while it runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
 static COUNT: AtomicU64 = AtomicU64::new(0);
+static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
 
 fn spec() -> &'static Option<(String, u64)> {
     SPEC.get_or_init(|| {
@@ -40,8 +44,22 @@ fn spec() -> &'static Option<(String, u64)> {
     })
 }
 
-/// Aborts the process if the configured failpoint is `name` and this is its n-th pass.
+fn pause() -> &'static Option<(String, u64)> {
+    PAUSE.get_or_init(|| {
+        let raw = std::env::var("DB_SYNC_PAUSE").ok()?;
+        let (name, ms) = raw.split_once(':')?;
+        Some((name.to_string(), ms.parse().ok()?))
+    })
+}
+
+/// Aborts the process if the configured failpoint is `name` and this is its n-th pass (or
+/// sleeps, if it is the pause point).
 pub fn hit(name: &str) {
+    if let Some((want, ms)) = pause() {
+        if want == name {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+    }
     if let Some((want, n)) = spec() {
         if want == name && COUNT.fetch_add(1, Ordering::SeqCst) + 1 == *n {
             eprintln!("failpoint {name}:{n}: aborting");

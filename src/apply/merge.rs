@@ -410,8 +410,12 @@ impl TableMerge {
                 cells: row.into(),
             };
         }
+        // A key change continues the old key's row; failing that in the window, the new key's
+        // own row there, which only a read taken after the change can have put there first (a
+        // snapshot read replayed over: the initial loader's rows precede the changes the slot
+        // replays), holds the row's values too.
         let current = match &moved_from {
-            Some(_) => prior.as_ref(),
+            Some(_) => prior.as_ref().or_else(|| self.rows.get(key).map(|s| &s.op)),
             None => self.rows.get(key).map(|s| &s.op),
         };
         let (filled, from) = self.fill(version, row, current);

@@ -7,15 +7,15 @@
 //! # When the rows are exact
 //!
 //! Before the first range is read, the loader makes sure the publication and the
-//! replication slot exist (creating them if not): the slot's consistent point `L` comes
-//! before every read, and streaming starts only after the last range, from `L`, so every
-//! change since `L` is replayed over the rows read. On a source that is not written during
-//! the load, that is exactly Debezium's snapshot. Under writes it is not yet exact: an update
-//! can move a row to a page of a range already read (it is then not read at all, and the
-//! replayed update does not carry an unchanged TOASTed column, which arrives NULL) or of a
-//! range not yet read (it is read twice). Hence `snapshot.loader: debezium` stays the
-//! default until the loader reads under one snapshot exported with the slot (or splices by
-//! watermarks).
+//! replication slot exist (creating them if not), and only then exports one snapshot `S`
+//! (`pg_export_snapshot` in a `REPEATABLE READ` transaction held open for the whole load),
+//! which every reader imports. All ranges so come from one instant: each row is on exactly
+//! one page of it, so the page ranges read it exactly once, however the table is written
+//! meanwhile. Streaming starts after the last range, from the slot's consistent point `L`,
+//! which comes before `S`: a change committed between the two is both in the rows read and
+//! replayed after them, which ends in the same row (an upsert of the values the row has, a
+//! delete of a row that is not there, a key change whose new row is already there). No
+//! change is lost and none lands on a row older than it.
 //!
 //! # Resumable
 //!
@@ -24,9 +24,18 @@
 //! append the file names it and the journal's next sequence; a crash in the append (a torn
 //! batch) is found on the next start by the journal having grown past that sequence, and the
 //! range is read again without the keys it already journaled. A restart reads only the ranges
-//! not done: nothing twice, nothing lost, since the slot still holds every change from `L`.
-//! A torn range stays noted (`torn`) until it is read again, so a second crash before that
-//! still knows which of its rows are journaled.
+//! not done; the slot still holds every change from `L`. A torn range stays noted (`torn`)
+//! until it is read again, so a second crash before that still knows which of its rows are
+//! journaled.
+//!
+//! The first snapshot does not survive a restart; the ranges left are read under a new one,
+//! and a row written in between may have moved across pages. The plan notes `S`'s `xmin`:
+//! a row version no transaction since has written is where `S` saw it, and the page ranges
+//! left read only those; every row written since is read once more, from the whole table,
+//! under the new snapshot ([`progress::Progress::resume`]). Such a row may so come twice
+//! among the snapshot reads (as `S` saw it and as the new snapshot does); the slot's replay
+//! then brings it to its latest state, so the target ends exact. A source nobody writes
+//! while db-sync is down gets every row exactly once.
 //!
 //! # Snapshot markers
 //!
@@ -61,7 +70,7 @@ use crate::journal::Journal;
 use crate::source::tables::SourceTable;
 use crate::source::{self, connect, SourceError};
 use columns::{Column, Kind};
-pub use progress::PROGRESS_FILE;
+pub use progress::{LoadStatus, TableLoad, PROGRESS_FILE};
 use progress::{Progress, Range};
 
 /// Source keys that change what Debezium sends for a value or which columns it sends; with
@@ -119,6 +128,8 @@ pub struct Leaf {
     pub pages: u32,
     /// Heap, TOAST and maps, in bytes.
     pub bytes: u64,
+    /// The relation's file (`pg_relation_filenode`): a rewrite changes it.
+    pub filenode: u32,
 }
 
 impl Leaf {
@@ -236,7 +247,7 @@ async fn describe(
             "WITH root AS (SELECT format('%I.%I', $1::text, $2::text)::regclass::oid AS oid)
              SELECT format('%I.%I', n.nspname, c.relname),
                     (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint,
-                    pg_table_size(c.oid)
+                    pg_table_size(c.oid), pg_relation_filenode(c.oid)::text::bigint
                FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind = 'r'
@@ -256,6 +267,7 @@ async fn describe(
             name: r.get(0),
             pages: u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
             bytes: r.get::<_, i64>(2).max(0) as u64,
+            filenode: u32::try_from(r.get::<_, i64>(3)).unwrap_or(0),
         })
         .collect::<Vec<Leaf>>();
     if let Some(leaf) = leaves.iter().find(|l| l.bytes_per_page() > MAX_RANGE_BYTES) {
@@ -285,6 +297,11 @@ pub enum Outcome {
     Stopped,
 }
 
+/// The load this state directory holds, if any: what `status` shows.
+pub fn status(dir: &std::path::Path) -> Result<Option<LoadStatus>, LoadError> {
+    Ok(Progress::load(dir)?.map(|p| p.status()))
+}
+
 /// Loads `tables` into `journal`, continuing a load that an earlier start began.
 pub async fn run(
     config: &Config,
@@ -293,19 +310,34 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(Journal, Outcome), LoadError> {
     let dir = config.journal.dir.clone();
-    let mut progress = match Progress::load(&dir)? {
-        Some(p) if p.complete => return Ok((journal, Outcome::Complete)),
-        Some(p) => {
+    let stored = Progress::load(&dir)?;
+    if stored.as_ref().is_some_and(|p| p.complete) {
+        return Ok((journal, Outcome::Complete));
+    }
+    let slot_lsn = match stored {
+        Some(_) => None,
+        None => Some(prepare_source(config, &tables).await?),
+    };
+    // Every range this start reads, it reads under this one snapshot, taken after the slot's
+    // consistent point (see the module docs).
+    let snapshot = Snapshot::export(config).await?;
+    let mut progress = match (stored, slot_lsn) {
+        (Some(p), _) => {
+            p.check_tables(&tables)?;
             tracing::info!(
                 ranges_left = p.left(),
                 "initial load: continuing; the ranges already journaled are not read again"
             );
             p
         }
-        None => {
-            let lsn = prepare_source(config, &tables).await?;
-            let p = Progress::plan(&tables, lsn, config.snapshot.range_pages.max(1));
-            p.store(&dir)?;
+        (None, lsn) => {
+            let lsn = lsn.unwrap_or_default();
+            let p = Progress::plan(
+                &tables,
+                lsn,
+                snapshot.xmin,
+                config.snapshot.range_pages.max(1),
+            );
             tracing::info!(
                 tables = tables.len(),
                 ranges = p.ranges.len(),
@@ -316,9 +348,19 @@ pub async fn run(
         }
     };
     let skip = progress.torn_range_keys(&journal)?;
+    if slot_lsn.is_none() {
+        progress.resume(&tables);
+    }
+    progress.start();
+    progress.store(&dir)?;
     let todo: VecDeque<usize> = (0..progress.ranges.len())
         .filter(|&i| !progress.done[i])
         .collect();
+    let at = Arc::new(ReadAt {
+        snapshot: snapshot.name.clone(),
+        exclude_written: progress.resumed,
+        since_xmin: progress.since_xmin,
+    });
     let tables = Arc::new(tables);
     let (tx, rx) = tokio::sync::mpsc::channel::<write::Loaded>(config.snapshot.connections.max(1));
     let writer = write::Writer::new(
@@ -338,7 +380,7 @@ pub async fn run(
     let started = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
     for n in 0..config.snapshot.connections.max(1) {
-        let (config, tables, queue, tx, skip, plan, shutdown) = (
+        let (config, tables, queue, tx, skip, plan, shutdown, at) = (
             config.clone(),
             Arc::clone(&tables),
             Arc::clone(&queue),
@@ -346,10 +388,12 @@ pub async fn run(
             Arc::clone(&skip),
             plan.clone(),
             shutdown.clone(),
+            Arc::clone(&at),
         );
         readers.spawn(async move {
             let (client, described) =
                 connect(&config, &format!("db-sync loader {}", n + 1)).await?;
+            at.begin(&client, &described).await?;
             loop {
                 if *shutdown.borrow() {
                     return Ok(());
@@ -359,8 +403,16 @@ pub async fn run(
                 };
                 let range = &plan[i];
                 let table = &tables[range.table];
-                let loaded =
-                    read_range(&client, &described, table, range, i, lsn, skip.get(&i)).await?;
+                let loaded = read_range(
+                    &client,
+                    &described,
+                    table,
+                    (range, i),
+                    &at,
+                    lsn,
+                    skip.get(&i),
+                )
+                .await?;
                 if tx.send(loaded).await.is_err() {
                     return Ok(()); // the writer failed; its error is the one to report
                 }
@@ -386,6 +438,7 @@ pub async fn run(
         .await
         .map_err(|e| LoadError::Read(e.to_string()))?
         .map_err(|_| LoadError::Read("the writer thread panicked".into()))?;
+    drop(snapshot);
     let summary = written?;
     if let Some(e) = failed {
         return Err(e);
@@ -509,6 +562,98 @@ async fn prepare_source(config: &Config, tables: &[Table]) -> Result<u64, LoadEr
     Ok(lsn.0)
 }
 
+/// The snapshot a start reads its ranges under: a `REPEATABLE READ` transaction on its own
+/// connection that exports it, open until every range is read (a reader's transaction
+/// imports it).
+struct Snapshot {
+    name: String,
+    /// Its `xmin`, a 64-bit transaction id.
+    xmin: u64,
+    _holder: tokio_postgres::Client,
+}
+
+impl Snapshot {
+    async fn export(config: &Config) -> Result<Snapshot, LoadError> {
+        let (client, described) = connect(config, "db-sync loader snapshot").await?;
+        let failed = |what: &str| SourceError::query(format!("cannot {what} on {described}"));
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(failed("begin a transaction"))?;
+        let row = client
+            .query_one(
+                "SELECT pg_export_snapshot(), txid_snapshot_xmin(txid_current_snapshot())",
+                &[],
+            )
+            .await
+            .map_err(failed("export a snapshot"))?;
+        Ok(Snapshot {
+            name: row.get(0),
+            xmin: row.get::<_, i64>(1) as u64,
+            _holder: client,
+        })
+    }
+}
+
+/// How a start reads its ranges: under which snapshot, and whether the load's first
+/// snapshot is gone ([`Progress::resume`]).
+struct ReadAt {
+    snapshot: String,
+    /// Page ranges leave out the rows written since `since_xmin`.
+    exclude_written: bool,
+    since_xmin: Option<u64>,
+}
+
+impl ReadAt {
+    /// Opens the reader's transaction on `client`, under the start's snapshot.
+    async fn begin(
+        &self,
+        client: &tokio_postgres::Client,
+        described: &str,
+    ) -> Result<(), LoadError> {
+        client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                self.snapshot.replace('\'', "''")
+            ))
+            .await
+            .map_err(SourceError::query(format!(
+                "cannot import the load's snapshot on {described}"
+            )))?;
+        Ok(())
+    }
+
+    /// The `WHERE` condition of `range`.
+    fn condition(&self, range: &Range) -> String {
+        let written = self.written_since();
+        if range.changed {
+            return written;
+        }
+        let mut cond = format!("ctid >= '({},0)'::tid", range.start);
+        if let Some(end) = range.end {
+            cond.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+        }
+        if self.exclude_written {
+            cond.push_str(&format!(" AND NOT ({written})"));
+        }
+        cond
+    }
+
+    /// Whether a row version was written at or after the first snapshot's `xmin`: its 32-bit
+    /// `xmin` is at or after that one's in the circular order of transaction ids
+    /// (`FrozenTransactionId` and the other special ids below 3 are older than any). A plan
+    /// without `since_xmin` (written by an older db-sync) reads as before: none.
+    fn written_since(&self) -> String {
+        match self.since_xmin {
+            Some(x) => format!(
+                "xmin::text::bigint >= 3 AND ((xmin::text::bigint - {}) & 4294967295) < 2147483648",
+                x & 0xffff_ffff
+            ),
+            None => "false".into(),
+        }
+    }
+}
+
 /// `schema.table` quoted for PostgreSQL.
 fn quote_name(name: &str) -> String {
     let (schema, table) = name.split_once('.').unwrap_or(("public", name));
@@ -525,8 +670,8 @@ async fn read_range(
     client: &tokio_postgres::Client,
     described: &str,
     table: &Table,
-    range: &Range,
-    i: usize,
+    (range, i): (&Range, usize),
+    at: &ReadAt,
     lsn: u64,
     skip: Option<&HashSet<Vec<u8>>>,
 ) -> Result<write::Loaded, LoadError> {
@@ -537,10 +682,7 @@ async fn read_range(
         .collect::<Vec<_>>()
         .join(", ");
     let leaf = &table.leaves[range.leaf].name;
-    let mut cond = format!("ctid >= '({},0)'::tid", range.start);
-    if let Some(end) = range.end {
-        cond.push_str(&format!(" AND ctid < '({end},0)'::tid"));
-    }
+    let cond = at.condition(range);
     let sql =
         format!("COPY (SELECT {list} FROM ONLY {leaf} WHERE {cond}) TO STDOUT (FORMAT binary)");
     let ts_us = chrono::Utc::now().timestamp_micros();
@@ -663,6 +805,7 @@ fn ranges_of(table: usize, leaves: &[Leaf], size: u32) -> Vec<Range> {
                 leaf,
                 start: r * size,
                 end: (r + 1 < n).then(|| (r + 1) * size),
+                changed: false,
             });
         }
     }

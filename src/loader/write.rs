@@ -63,6 +63,38 @@ pub struct Writer {
     held: Vec<Option<Loaded>>,
     /// Bytes of bodies per journal append.
     piece_bytes: usize,
+    bar: Bar,
+}
+
+/// A one-line progress bar on standard error, when it is a terminal.
+struct Bar {
+    on: bool,
+}
+
+impl Bar {
+    fn show(&mut self, s: &super::progress::LoadStatus) {
+        if !self.on {
+            return;
+        }
+        let done = s.ranges - s.ranges_left;
+        let width = 30;
+        let filled = (done * width).checked_div(s.ranges).unwrap_or(width);
+        let eta = s
+            .eta_seconds
+            .map(|e| format!(", {:.0} s left", e))
+            .unwrap_or_default();
+        eprint!(
+            "\rinitial load [{}{}] {done}/{} ranges, {} rows, {:.0} rows/s{eta}   ",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            s.ranges,
+            s.rows,
+            s.rows_per_second
+        );
+        if s.ranges_left == 0 {
+            eprintln!();
+        }
+    }
 }
 
 impl Writer {
@@ -91,6 +123,9 @@ impl Writer {
             piece_bytes: usize::try_from(segment_max_bytes)
                 .unwrap_or(usize::MAX)
                 .clamp(1, 16 << 20),
+            bar: Bar {
+                on: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            },
         })
     }
 
@@ -132,8 +167,7 @@ impl Writer {
         let t = loaded.table;
         self.remaining[t] -= 1;
         if loaded.rows() == 0 {
-            progress.done[loaded.range] = true;
-            progress.torn.retain(|t| t.range != loaded.range);
+            progress.journaled(loaded.range, t, 0);
             progress.store(dir)?;
             if self.remaining[t] == 0 {
                 if let Some(mut held) = self.held[t].take() {
@@ -198,11 +232,10 @@ impl Writer {
             start = loaded.ends[at - 1] as usize;
         }
         crate::failpoint::hit("loader.after_append");
-        progress.done[loaded.range] = true;
-        progress.in_flight = None;
-        progress.torn.retain(|t| t.range != loaded.range);
-        progress.rows += loaded.rows() as u64;
-        progress.store(dir)
+        progress.journaled(loaded.range, loaded.table, loaded.rows() as u64);
+        progress.store(dir)?;
+        self.bar.show(&progress.status());
+        Ok(())
     }
 }
 

@@ -157,9 +157,29 @@ fn a_load_killed_part_way_continues_with_the_ranges_left_and_ends_equal_to_the_s
     let (done, ranges) = done_ranges(&p);
     assert_eq!(done, 3, "three ranges marked done of {ranges}");
     assert!(ranges > 10, "{ranges}");
-    // Rows added at the end of the table meanwhile (beyond the planned pages: the last,
-    // open-ended range reads them).
+    let status: Value =
+        serde_json::from_slice(&p.db_sync(&["status", "--json"]).stdout).expect("status JSON");
+    let load = &status["initial_load"];
+    assert_eq!(load["ranges_left"], ranges - 3, "{status}");
+    assert_eq!(load["tables"][0]["table"], "public.big", "{status}");
+    assert!(load["tables"][0]["rows"].as_u64().unwrap() > 0, "{status}");
+    // Written while db-sync is down, so the next start reads under a new snapshot: rows
+    // added beyond the planned pages; space freed in the ranges already read, and rows of the
+    // last pages (not read yet; every hundredth with a TOASTed body) updated into it, body
+    // untouched. Read by page alone, the moved rows would be in no range left, and their
+    // replayed updates lack the body.
     sql.exec("INSERT INTO big SELECT i, i, 'new' FROM generate_series(20001, 20500) i");
+    sql.exec("DELETE FROM big WHERE id <= 300");
+    sql.exec("VACUUM big");
+    sql.exec("UPDATE big SET n = n + 1 WHERE id > 19000 AND id <= 20000");
+    let moved = sql.rows(
+        "SELECT count(*) FROM big WHERE id > 19000 AND id <= 20000 AND (ctid::text::point)[0] < 24",
+    );
+    assert_ne!(
+        moved[0][0].as_deref(),
+        Some("0"),
+        "rows moved into the ranges already read"
+    );
     // Killed again, with a range named in flight and none of it journaled.
     crash_at(&p, "loader.before_append:3");
     let (again, _) = done_ranges(&p);
@@ -188,13 +208,16 @@ fn a_load_killed_part_way_continues_with_the_ranges_left_and_ends_equal_to_the_s
     assert!(log.contains("continuing"), "{log}");
     assert_eq!(done_ranges(&p).0, done_ranges(&p).1);
 
-    // Every key once in the snapshot: no range journaled twice, none started over.
+    // Every key once in the snapshot (no range journaled twice, none started over), but the
+    // rows written while db-sync was down, which may come again as the new snapshot has them.
     let mut seen = std::collections::HashMap::new();
     for e in p.events().iter().filter(|e| e["snapshot"] == true) {
-        if let Some(first) = seen.insert(e["key"].to_string(), e.clone()) {
-            panic!("twice in the snapshot:\n{first}\n{e}");
+        let id = e["key"]["id"].as_i64().unwrap();
+        if let Some(first) = seen.insert(id, e.clone()) {
+            assert!(id > 19000, "twice in the snapshot:\n{first}\n{e}");
         }
     }
+    assert!(seen.contains_key(&19999), "a moved row was read");
 
     compact(&p);
     let query = "SELECT id, n, md5(body) FROM big ORDER BY id";
@@ -203,5 +226,100 @@ fn a_load_killed_part_way_continues_with_the_ranges_left_and_ends_equal_to_the_s
         lines(my.rows(query)),
         source,
         "the target equals the source"
+    );
+}
+
+#[test]
+fn a_load_under_writes_reads_one_snapshot_and_ends_equal_to_the_source() {
+    let p = Pipeline::new("loadwrites", BIG, "public.big,public.marker");
+    let my = My::fresh(&format!("loadwrites_{}", std::process::id()));
+    let extra = format!(
+        "{}{}snapshot:\n  loader: native\n  range_pages: 8\n",
+        audit_yaml(&p),
+        my.target_yaml("")
+    );
+    p.write_config_with(&pg_password(), p.port, &extra);
+    let sql = p.sql();
+    // Free space in the first pages, so that updated rows move back into ranges read early.
+    sql.exec("DELETE FROM big WHERE id <= 2000");
+    sql.exec("VACUUM big");
+
+    // The load, slowed to a fifth of a second per range, beside a workload: updates that
+    // move rows across pages and leave the TOASTed body alone, deletes, key changes (of rows
+    // with TOASTed bodies too), inserts.
+    let (out, rounds) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            p.db_sync_env(
+                &["capture", "--exit-after-snapshot"],
+                &[("DB_SYNC_PAUSE", "loader.before_append:200")],
+            )
+        });
+        let mut rounds = 0;
+        while !load.is_finished() {
+            let r = rounds % 10;
+            sql.exec(&format!(
+                "UPDATE big SET n = n + 1 WHERE id % 10 = {r} AND id > 15000;
+                 DELETE FROM big WHERE id % 97 = {r} AND id < 15000;
+                 UPDATE big SET id = id + 100000 WHERE id % 200 = {r} AND id < 100000;
+                 INSERT INTO big SELECT i, i, 'new' FROM generate_series(30000 + {rounds} * 10, 30009 + {rounds} * 10) i"
+            ));
+            rounds += 1;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (load.join().unwrap(), rounds)
+    });
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        rounds >= 5,
+        "the workload ran beside the load: {rounds} rounds"
+    );
+
+    // One snapshot: every key at most once among the snapshot reads.
+    let mut seen = std::collections::HashMap::new();
+    for e in p.events().iter().filter(|e| e["snapshot"] == true) {
+        if let Some(first) = seen.insert(e["key"].to_string(), e.clone()) {
+            panic!("twice in the snapshot:\n{first}\n{e}");
+        }
+    }
+
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    sql.exec("INSERT INTO marker VALUES (DEFAULT)");
+    wait_for_marker(&p, &mut capture, "public.marker", SNAPSHOT_WAIT);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    compact(&p);
+    let query = "SELECT id, n, md5(body) FROM big ORDER BY id";
+    assert_eq!(
+        lines(my.rows(query)),
+        lines(sql.rows(query)),
+        "the target equals the source"
+    );
+}
+
+#[test]
+fn a_table_never_analyzed_is_sized_from_a_sample_of_its_rows() {
+    // As the loader leaves a table: filled, and not analyzed (autovacuum kept off here).
+    let p = Pipeline::new(
+        "sizing",
+        "CREATE TABLE narrow (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+         INSERT INTO narrow SELECT i, md5(i::text) FROM generate_series(1, 5000) i;
+         CREATE TABLE wide (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+         INSERT INTO wide SELECT i, (SELECT string_agg(md5(i::text || g::text), '') FROM generate_series(1, 1000) g)
+           FROM generate_series(1, 200) i;",
+        "public.narrow,public.wide",
+    );
+    p.write_config_with(&pg_password(), p.port, "");
+    let config = db_sync::config::Config::load(&p.config_path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let size = |include: &str| {
+        rt.block_on(db_sync::source::sizes::largest_row(&config, include))
+            .unwrap()
+    };
+    let narrow = size("public.narrow").expect("measured without statistics");
+    assert!((30.0..200.0).contains(&narrow), "{narrow}");
+    let wide = size("public.narrow,public.wide").expect("measured without statistics");
+    assert!(
+        wide > db_sync::capture::sizing::SMALL_ROW_BYTES,
+        "rows of 32 kB: {wide}"
     );
 }

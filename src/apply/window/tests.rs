@@ -284,6 +284,32 @@ fn a_key_change_lacking_columns_keeps_what_came_before_it() {
 }
 
 #[test]
+fn a_key_change_replayed_over_a_snapshot_read_of_its_new_key_keeps_the_read_values() {
+    // The initial loader read row 2 after the key change 1 → 2 that the slot then replays;
+    // the old key 1 is in neither the window nor the target.
+    let tmp = tempfile::tempdir().unwrap();
+    journal(
+        tmp.path(),
+        &[
+            row(b'r', 2, Some("toasted")),
+            Change::Left(1),
+            Change::Moved {
+                id: 2,
+                old: 1,
+                name: None,
+            },
+        ],
+    );
+    let (plan, _) = merged(tmp.path(), 1, 3, false);
+    assert!(plan.contains("moves=[]"), "{plan}");
+    let toasted = format!("{:?}", b"toasted");
+    assert!(
+        plan.contains(toasted.trim_matches(['[', ']'])),
+        "the read's value: {plan}"
+    );
+}
+
+#[test]
 fn a_planned_window_is_bounded_by_its_merged_rows_not_its_changes() {
     let tmp = tempfile::tempdir().unwrap();
     // 4 rounds of updates of 30 keys, then 30 more keys; every change the same size.
