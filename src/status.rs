@@ -94,6 +94,9 @@ pub struct Status {
     /// The journal's last resync after its replication slot was lost (in progress until its
     /// snapshot's last row is journaled).
     pub resync: Option<crate::state::identity::Resync>,
+    /// The native initial load (`snapshot.loader: native`): per table the rows journaled and
+    /// the ranges left, the rate and the time left; `None` when db-sync did not load.
+    pub initial_load: Option<crate::loader::LoadStatus>,
 }
 
 /// A PostgreSQL replication slot as `pg_replication_slots` shows it.
@@ -293,6 +296,7 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
             .ok()
             .flatten()
             .and_then(|i| i.resync),
+        initial_load: crate::loader::status(dir).ok().flatten(),
     })
 }
 
@@ -311,6 +315,7 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
         print_target(&s);
     }
     print_source_slot(&s);
+    print_initial_load(&s);
     print_audit_tables(&s);
     if let Some(w) = &s.source_slot_warning {
         println!("WARNING          {w}");
@@ -324,6 +329,31 @@ pub fn run(config: &Config, json: bool) -> Result<(), StatusError> {
     }
     print_compaction(&s);
     Ok(())
+}
+
+/// The native initial load, while it runs (one line once it is complete).
+fn print_initial_load(s: &Status) {
+    let Some(l) = &s.initial_load else {
+        return;
+    };
+    if l.complete {
+        println!("initial load     complete: {} rows", l.rows);
+        return;
+    }
+    let eta = l
+        .eta_seconds
+        .map(|e| format!(", about {e:.0} s left"))
+        .unwrap_or_default();
+    println!(
+        "initial load     {} of {} ranges left, {} rows journaled, {:.0} rows/s{eta} (the slot holds the WAL meanwhile: see source slot)",
+        l.ranges_left, l.ranges, l.rows, l.rows_per_second
+    );
+    for t in l.tables.iter().filter(|t| t.ranges_left > 0) {
+        println!(
+            "  {:<30} {} rows, {} of {} ranges left",
+            t.table, t.rows, t.ranges_left, t.ranges
+        );
+    }
 }
 
 /// The journal and how far audit has come.
