@@ -41,7 +41,7 @@ mod prepare;
 mod properties;
 mod resync;
 mod sink;
-mod sizing;
+pub mod sizing;
 pub mod tables;
 mod wire;
 

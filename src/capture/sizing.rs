@@ -7,8 +7,10 @@
 //! So before it starts, capture asks the source how large the included tables' rows are
 //! ([`crate::source::sizes`]: relation size over `reltuples`, TOAST included) and, when every
 //! table is known to hold rows of at most [`SMALL_ROW_BYTES`], gives the engine Debezium's own
-//! larger sizes. A table PostgreSQL has no statistics for yet (never analyzed) keeps the safe
-//! sizes. A key set in `source:` always wins.
+//! larger sizes. A table PostgreSQL has no statistics for yet (never analyzed: one the
+//! initial loader just filled, before autovacuum gets to it) is measured from a sample of its
+//! rows instead; one that cannot be read keeps the safe sizes. A key set in `source:` always
+//! wins.
 
 use std::collections::BTreeMap;
 
@@ -62,7 +64,7 @@ pub async fn fit(config: &Config, props: &mut BTreeMap<String, String>) {
             "large rows: the engine keeps small batches and fetches"
         ),
         Ok(None) => tracing::debug!(
-            "no statistics for some included table: the engine keeps small batches and fetches"
+            "cannot size the rows of some included table: the engine keeps small batches and fetches"
         ),
         Err(e) => {
             tracing::debug!("could not read table sizes ({e}): the engine keeps small batches")

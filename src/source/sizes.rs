@@ -5,8 +5,10 @@ use super::{connect, SourceError};
 use crate::config::Config;
 
 /// The largest average row (bytes, TOAST and indexes included: relation size over
-/// `reltuples`) of the tables a Debezium `table.include.list` names, or `None` when one of
-/// them has no statistics yet (never analyzed). A partitioned table counts by its partitions.
+/// `reltuples`) of the tables a Debezium `table.include.list` names. A partitioned table
+/// counts by its partitions. A table the server has no statistics for yet (never analyzed,
+/// such as one just loaded) is measured from a sample of its first [`SAMPLE_ROWS`] rows (their
+/// text, as the engine reads them, detoasted); `None` when that cannot be read either.
 pub async fn largest_row(config: &Config, include: &str) -> Result<Option<f64>, SourceError> {
     let pattern = format!(
         "^({})$",
@@ -22,7 +24,8 @@ pub async fn largest_row(config: &Config, include: &str) -> Result<Option<f64>, 
     // parent's name.
     let rows = client
         .query(
-            "SELECT c.reltuples::float8, pg_total_relation_size(c.oid)::float8
+            "SELECT c.reltuples::float8, pg_total_relation_size(c.oid)::float8,
+                    format('%I.%I', n.nspname, c.relname)
                FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
                LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
@@ -39,16 +42,35 @@ pub async fn largest_row(config: &Config, include: &str) -> Result<Option<f64>, 
         )))?;
     let mut largest: f64 = 0.0;
     for row in rows {
-        let (tuples, bytes): (f64, f64) = (row.get(0), row.get(1));
-        if tuples <= 0.0 {
-            // Never analyzed (-1), or analyzed empty: size unknown (or moot) for an empty
-            // table, unknown for a never-analyzed one.
-            if bytes > 65_536.0 || tuples < 0.0 {
-                return Ok(None);
+        let (tuples, bytes, name): (f64, f64, String) = (row.get(0), row.get(1), row.get(2));
+        if tuples > 0.0 {
+            largest = largest.max(bytes / tuples);
+        } else if tuples < 0.0 || bytes > 65_536.0 {
+            // Never analyzed (-1), or analyzed while empty and filled since.
+            match sampled_row(&client, &name).await {
+                Some(b) => largest = largest.max(b),
+                None => return Ok(None),
             }
-            continue;
         }
-        largest = largest.max(bytes / tuples);
     }
     Ok(Some(largest))
+}
+
+/// Rows [`largest_row`] samples of a table without statistics.
+pub const SAMPLE_ROWS: u32 = 500;
+
+/// The average text size of the first [`SAMPLE_ROWS`] rows of `table` (quoted); `None` when
+/// they cannot be read. An empty table: 0.
+async fn sampled_row(client: &tokio_postgres::Client, table: &str) -> Option<f64> {
+    let sql = format!(
+        "SELECT coalesce(avg(octet_length(s::text)), 0)::float8
+           FROM (SELECT * FROM ONLY {table} LIMIT {SAMPLE_ROWS}) s"
+    );
+    match client.query_one(sql.as_str(), &[]).await {
+        Ok(r) => Some(r.get(0)),
+        Err(e) => {
+            tracing::debug!(%table, "cannot sample the rows of {table}: {e}");
+            None
+        }
+    }
 }
