@@ -97,12 +97,11 @@ pub struct SnapshotConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Loader {
-    /// db-sync reads the tables itself with binary `COPY` over page ranges, resumable per
-    /// range ([`crate::loader`]); Debezium then only streams. Exact when the tables are not
-    /// written during the load (see the loader's docs for why not otherwise).
+    /// db-sync reads the tables itself with binary `COPY` over page ranges under one
+    /// snapshot, resumable per range ([`crate::loader`]); Debezium then only streams.
+    #[default]
     Native,
     /// Debezium's own snapshot (one JDBC reader per table; starts over after a crash).
-    #[default]
     Debezium,
 }
 
