@@ -2,13 +2,14 @@
 # Compaction benchmark: one journal of N snapshot events of a 7-column PostgreSQL table
 # (bigint, int, text, numeric(12,2), timestamptz, boolean, text) turned into zstd Parquet
 # two ways, each a whole process timed from launch to exit:
-#   (ours)    `db-sync compact --once`: journal -> <schema>.<table>/date=YYYY-MM-DD/<first>-<last>.parquet
+#   (ours)    `db-sync compact --once`: journal -> <schema>.<table>/date=YYYY-MM-DD/<first>-<last>.<journal>.parquet
 #             under a file:// audit URL; the output is counted with DuckDB and must hold N rows
 #   (duckdb)  DuckDB (Python package, SET threads = 2) converting the same events, dumped
 #             by `db-sync journal dump` as JSON lines (not timed), into one Parquet file with
 #             the same columns and types (row columns + _cdc_op/seq/ts/position/tx/snapshot)
 # Prints events, seconds, events/s, peak RSS (/usr/bin/time -v) and output bytes per run,
-# the ratio ours/duckdb in events/s, the JSON-lines and journal sizes, and the command lines.
+# the ratios ours/duckdb in events/s and in output bytes (smaller is better), the JSON-lines
+# and journal sizes, and the command lines.
 #
 # Usage: scripts/bench/compact.sh
 #   BENCH_EVENTS (1000000)  events in the journal: the snapshot of bench.public.bench_rows
@@ -133,8 +134,8 @@ if ((run_ours)); then
   mapfile -t files < <(cd "$audit" && find . -type f -name '*.parquet' -printf '%P\n' | sort)
   ((${#files[@]} > 0)) || { keep=1; die "db-sync compact wrote no .parquet file under $audit (logs kept in $run_dir)"; }
   for f in "${files[@]}"; do
-    [[ $f =~ ^public\.$table/date=[0-9]{4}-[0-9]{2}-[0-9]{2}/[0-9]+-[0-9]+\.parquet$ ]] ||
-      log "warning: $f does not follow <schema>.<table>/date=YYYY-MM-DD/<first>-<last>.parquet"
+    [[ $f =~ ^public\.$table/date=[0-9]{4}-[0-9]{2}-[0-9]{2}/[0-9]+-[0-9]+(\.[0-9a-f]+)?\.parquet$ ]] ||
+      log "warning: $f does not follow <schema>.<table>/date=YYYY-MM-DD/<first>-<last>[.<journal>].parquet"
   done
   bytes[ours]=$(bench_bytes "$audit" '*.parquet')
   counts=$(duck "select count(*), count(distinct _cdc_seq) from read_parquet('$audit/**/*.parquet', hive_partitioning = false)") ||
@@ -185,6 +186,7 @@ bench_results events "26 10 9 11 13 14" "${keys[@]}"
 echo
 if ((run_ours && run_duckdb)); then
   echo "events/s ratio ours/duckdb = $(bench_ratio "${secs[duckdb]}" "${secs[ours]}")"
+  echo "bytes ratio ours/duckdb = $(bench_ratio "${bytes[ours]}" "${bytes[duckdb]}")"
 fi
 awk -v j="$journal_bytes" -v s="$jsonl_bytes" -v n="$n" 'BEGIN {
   printf "input: journal %d bytes (%.1f bytes/event); JSON lines %d bytes (%.1f bytes/event)\n", j, j / n, s, s / n

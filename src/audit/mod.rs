@@ -36,9 +36,11 @@
 //!   [type map](crate::types#the-type-map), then the `_cdc_` columns ([`crate::types::cdc`]).
 //!   Rows are in `_cdc_seq` order. A column the source added appears in later files only:
 //!   read the files with `union_by_name`.
-//! - **Parquet.** zstd; `sorting_columns = [_cdc_seq]`; min/max statistics per row group and
-//!   per page, and a page index; pages of at most 8,192 rows; a row group per decoded batch
-//!   ([`writer::writer_properties`]).
+//! - **Parquet.** zstd (level 1); `sorting_columns = [_cdc_seq]`; min/max statistics per row
+//!   group and per page, and a page index; pages of at most 8,192 rows; a row group per
+//!   decoded batch; `_cdc_seq` and `_cdc_ts` in `DELTA_BINARY_PACKED` (Spark reads it with its
+//!   vectorized reader from 3.3 on); a dictionary only for a column of few distinct values,
+//!   `PLAIN` for the others ([`writer::writer_properties`]).
 //! - **Metadata.** Key [`TABLE_SCHEMA_METADATA`] holds the table's Connect schema as the
 //!   journal holds it (key and source column types included): enough to rebuild the target
 //!   table from the file alone. A rolled-up file also lists the files it replaces

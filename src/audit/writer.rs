@@ -26,10 +26,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::datatypes::DataType;
 use object_store::buffered::BufWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::{AuditError, AuditStore, TABLE_SCHEMA_METADATA};
 use crate::compact::{self, CompactError, Decoded, Plan, UnknownTypeWarnings};
@@ -38,6 +41,7 @@ use crate::error::{Classify, ErrorKind};
 use crate::failpoint;
 use crate::journal::{self, JournalError};
 use crate::state::{AuditProgress, StateError, Window};
+use crate::types::cdc;
 
 const SEAL_WAIT: Duration = Duration::from_secs(30);
 
@@ -190,9 +194,11 @@ fn remove_local_staging_files(url: &str) {
     }
 }
 
-/// The Parquet settings of every audit file of `schema`: zstd, one row group per decoded
-/// batch, and what lets readers skip data:
+/// The Parquet settings of every audit file of `schema` (and of a rolled-up file):
 ///
+/// - zstd at level 1 on pages of at most [`PAGE_ROWS`] rows, one row group per decoded batch
+///   (on pages this size, level 3 came out no smaller in the compaction benchmark, and is
+///   slower);
 /// - statistics (min/max, null count) per row group *and* per page for every column, so the
 ///   footer and the page index (column index + offset index) cover `_cdc_seq`, `_cdc_ts` and
 ///   the key columns; rows are written in `_cdc_seq` order, so `_cdc_seq` and `_cdc_ts`
@@ -200,39 +206,66 @@ fn remove_local_staging_files(url: &str) {
 ///   skips most of a large file;
 /// - `sorting_columns = [_cdc_seq ASC]`, which tells readers (DuckDB, Spark, DataFusion) the
 ///   order they may rely on;
-/// - pages of at most 8,192 rows, so the page index is fine-grained enough to prune a key
-///   lookup inside a row group.
+/// - `_cdc_seq` and `_cdc_ts` in `DELTA_BINARY_PACKED`, without a dictionary: both rise (or
+///   stay equal) from row to row, so a delta takes a few bits where a dictionary of unique
+///   values costs more than the values themselves;
+/// - a dictionary for the other columns only while it stays under [`DICTIONARY_BYTES`] per
+///   column chunk: a column of few distinct values (an op, a status) keeps it, a column of
+///   mostly distinct values (keys, prices, times, free text) falls back to `PLAIN` after its
+///   first page, which zstd compresses better than a dictionary of unique values.
 pub fn writer_properties(batch_rows: usize, schema: &arrow::datatypes::Schema) -> WriterProperties {
     use parquet::file::properties::EnabledStatistics;
-    let sorting = parquet::arrow::ArrowSchemaConverter::new()
-        .convert(schema)
-        .ok()
-        .and_then(|descr| {
-            descr
-                .columns()
-                .iter()
-                .position(|c| c.path().string() == crate::types::cdc::SEQ)
-        })
-        .map(|i| {
-            vec![parquet::file::metadata::SortingColumn {
-                column_idx: i as i32,
-                descending: false,
-                nulls_first: false,
-            }]
-        });
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(batch_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_offset_index_disabled(false)
         .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_sorting_columns(sorting)
-        .set_created_by(format!("db-sync {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_dictionary_page_size_limit(DICTIONARY_BYTES)
+        .set_sorting_columns(seq_order(schema))
+        .set_created_by(format!("db-sync {}", env!("CARGO_PKG_VERSION")));
+    for name in [cdc::SEQ, cdc::TS] {
+        // DELTA_BINARY_PACKED is for INT32/INT64 only: a column of another type keeps the
+        // defaults (no audit file has one; the check keeps a foreign file writable).
+        let int64 = schema
+            .field_with_name(name)
+            .is_ok_and(|f| matches!(f.data_type(), DataType::Int64 | DataType::Timestamp(..)));
+        if int64 {
+            let path = ColumnPath::from(name);
+            builder = builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    builder.build()
+}
+
+/// `sorting_columns` of a file of `schema`: `_cdc_seq` ascending, named by its leaf index.
+fn seq_order(schema: &arrow::datatypes::Schema) -> Option<Vec<SortingColumn>> {
+    let descr = parquet::arrow::ArrowSchemaConverter::new()
+        .convert(schema)
+        .ok()?;
+    let i = descr
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == cdc::SEQ)?;
+    Some(vec![SortingColumn {
+        column_idx: i as i32,
+        descending: false,
+        nulls_first: false,
+    }])
 }
 
 /// Rows per data page at most: the granularity of the page index.
 const PAGE_ROWS: usize = 8192;
+
+/// Bytes of dictionary per column chunk at most (counted as `PLAIN` writes the values: 2,048
+/// int64 values, some 600 short strings) before the column falls back to `PLAIN`. parquet's
+/// default, 1 MiB, kept a dictionary of all 65,536 values of a row group of distinct keys,
+/// times or prices: 8 bytes a value in the dictionary and 2 more for its index, which zstd
+/// compresses worse than the values alone, and building it cost more time than the rest of
+/// the encoding (the compaction benchmark's 1M rows: 29.4 MB, 21.4 MB with this limit).
+const DICTIONARY_BYTES: usize = 16 * 1024;
 
 async fn write_files(
     config: &Config,

@@ -538,3 +538,96 @@ async fn files_carry_statistics_a_page_index_and_their_sort_order() {
         }
     }
 }
+
+/// What keeps files small ([`writer_properties`]): `_cdc_seq` and `_cdc_ts` as deltas with no
+/// dictionary, a dictionary for a column of few values, and a column of distinct values back to
+/// `PLAIN` after its first page (parquet's default limit kept a dictionary of every value).
+#[test]
+fn sequence_and_time_are_deltas_and_dictionaries_stay_where_they_pay() {
+    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Encoding, PageType};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use crate::types::cdc;
+
+    let rows = 4 * PAGE_ROWS as i64;
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(cdc::OP, DataType::Utf8, false),
+        Field::new(cdc::SEQ, DataType::Int64, false),
+        Field::new(
+            cdc::TS,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        // Distinct keys in no order.
+        std::sync::Arc::new(Int64Array::from_iter_values(
+            (0..rows).map(|i| i * 7919 % 1_000_003),
+        )),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            (0..rows).map(|i| ["c", "u", "d"][i as usize % 3]),
+        )),
+        // A table's share of the journal: increasing, with gaps.
+        std::sync::Arc::new(Int64Array::from_iter_values((0..rows).map(|i| 10 + 3 * i))),
+        // Commit times: a few events per transaction.
+        std::sync::Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                (0..rows).map(|i| 20_000 * DAY_US + i / 4 * 1500),
+            )
+            .with_timezone("UTC"),
+        ),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("f.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let props = writer_properties(65_536, &schema);
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    assert_eq!(read(&path), batch, "the rows read back as written");
+
+    let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 1);
+    let group = reader.get_row_group(0).unwrap();
+    let pages = |c: usize| -> Vec<(PageType, Encoding)> {
+        group
+            .get_column_page_reader(c)
+            .unwrap()
+            .map(|p| {
+                let p = p.unwrap();
+                (p.page_type(), p.encoding())
+            })
+            .collect()
+    };
+    let delta = vec![(PageType::DATA_PAGE, Encoding::DELTA_BINARY_PACKED); 4];
+    assert_eq!(pages(2), delta, "_cdc_seq: deltas, {PAGE_ROWS} rows a page");
+    assert_eq!(pages(3), delta, "_cdc_ts: deltas, {PAGE_ROWS} rows a page");
+    let op = pages(1);
+    assert_eq!(op[0], (PageType::DICTIONARY_PAGE, Encoding::PLAIN));
+    assert!(
+        op[1..]
+            .iter()
+            .all(|p| *p == (PageType::DATA_PAGE, Encoding::RLE_DICTIONARY)),
+        "_cdc_op keeps its dictionary: {op:?}"
+    );
+    let id = pages(0);
+    assert_eq!(
+        id[..2],
+        [
+            (PageType::DICTIONARY_PAGE, Encoding::PLAIN),
+            (PageType::DATA_PAGE, Encoding::RLE_DICTIONARY)
+        ]
+    );
+    assert!(
+        id.len() > 2
+            && id[2..]
+                .iter()
+                .all(|p| *p == (PageType::DATA_PAGE, Encoding::PLAIN)),
+        "distinct keys fall back to PLAIN after the first page: {id:?}"
+    );
+}
