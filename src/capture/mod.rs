@@ -186,8 +186,22 @@ pub async fn run(
     options: Options,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, CaptureError> {
-    let (journal, mut props, tables) = prepare(config).await?;
-    let journal = match load(config, options, journal, &mut props, tables, &shutdown).await? {
+    let Prepared {
+        journal,
+        mut props,
+        tables,
+        joined,
+    } = prepare(config).await?;
+    let journal = match load(
+        config,
+        options,
+        journal,
+        &mut props,
+        (tables, joined),
+        &shutdown,
+    )
+    .await?
+    {
         Loaded::Stream(journal) => *journal,
         Loaded::Stop => return Ok(Summary::default()),
     };
@@ -255,19 +269,34 @@ enum Loaded {
 
 /// Reads the initial snapshot with the native loader when one is due and the loader can
 /// read every table ([`crate::loader`]); Debezium then streams without a snapshot of its own.
+/// On a pipeline that streams, reads the tables that joined it ([`load_joined`]).
 async fn load(
     config: &Config,
     options: Options,
     journal: Journal,
     props: &mut BTreeMap<String, String>,
-    tables: Option<Vec<SourceTable>>,
+    (tables, joined): (Option<Vec<SourceTable>>, Vec<String>),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Loaded, CaptureError> {
     let due = resync::offsets_file(props).is_none()
         && props.get("snapshot.mode").is_none_or(|m| m == "initial");
-    let (Some(tables), true) = (tables, due) else {
+    let Some(tables) = tables else {
         return Ok(Loaded::Stream(Box::new(journal)));
     };
+    if !due {
+        return load_joined(config, journal, &tables, joined, shutdown).await;
+    }
+    if crate::loader::completed(&config.journal.dir) {
+        // The initial load is journaled; Debezium has not streamed since (it commits no
+        // offsets before it does): it streams from the slot, after the tables that joined.
+        props.insert("snapshot.mode".into(), "no_data".into());
+        let loaded = load_joined(config, journal, &tables, joined, shutdown).await?;
+        if options.exit_after_snapshot {
+            tracing::info!("snapshot complete; stopping capture");
+            return Ok(Loaded::Stop);
+        }
+        return Ok(loaded);
+    }
     let applied: Vec<SourceTable> = tables
         .into_iter()
         .filter(|t| t.refusal().is_none())
@@ -283,9 +312,15 @@ async fn load(
             return Ok(Loaded::Stream(Box::new(journal)));
         }
     };
-    let (journal, outcome) = crate::loader::run(config, tables, journal, shutdown.clone())
-        .await
-        .map_err(|e| CaptureError::Load(e.to_string()))?;
+    let (journal, outcome) = crate::loader::run(
+        config,
+        tables,
+        journal,
+        crate::loader::Start::Initial,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| CaptureError::Load(e.to_string()))?;
     if outcome == crate::loader::Outcome::Stopped {
         return Ok(Loaded::Stop);
     }
@@ -298,13 +333,87 @@ async fn load(
     Ok(Loaded::Stream(Box::new(journal)))
 }
 
+/// Reads the rows of the tables that joined a streaming pipeline (`joined`, and those of a
+/// load of them an earlier start did not finish) with the native loader, before the engine
+/// streams on from where it was; the tables the loader cannot read get Debezium's
+/// incremental snapshot instead. Each table is recorded as the pipeline's once its rows are
+/// journaled (or their snapshot asked for), so a crash before that reads it again.
+async fn load_joined(
+    config: &Config,
+    mut journal: Journal,
+    tables: &[SourceTable],
+    joined: Vec<String>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Loaded, CaptureError> {
+    let load_error = |e: crate::loader::LoadError| CaptureError::Load(e.to_string());
+    let pending = crate::loader::pending(&config.journal.dir).map_err(load_error)?;
+    let mut rounds: Vec<Vec<String>> = Vec::new();
+    if let Some(names) = &pending {
+        rounds.push(names.clone());
+    }
+    let rest: Vec<String> = joined
+        .into_iter()
+        .filter(|t| !pending.as_ref().is_some_and(|p| p.contains(t)))
+        .collect();
+    if !rest.is_empty() {
+        rounds.push(rest);
+    }
+    for names in rounds {
+        let these: Vec<SourceTable> = tables
+            .iter()
+            .filter(|t| names.contains(&t.name) && t.refusal().is_none())
+            .cloned()
+            .collect();
+        let plan = crate::loader::decide(config, &these)
+            .await
+            .map_err(load_error)?;
+        let chosen = match plan {
+            crate::loader::Decision::Native(chosen) => chosen,
+            crate::loader::Decision::Debezium(why) => {
+                tracing::info!(
+                    "the tables that joined go through Debezium's incremental snapshot: {why}"
+                );
+                let asked = tables::snapshot_joined(config, &names).await;
+                tables::record_joined(config, &asked)?;
+                continue;
+            }
+        };
+        for t in &chosen {
+            tracing::info!(table = %t.name, "{} joined the pipeline: capture reads its rows with the native loader before streaming on", t.name);
+        }
+        let (back, outcome) = crate::loader::run(
+            config,
+            chosen,
+            journal,
+            crate::loader::Start::Joined,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(load_error)?;
+        journal = back;
+        if outcome == crate::loader::Outcome::Stopped {
+            return Ok(Loaded::Stop);
+        }
+        tables::record_joined(config, &names)?;
+    }
+    Ok(Loaded::Stream(Box::new(journal)))
+}
+
+/// What [`prepare()`] readies: the journal, the engine's properties, the included tables (when
+/// the source can say) and those that joined since the last start.
+struct Prepared {
+    journal: Journal,
+    props: BTreeMap<String, String>,
+    tables: Option<Vec<SourceTable>>,
+    joined: Vec<String>,
+}
+
 /// Everything before the engine starts: the journal and its identity, the engine's
 /// properties, the checks of the local state against itself and the source, Debezium's
 /// directories, and the source-side objects db-sync keeps (signalling table, publication).
-async fn prepare(
-    config: &Config,
-) -> Result<(Journal, BTreeMap<String, String>, Option<Vec<SourceTable>>), CaptureError> {
+async fn prepare(config: &Config) -> Result<Prepared, CaptureError> {
     let mut identity = prepare::identity(config).await?;
+    let mut joined = Vec::new();
     let mut journal = Journal::open(&config.journal.dir, config.journal.segment_max_bytes)?;
     let tables = tables::list(config).await;
     if let Some(tables) = &tables {
@@ -316,10 +425,12 @@ async fn prepare(
     prepare::check_source(config, &mut identity).await?;
     resync::check_slot(config, &mut props, &mut journal, &mut identity).await?;
     if let Some(tables) = &tables {
-        // A full snapshot (a new journal, a resync) reads every table anyway.
-        let captured = resync::offsets_file(&props).is_some()
+        // A full snapshot (a new journal, a resync) reads every table anyway; one the loader
+        // completed counts as captured, Debezium's offsets or not.
+        let captured = (resync::offsets_file(&props).is_some()
+            || crate::loader::completed(&config.journal.dir))
             && !identity.resync.as_ref().is_some_and(|r| r.in_progress());
-        tables::follow(config, tables, &mut identity, captured).await?;
+        joined = tables::follow(config, tables, &mut identity, captured).await?;
     }
     for file in properties::engine_files(&props) {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -331,7 +442,12 @@ async fn prepare(
     }
     source::signal::ensure_table(config).await;
     source::publication::ensure_partition_root(config).await;
-    Ok((journal, props, tables))
+    Ok(Prepared {
+        journal,
+        props,
+        tables,
+        joined,
+    })
 }
 
 /// Waits for the engine thread to end, meanwhile sealing the journal when compaction asks

@@ -16,11 +16,13 @@
 //!   files and the target do not have them, and `verify` does not compare them.
 //! - **Tables added to or removed from the pipeline.** The journal's identity records the
 //!   included tables at each start. A table added to `table.include.list` since (or created
-//!   under a pattern it matches) gets an incremental snapshot of its own through the
-//!   signalling table, while the others stream on: its existing rows arrive as snapshot rows,
-//!   its changes from then on as changes (Debezium adds it to the publication; PostgreSQL
-//!   never decodes a table's changes from before that, which is why its rows must be read).
-//!   No other table is read again. A table no longer included is logged once: its changes
+//!   under a pattern it matches) gets a snapshot of its own: its existing rows arrive as
+//!   snapshot rows, its changes from then on as changes (it joins the publication first;
+//!   PostgreSQL never decodes a table's changes from before that, which is why its rows must
+//!   be read). The native loader reads it before the engine starts, under one snapshot and
+//!   resumable, as it reads an initial load; a table it cannot read gets Debezium's
+//!   incremental snapshot through the signalling table, while the others stream on. No
+//!   other table is read again. A table no longer included is logged once: its changes
 //!   stop, its target table and audit history stay.
 
 use std::collections::BTreeMap;
@@ -63,39 +65,74 @@ pub fn check(config: &Config, tables: &[SourceTable]) -> Result<(), CaptureError
     Ok(())
 }
 
-/// Compares `tables` with those of the last start (see the module doc): asks for an
-/// incremental snapshot of each added table when the pipeline has captured before
-/// (`captured`: Debezium's offsets exist and no full snapshot is due), logs each removed one,
-/// and records the tables. A table whose snapshot could not be asked for is left out of the
-/// record, so the next start asks again.
+/// Compares `tables` with those of the last start (see the module doc) when the pipeline has
+/// captured before (`captured`: Debezium's offsets exist and no full snapshot is due): logs
+/// each removed table, and gives the added ones, whose rows capture must read
+/// ([`snapshot_joined`]). Records the tables but the added ones, which [`record_joined`]
+/// records once their snapshot is journaled or asked for: until then every start finds them
+/// added again.
 pub async fn follow(
     config: &Config,
     tables: &[SourceTable],
     identity: &mut Identity,
     captured: bool,
-) -> Result<(), CaptureError> {
+) -> Result<Vec<String>, CaptureError> {
     let now: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
     let mut record = now.clone();
+    let mut joined = Vec::new();
     if let (Some(before), true) = (&identity.tables, captured) {
         for gone in before.iter().filter(|t| !now.contains(t)) {
             tracing::info!(table = %gone, "{gone} is no longer included (source.table.include.list): its changes are no longer captured; its target table and audit history stay");
         }
-        for added in now.iter().filter(|t| !before.contains(t)) {
-            match signal::request_snapshot(config, added).await {
-                Ok(id) => {
-                    tracing::info!(table = %added, signal = %id, "{added} joined the pipeline: capture reads its rows in an incremental snapshot of it alone while the other tables stream on")
-                }
-                Err(e) => {
-                    tracing::warn!(table = %added, "{added} joined the pipeline, but its snapshot cannot be asked for ({e}): its existing rows do not arrive yet; the next start asks again");
-                    record.retain(|t| t != added);
-                }
-            }
-        }
+        joined = now
+            .iter()
+            .filter(|t| !before.contains(t))
+            .cloned()
+            .collect();
+        record.retain(|t| !joined.contains(t));
     }
     if identity.tables.as_ref() != Some(&record) {
         identity.tables = Some(record);
         identity.store(&config.journal.dir)?;
     }
+    Ok(joined)
+}
+
+/// Asks Debezium for an incremental snapshot of each table in `joined` through the
+/// signalling table (the tables the native loader does not read); the tables it could ask
+/// for.
+pub async fn snapshot_joined(config: &Config, joined: &[String]) -> Vec<String> {
+    let mut asked = Vec::new();
+    for added in joined {
+        match signal::request_snapshot(config, added).await {
+            Ok(id) => {
+                tracing::info!(table = %added, signal = %id, "{added} joined the pipeline: capture reads its rows in an incremental snapshot of it alone while the other tables stream on");
+                asked.push(added.clone());
+            }
+            Err(e) => {
+                tracing::warn!(table = %added, "{added} joined the pipeline, but its snapshot cannot be asked for ({e}): its existing rows do not arrive yet; the next start asks again");
+            }
+        }
+    }
+    asked
+}
+
+/// Records `names` among the pipeline's tables (their snapshot is journaled or asked for).
+pub fn record_joined(config: &Config, names: &[String]) -> Result<(), CaptureError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let dir = &config.journal.dir;
+    let Some(mut identity) = Identity::load(dir)? else {
+        return Ok(());
+    };
+    let tables = identity.tables.get_or_insert_with(Vec::new);
+    for n in names {
+        if !tables.contains(n) {
+            tables.push(n.clone());
+        }
+    }
+    identity.store(dir)?;
     Ok(())
 }
 

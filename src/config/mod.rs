@@ -34,7 +34,7 @@
 //! | `query.cache_dir`, `query.cache_mb` | `data/query-cache`, 1024 | [`crate::query`] |
 //! | `source_guard.max_retained_wal_mb` | 10240 | [`crate::guard`], `status`, `/healthz` |
 //! | `source_guard.on_slot_lost` | `resync` | [`crate::capture`] (a lost slot: resync or stop) |
-//! | `snapshot.loader` | `debezium` | [`crate::loader`] (`native`: db-sync's `COPY` loader) |
+//! | `snapshot.loader` | `native` | [`crate::loader`] (`debezium`: Debezium's own snapshot) |
 //! | `snapshot.connections` | 2 | [`crate::loader`] (source connections reading ranges) |
 //! | `snapshot.range_pages` | 2048 | [`crate::loader`] (heap pages per range: 16 MiB) |
 //! | `metrics.listen` | `127.0.0.1:9464` (empty: off) | [`crate::metrics`] |

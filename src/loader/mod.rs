@@ -44,6 +44,12 @@
 //! range is known when it is written; the last row of it carries the table's last-row flag,
 //! and the last table's last row the snapshot's.
 //!
+//! # Tables that join later
+//!
+//! A table added to a pipeline that streams is loaded the same way ([`Start::Joined`]), before
+//! the engine streams on: it joins the publication first, so the slot replays its changes from
+//! there over the rows read. Its plan replaces the completed one in `loader-progress.json`.
+//!
 //! # What it reads
 //!
 //! Every included table whose columns are all of the types [`columns::Kind`] knows, with
@@ -130,13 +136,45 @@ pub struct Leaf {
     pub bytes: u64,
     /// The relation's file (`pg_relation_filenode`): a rewrite changes it.
     pub filenode: u32,
+    /// Bytes per heap page of the rows as read (detoasted and decompressed), measured on a
+    /// sample of the first rows: compressible TOASTed values are far larger read than
+    /// stored.
+    pub read_per_page: u64,
 }
 
 impl Leaf {
-    /// Bytes of table (TOAST included) per heap page.
+    /// Bytes of rows per heap page: stored (TOAST included) or as read, the larger.
     fn bytes_per_page(&self) -> u64 {
-        self.bytes / u64::from(self.pages.max(1))
+        (self.bytes / u64::from(self.pages.max(1))).max(self.read_per_page)
     }
+}
+
+/// Rows of a leaf's start that [`read_per_page`] reads.
+const SAMPLE_ROWS: u32 = 32;
+
+/// Bytes per heap page of the first [`SAMPLE_ROWS`] rows of `leaf` as read (their text), over
+/// the pages they are on; 0 for an empty leaf.
+async fn read_per_page(
+    client: &tokio_postgres::Client,
+    described: &str,
+    leaf: &str,
+) -> Result<u64, LoadError> {
+    let sql = format!(
+        "SELECT count(DISTINCT (c::text::point)[0])::bigint, coalesce(sum(octet_length(r::text)), 0)::bigint
+           FROM (SELECT ctid AS c, t AS r FROM ONLY {leaf} t LIMIT {SAMPLE_ROWS}) s"
+    );
+    let row = client
+        .query_one(sql.as_str(), &[])
+        .await
+        .map_err(SourceError::query(format!(
+            "cannot sample the rows of {leaf} on {described}"
+        )))?;
+    let (pages, bytes): (i64, i64) = (row.get(0), row.get(1));
+    Ok(if pages > 0 {
+        (bytes / pages).max(0) as u64
+    } else {
+        0
+    })
 }
 
 /// At most about this much of a table's bytes in one range, TOAST included: a range is held
@@ -242,7 +280,7 @@ async fn describe(
             t.name
         )));
     }
-    let leaves = client
+    let mut leaves = client
         .query(
             "WITH root AS (SELECT format('%I.%I', $1::text, $2::text)::regclass::oid AS oid)
              SELECT format('%I.%I', n.nspname, c.relname),
@@ -268,11 +306,15 @@ async fn describe(
             pages: u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
             bytes: r.get::<_, i64>(2).max(0) as u64,
             filenode: u32::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+            read_per_page: 0,
         })
         .collect::<Vec<Leaf>>();
+    for leaf in &mut leaves {
+        leaf.read_per_page = read_per_page(client, described, &leaf.name).await?;
+    }
     if let Some(leaf) = leaves.iter().find(|l| l.bytes_per_page() > MAX_RANGE_BYTES) {
         return Ok(Err(format!(
-            "{} holds rows of megabytes ({} MB of TOASTed values per heap page), which Debezium's snapshot reads in small batches",
+            "{} holds rows of megabytes ({} MB of values per heap page, as read), which Debezium's snapshot reads in small batches",
             leaf.name,
             leaf.bytes_per_page() >> 20
         )));
@@ -302,18 +344,47 @@ pub fn status(dir: &std::path::Path) -> Result<Option<LoadStatus>, LoadError> {
     Ok(Progress::load(dir)?.map(|p| p.status()))
 }
 
+/// Whether the pipeline's initial load is journaled (by the loader, now or at an earlier
+/// start).
+pub fn completed(dir: &std::path::Path) -> bool {
+    Progress::load(dir)
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.complete || p.joined)
+}
+
+/// The tables of a load that an earlier start began and did not finish.
+pub fn pending(dir: &std::path::Path) -> Result<Option<Vec<String>>, LoadError> {
+    Ok(Progress::load(dir)?
+        .filter(|p| !p.complete)
+        .map(|p| p.tables))
+}
+
+/// Which load [`run`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The pipeline's initial load (or a resync's): done once.
+    Initial,
+    /// The tables that joined a pipeline that streams: a new load once the last is done.
+    Joined,
+}
+
 /// Loads `tables` into `journal`, continuing a load that an earlier start began.
 pub async fn run(
     config: &Config,
     tables: Vec<Table>,
     journal: Journal,
+    start: Start,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(Journal, Outcome), LoadError> {
     let dir = config.journal.dir.clone();
-    let stored = Progress::load(&dir)?;
-    if stored.as_ref().is_some_and(|p| p.complete) {
-        return Ok((journal, Outcome::Complete));
-    }
+    let stored = match Progress::load(&dir)? {
+        Some(p) if p.complete && start == Start::Initial => {
+            return Ok((journal, Outcome::Complete));
+        }
+        Some(p) if p.complete => None,
+        other => other,
+    };
     let slot_lsn = match stored {
         Some(_) => None,
         None => Some(prepare_source(config, &tables).await?),
@@ -332,12 +403,13 @@ pub async fn run(
         }
         (None, lsn) => {
             let lsn = lsn.unwrap_or_default();
-            let p = Progress::plan(
+            let mut p = Progress::plan(
                 &tables,
                 lsn,
                 snapshot.xmin,
                 config.snapshot.range_pages.max(1),
             );
+            p.joined = start == Start::Joined;
             tracing::info!(
                 tables = tables.len(),
                 ranges = p.ranges.len(),
@@ -519,6 +591,8 @@ async fn prepare_source(config: &Config, tables: &[Table]) -> Result<u64, LoadEr
             .map_err(SourceError::query(format!(
                 "cannot create publication {publication} on {described}"
             )))?;
+    } else {
+        publish(config, &client, &described, &publication, tables).await?;
     }
     let slot = source::slot_name(config);
     let row = client
@@ -652,6 +726,53 @@ impl ReadAt {
             None => "false".into(),
         }
     }
+}
+
+/// Adds to the existing `publication` the tables it lacks, before the snapshot: PostgreSQL
+/// decodes a table's changes only from when it joined the publication, so one added later
+/// (by Debezium, when it starts) would lose the changes made between the snapshot and then.
+/// A publication `FOR ALL TABLES`, or one the user keeps (`publication.autocreate.mode:
+/// disabled`), is left as it is.
+async fn publish(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    described: &str,
+    publication: &str,
+    tables: &[Table],
+) -> Result<(), LoadError> {
+    if config.source_prop("publication.autocreate.mode").as_deref() == Some("disabled") {
+        return Ok(());
+    }
+    for t in tables {
+        let missing = client
+            .query_one(
+                "SELECT NOT p.puballtables AND NOT EXISTS (
+                        SELECT 1 FROM pg_publication_rel r
+                         WHERE r.prpubid = p.oid AND r.prrelid = $2::text::regclass)
+                   FROM pg_publication p WHERE p.pubname = $1",
+                &[&publication, &quote_name(&t.name)],
+            )
+            .await
+            .map_err(SourceError::query(format!(
+                "cannot read publication {publication} on {described}"
+            )))?
+            .get::<_, bool>(0);
+        if missing {
+            let sql = format!(
+                "ALTER PUBLICATION \"{}\" ADD TABLE {}",
+                publication.replace('"', "\"\""),
+                quote_name(&t.name)
+            );
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(SourceError::query(format!(
+                    "cannot add {} to publication {publication} on {described}",
+                    t.name
+                )))?;
+        }
+    }
+    Ok(())
 }
 
 /// `schema.table` quoted for PostgreSQL.

@@ -60,6 +60,9 @@ pub struct Progress {
     /// it, which `changed` ranges read.
     #[serde(default)]
     pub resumed: bool,
+    /// A load of tables that joined a pipeline whose initial load is done.
+    #[serde(default)]
+    pub joined: bool,
     /// Rows journaled so far, per table.
     #[serde(default)]
     pub table_rows: Vec<u64>,
@@ -117,6 +120,7 @@ impl Progress {
             since_xmin: Some(since_xmin),
             filenodes: filenodes(tables),
             resumed: false,
+            joined: false,
             table_rows: vec![0; tables.len()],
             started_ms: 0,
             rows_at_start: 0,

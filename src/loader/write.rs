@@ -1,5 +1,7 @@
 //! The loader's writer: one thread that appends the ranges the readers encoded to the
-//! journal, in the order they arrive, and keeps `loader-progress.json` in step.
+//! journal, in the order they arrive, and keeps `loader-progress.json` in step. It seals the
+//! active segment when compaction asks, as capture does while it streams, so the pipeline
+//! audits and applies the load as it arrives.
 
 use super::columns::Column;
 use super::progress::{InFlight, Progress};
@@ -235,6 +237,12 @@ impl Writer {
         progress.journaled(loaded.range, loaded.table, loaded.rows() as u64);
         progress.store(dir)?;
         self.bar.show(&progress.status());
+        // Compaction asks for the active segment to be sealed, so that it audits and applies
+        // the ranges loaded so far while the load goes on.
+        if crate::state::locks::seal_requested(dir) {
+            self.journal.roll()?;
+            crate::state::locks::clear_seal_request(dir);
+        }
         Ok(())
     }
 }

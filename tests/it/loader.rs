@@ -244,18 +244,27 @@ fn a_load_under_writes_reads_one_snapshot_and_ends_equal_to_the_source() {
     sql.exec("DELETE FROM big WHERE id <= 2000");
     sql.exec("VACUUM big");
 
-    // The load, slowed to a fifth of a second per range, beside a workload: updates that
+    // The load, slowed to 0.3 s per range, beside a workload: updates that
     // move rows across pages and leave the TOASTed body alone, deletes, key changes (of rows
     // with TOASTed bodies too), inserts.
     let (out, rounds) = std::thread::scope(|scope| {
         let load = scope.spawn(|| {
             p.db_sync_env(
                 &["capture", "--exit-after-snapshot"],
-                &[("DB_SYNC_PAUSE", "loader.before_append:200")],
+                &[("DB_SYNC_PAUSE", "loader.before_append:300")],
             )
         });
         let mut rounds = 0;
+        let mut flowed = None;
         while !load.is_finished() {
+            if rounds == 3 {
+                // Compaction while the load runs: the loader seals the segment it asks for,
+                // and the ranges so far reach the target.
+                let out = p.db_sync(&["compact", "--once"]);
+                assert!(out.status.success(), "{}", text(&out));
+                assert!(!text(&out).contains("did not seal"), "{}", text(&out));
+                flowed = Some(my.rows("SELECT count(*) FROM big")[0][0].clone());
+            }
             let r = rounds % 10;
             sql.exec(&format!(
                 "UPDATE big SET n = n + 1 WHERE id % 10 = {r} AND id > 15000;
@@ -266,9 +275,16 @@ fn a_load_under_writes_reads_one_snapshot_and_ends_equal_to_the_source() {
             rounds += 1;
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        (load.join().unwrap(), rounds)
+        (load.join().unwrap(), (rounds, flowed))
     });
+    let (rounds, flowed) = rounds;
     assert!(out.status.success(), "{}", text(&out));
+    let flowed: u64 = flowed
+        .flatten()
+        .expect("a compaction during the load")
+        .parse()
+        .unwrap();
+    assert!(flowed > 0, "rows reached the target during the load");
     assert!(
         rounds >= 5,
         "the workload ran beside the load: {rounds} rounds"
@@ -322,4 +338,58 @@ fn a_table_never_analyzed_is_sized_from_a_sample_of_its_rows() {
         wide > db_sync::capture::sizing::SMALL_ROW_BYTES,
         "rows of 32 kB: {wide}"
     );
+}
+
+#[test]
+fn a_table_that_joins_is_loaded_alone_and_a_crash_in_its_load_resumes_it() {
+    let mut p = Pipeline::new(
+        "loadjoin",
+        &format!("CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a VALUES (1, 'a'), (2, 'a');{BIG}"),
+        "public.a,public.marker",
+    );
+    let my = My::fresh(&format!("loadjoin_{}", std::process::id()));
+    let extra = format!(
+        "{}{}snapshot:\n  range_pages: 8\n",
+        audit_yaml(&p),
+        my.target_yaml("")
+    );
+    p.write_config_with(&pg_password(), p.port, &extra);
+    let out = p.db_sync(&["capture", "--exit-after-snapshot"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // `big` joins; its load is killed part way, and written meanwhile.
+    p.tables = "public.a,public.big,public.marker".into();
+    p.write_config_with(&pg_password(), p.port, &extra);
+    crash_at(&p, "loader.after_append:3");
+    let (done, ranges) = done_ranges(&p);
+    assert!(done == 2 && ranges > 10, "{done} of {ranges}");
+    let sql = p.sql();
+    sql.exec("UPDATE big SET n = -n WHERE id % 7 = 0");
+    sql.exec("DELETE FROM big WHERE id % 11 = 0");
+    sql.exec("UPDATE a SET v = 'streamed' WHERE id = 1");
+
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    sql.exec("INSERT INTO marker VALUES (DEFAULT)");
+    wait_for_marker(&p, &mut capture, "public.marker", SNAPSHOT_WAIT);
+    let log = capture.log();
+    assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
+    assert!(log.contains("public.big joined the pipeline"), "{log}");
+    assert!(log.contains("continuing"), "{log}");
+    let events = p.events();
+    let reads = |t: &str| {
+        events
+            .iter()
+            .filter(|e| e["table"] == t && e["snapshot"] == true)
+            .count()
+    };
+    assert_eq!(reads("public.a"), 2, "a is not read again");
+    assert!(reads("public.big") > 15000, "{}", reads("public.big"));
+
+    compact(&p);
+    for query in [
+        "SELECT id, n, md5(body) FROM big ORDER BY id",
+        "SELECT id, v FROM a ORDER BY id",
+    ] {
+        assert_eq!(lines(my.rows(query)), lines(sql.rows(query)), "{query}");
+    }
 }

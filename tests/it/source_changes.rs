@@ -301,6 +301,10 @@ fn a_table_added_to_the_pipeline_is_snapshotted_alone_while_the_others_stream() 
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // b's rows may all be read before the engine streams (the native loader reads them
+    // first): a's changes, in order, end with this one.
+    sql.exec("INSERT INTO a VALUES (4, 'last')");
+    wait_for_row(&p, &mut capture, "public.a", 4);
     let log = capture.log();
     assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
     assert!(log.contains("public.b joined the pipeline"), "{log}");
