@@ -123,6 +123,20 @@ SELECT i, i, CASE WHEN i % 100 = 0 THEN repeat(md5(i::text), 100) ELSE md5(i::te
 CREATE TABLE marker (id serial PRIMARY KEY);
 ";
 
+/// A pipeline of `tables` (the native loader, the default, in ranges of 8 pages) with a
+/// fresh target; the config's extra lines.
+fn small_ranges(name: &str, schema: &str, tables: &str) -> (Pipeline, My, String) {
+    let p = Pipeline::new(name, schema, tables);
+    let my = My::fresh(&format!("{name}_{}", std::process::id()));
+    let extra = format!(
+        "{}{}snapshot:\n  range_pages: 8\n",
+        audit_yaml(&p),
+        my.target_yaml("")
+    );
+    p.write_config_with(&pg_password(), p.port, &extra);
+    (p, my, extra)
+}
+
 fn done_ranges(p: &Pipeline) -> (usize, usize) {
     let text = std::fs::read_to_string(p.journal_dir().join("loader-progress.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
@@ -142,14 +156,7 @@ fn crash_at(p: &Pipeline, point: &str) {
 
 #[test]
 fn a_load_killed_part_way_continues_with_the_ranges_left_and_ends_equal_to_the_source() {
-    let p = Pipeline::new("loadkill", BIG, "public.big,public.marker");
-    let my = My::fresh(&format!("loadkill_{}", std::process::id()));
-    let extra = format!(
-        "{}{}snapshot:\n  loader: native\n  range_pages: 8\n",
-        audit_yaml(&p),
-        my.target_yaml("")
-    );
-    p.write_config_with(&pg_password(), p.port, &extra);
+    let (p, my, _) = small_ranges("loadkill", BIG, "public.big,public.marker");
     let sql = p.sql();
 
     // Killed after the 4th range's rows are journaled, before the range is marked done.
@@ -231,14 +238,7 @@ fn a_load_killed_part_way_continues_with_the_ranges_left_and_ends_equal_to_the_s
 
 #[test]
 fn a_load_under_writes_reads_one_snapshot_and_ends_equal_to_the_source() {
-    let p = Pipeline::new("loadwrites", BIG, "public.big,public.marker");
-    let my = My::fresh(&format!("loadwrites_{}", std::process::id()));
-    let extra = format!(
-        "{}{}snapshot:\n  loader: native\n  range_pages: 8\n",
-        audit_yaml(&p),
-        my.target_yaml("")
-    );
-    p.write_config_with(&pg_password(), p.port, &extra);
+    let (p, my, _) = small_ranges("loadwrites", BIG, "public.big,public.marker");
     let sql = p.sql();
     // Free space in the first pages, so that updated rows move back into ranges read early.
     sql.exec("DELETE FROM big WHERE id <= 2000");
@@ -342,18 +342,11 @@ fn a_table_never_analyzed_is_sized_from_a_sample_of_its_rows() {
 
 #[test]
 fn a_table_that_joins_is_loaded_alone_and_a_crash_in_its_load_resumes_it() {
-    let mut p = Pipeline::new(
+    let (mut p, my, extra) = small_ranges(
         "loadjoin",
         &format!("CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a VALUES (1, 'a'), (2, 'a');{BIG}"),
         "public.a,public.marker",
     );
-    let my = My::fresh(&format!("loadjoin_{}", std::process::id()));
-    let extra = format!(
-        "{}{}snapshot:\n  range_pages: 8\n",
-        audit_yaml(&p),
-        my.target_yaml("")
-    );
-    p.write_config_with(&pg_password(), p.port, &extra);
     let out = p.db_sync(&["capture", "--exit-after-snapshot"]);
     assert!(out.status.success(), "{}", text(&out));
 
