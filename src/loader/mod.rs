@@ -636,6 +636,10 @@ async fn prepare_source(config: &Config, tables: &[Table]) -> Result<u64, LoadEr
     Ok(lsn.0)
 }
 
+/// The load's transactions wait between ranges while the writer catches up; a server's
+/// `idle_in_transaction_session_timeout` must not end them (and the snapshot) meanwhile.
+const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = 0";
+
 /// The snapshot a start reads its ranges under: a `REPEATABLE READ` transaction on its own
 /// connection that exports it, open until every range is read (a reader's transaction
 /// imports it).
@@ -650,6 +654,10 @@ impl Snapshot {
     async fn export(config: &Config) -> Result<Snapshot, LoadError> {
         let (client, described) = connect(config, "db-sync loader snapshot").await?;
         let failed = |what: &str| SourceError::query(format!("cannot {what} on {described}"));
+        client
+            .batch_execute(IDLE_IN_TRANSACTION)
+            .await
+            .map_err(failed("set idle_in_transaction_session_timeout"))?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -687,7 +695,7 @@ impl ReadAt {
     ) -> Result<(), LoadError> {
         client
             .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                "{IDLE_IN_TRANSACTION}; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
                 self.snapshot.replace('\'', "''")
             ))
             .await
