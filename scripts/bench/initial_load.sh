@@ -7,6 +7,8 @@
 #   (debezium) the same with snapshot.loader: debezium (Debezium's own snapshot)
 #   (floor)    psql "\copy (SELECT …) TO STDOUT" | mariadb "LOAD DATA LOCAL INFILE '/dev/stdin'",
 #              one pipe into an empty copy of the table
+#   (ours-flow) (ours) with `compact --once` run again and again beside the load (the
+#              pipeline auditing and applying the ranges as they arrive), then once more
 #   (killed)   (ours) with `kill -9` of the capture once half of the load's ranges are
 #              journaled, then started again: the load goes on with the ranges left
 #   (ours-audit), (debezium-audit)  (ours) and (debezium) without a target: audit files only
@@ -76,6 +78,20 @@ load_and_apply() {
     "$bin" "$1" "$bin" "$1"
 }
 
+# load_while_applying CONFIG DIR — the load with `compact --once` run again and again beside it
+# from the moment it has a plan (DIR/journal/loader-progress.json), as `db-sync run`'s
+# compaction job would on a short schedule; then one last compaction.
+load_while_applying() {
+  printf '"%s" --config "%s" capture --exit-after-snapshot & c=$!
+while kill -0 $c 2>/dev/null; do
+  if [ -e "%s/journal/loader-progress.json" ]; then
+    "%s" --config "%s" compact --once >>"%s/compactions.log" 2>&1 || { kill $c; exit 1; }
+  else sleep 0.1; fi
+done
+wait $c && "%s" --config "%s" compact --once' \
+    "$bin" "$1" "$2" "$bin" "$1" "$2" "$bin" "$1"
+}
+
 # --- (floor) ------------------------------------------------------------------------------
 my -e "DROP DATABASE IF EXISTS ${mydb}_floor; CREATE DATABASE ${mydb}_floor CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 # The table as db-sync creates it (so CHECKSUM TABLE compares like with like): from (ours).
@@ -102,6 +118,13 @@ same() { # same KEY DB — the target of run KEY holds the floor's rows
     { keep=1; die "($1) left ${rows[$1]} rows with CHECKSUM $got, expected $n and $want (run dir kept: $run_dir)"; }
 }
 same ours "${mydb}_ours"
+
+# --- (ours-flow) --------------------------------------------------------------------------
+prepare ours-flow native "${mydb}_flow"
+label[ours-flow]="native loader, compact --once beside it"
+bench_timed ours-flow bash -c "$(load_while_applying "$run_dir/ours-flow.yaml" "$run_dir/ours-flow")"
+rows[ours-flow]=$(my -N -e "SELECT COUNT(*) FROM ${mydb}_flow.$table")
+same ours-flow "${mydb}_flow"
 
 # --- (debezium) ---------------------------------------------------------------------------
 prepare debezium debezium "${mydb}_debezium"
@@ -149,11 +172,12 @@ rows[debezium-audit]=$n
 
 echo
 echo "initial load of $n rows of public.$table ($(bench_host)); every target CHECKSUM-equal to (floor)"
-bench_results rows "48 10 9 10 12" ours debezium floor killed ours-audit debezium-audit
+bench_results rows "48 10 9 10 12" ours ours-flow debezium floor killed ours-audit debezium-audit
 echo "(killed): killed with $done_at_kill ranges journaled; $snapshot_rows snapshot rows in its journal (each row once)"
 echo "ratio ours/debezium = $(bench_ratio "${secs[debezium]}" "${secs[ours]}")"
 echo "ratio ours/floor = $(bench_ratio "${secs[floor]}" "${secs[ours]}")"
 echo "ratio killed/ours = $(bench_ratio "${secs[killed]}" "${secs[ours]}")"
+echo "ratio ours-flow/floor = $(bench_ratio "${secs[floor]}" "${secs[ours-flow]}") (the pipeline applying while it loads)"
 echo "ratio audit-only ours/debezium = $(bench_ratio "${secs[debezium-audit]}" "${secs[ours-audit]}")"
 echo "peak RSS of the loader = $(printf '%.0f' "$(bench_mb "$loader_rss")") MB"
-bench_commands "BENCH_ROWS=$n scripts/bench/initial_load.sh" ours debezium floor killed ours-audit debezium-audit
+bench_commands "BENCH_ROWS=$n scripts/bench/initial_load.sh" ours ours-flow debezium floor killed ours-audit debezium-audit
