@@ -62,6 +62,7 @@ pub fn bind(config: &Config) -> Result<Option<std::net::TcpListener>, ListenErro
     };
     let listener = std::net::TcpListener::bind(&config.metrics.listen).map_err(err)?;
     listener.set_nonblocking(true).map_err(err)?;
+    global().start_counting(config);
     Ok(Some(listener))
 }
 
@@ -289,15 +290,28 @@ impl Metrics {
         );
     }
 
+    /// Counts from here: what the journal holds and apply has applied before are not
+    /// counted. Called as the process starts, before capture journals anything (the native
+    /// loader can journal a whole snapshot before the first scrape).
+    fn start_counting(&self, config: &Config) {
+        let dir = &config.journal.dir;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if dir.is_dir() {
+            st.captured_through.get_or_insert(last_seq(dir));
+            st.applied_counted.get_or_insert(applied_through(dir));
+        } else {
+            st.captured_through.get_or_insert(0);
+            st.applied_counted.get_or_insert(0);
+        }
+    }
+
     /// Counts the events journaled and applied since the last call.
     fn tail(&self, config: &Config) {
         let dir = &config.journal.dir;
         if !dir.is_dir() {
             return;
         }
-        let applied = crate::state::ApplyProgress::load(dir)
-            .map(|p| p.applied_through)
-            .unwrap_or(0);
+        let applied = applied_through(dir);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // From the start of this process: what was journaled and applied before is not counted.
         let last = last_seq(dir);
@@ -436,6 +450,13 @@ impl Metrics {
         }
         s.source_slot_warning.clone()
     }
+}
+
+/// Apply's progress: the last sequence applied (0 before any).
+fn applied_through(dir: &std::path::Path) -> u64 {
+    crate::state::ApplyProgress::load(dir)
+        .map(|p| p.applied_through)
+        .unwrap_or(0)
 }
 
 /// The last journaled sequence (0 for an empty journal).

@@ -290,6 +290,7 @@ async fn load(
         // The initial load is journaled; Debezium has not streamed since (it commits no
         // offsets before it does): it streams from the slot, after the tables that joined.
         props.insert("snapshot.mode".into(), "no_data".into());
+        resync::complete(&config.journal.dir)?;
         let loaded = load_joined(config, journal, &tables, joined, shutdown).await?;
         if options.exit_after_snapshot {
             tracing::info!("snapshot complete; stopping capture");
