@@ -63,7 +63,7 @@ mod copy;
 mod progress;
 mod write;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -385,46 +385,7 @@ pub async fn run(
         Some(p) if p.complete => None,
         other => other,
     };
-    let slot_lsn = match stored {
-        Some(_) => None,
-        None => Some(prepare_source(config, &tables).await?),
-    };
-    // Every range this start reads, it reads under this one snapshot, taken after the slot's
-    // consistent point (see the module docs).
-    let snapshot = Snapshot::export(config).await?;
-    let mut progress = match (stored, slot_lsn) {
-        (Some(p), _) => {
-            p.check_tables(&tables)?;
-            tracing::info!(
-                ranges_left = p.left(),
-                "initial load: continuing; the ranges already journaled are not read again"
-            );
-            p
-        }
-        (None, lsn) => {
-            let lsn = lsn.unwrap_or_default();
-            let mut p = Progress::plan(
-                &tables,
-                lsn,
-                snapshot.xmin,
-                config.snapshot.range_pages.max(1),
-            );
-            p.joined = start == Start::Joined;
-            tracing::info!(
-                tables = tables.len(),
-                ranges = p.ranges.len(),
-                slot_lsn = %crate::journal::event::format_lsn(lsn),
-                "initial load: reading the tables with COPY over page ranges"
-            );
-            p
-        }
-    };
-    let skip = progress.torn_range_keys(&journal)?;
-    if slot_lsn.is_none() {
-        progress.resume(&tables);
-    }
-    progress.start();
-    progress.store(&dir)?;
+    let (progress, snapshot, skip) = open(config, &tables, &journal, stored, start).await?;
     let todo: VecDeque<usize> = (0..progress.ranges.len())
         .filter(|&i| !progress.done[i])
         .collect();
@@ -492,20 +453,7 @@ pub async fn run(
         });
     }
     drop(tx);
-    let mut failed: Option<LoadError> = None;
-    while let Some(r) = readers.join_next().await {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                failed.get_or_insert(e);
-                readers.abort_all();
-            }
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => {
-                failed.get_or_insert(LoadError::Read(format!("a reader panicked: {e}")));
-            }
-        }
-    }
+    let failed = join_readers(readers).await;
     let (journal, written) = tokio::task::spawn_blocking(move || writer.join())
         .await
         .map_err(|e| LoadError::Read(e.to_string()))?
@@ -781,6 +729,81 @@ async fn publish(
         }
     }
     Ok(())
+}
+
+/// Waits for every reader; the first error (the others are stopped at it).
+async fn join_readers(
+    mut readers: tokio::task::JoinSet<Result<(), LoadError>>,
+) -> Option<LoadError> {
+    let mut failed: Option<LoadError> = None;
+    while let Some(r) = readers.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+                readers.abort_all();
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                failed.get_or_insert(LoadError::Read(format!("a reader panicked: {e}")));
+            }
+        }
+    }
+    failed
+}
+
+/// The plan this start reads (a new one, or an earlier start's, made exact under a new
+/// snapshot: [`Progress::resume`]), the snapshot it reads under, and the ids of the rows torn
+/// ranges already journaled; stored before any range is read.
+async fn open(
+    config: &Config,
+    tables: &[Table],
+    journal: &Journal,
+    stored: Option<Progress>,
+    start: Start,
+) -> Result<(Progress, Snapshot, HashMap<usize, HashSet<Vec<u8>>>), LoadError> {
+    let dir = &config.journal.dir;
+    let slot_lsn = match stored {
+        Some(_) => None,
+        None => Some(prepare_source(config, tables).await?),
+    };
+    // Every range this start reads, it reads under this one snapshot, taken after the slot's
+    // consistent point (see the module docs).
+    let snapshot = Snapshot::export(config).await?;
+    let mut progress = match (stored, slot_lsn) {
+        (Some(p), _) => {
+            p.check_tables(tables)?;
+            tracing::info!(
+                ranges_left = p.left(),
+                "initial load: continuing; the ranges already journaled are not read again"
+            );
+            p
+        }
+        (None, lsn) => {
+            let lsn = lsn.unwrap_or_default();
+            let mut p = Progress::plan(
+                tables,
+                lsn,
+                snapshot.xmin,
+                config.snapshot.range_pages.max(1),
+            );
+            p.joined = start == Start::Joined;
+            tracing::info!(
+                tables = tables.len(),
+                ranges = p.ranges.len(),
+                slot_lsn = %crate::journal::event::format_lsn(lsn),
+                "initial load: reading the tables with COPY over page ranges"
+            );
+            p
+        }
+    };
+    let skip = progress.torn_range_keys(journal)?;
+    if slot_lsn.is_none() {
+        progress.resume(tables);
+    }
+    progress.start();
+    progress.store(dir)?;
+    Ok((progress, snapshot, skip))
 }
 
 /// `schema.table` quoted for PostgreSQL.
