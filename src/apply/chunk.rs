@@ -3,7 +3,9 @@
 //!
 //! A table's chunks come in the order its plan applies (a truncate, the deletes, the moves,
 //! each upsert group, and the sweep of a full snapshot that completes in the window), each at
-//! most `target.batch_rows` rows and about the chunk byte budget. The cut depends only on the
+//! most `target.batch_rows` rows and about the chunk byte budget. A table the target keeps
+//! secondary unique indexes on has its upserts in one chunk instead (an exchange: rows can
+//! only trade unique values safely inside one transaction). The cut depends only on the
 //! merged plans and the sizes the window recorded, so a re-run of a window cuts the same
 //! chunks and finds its committed ones by number.
 
@@ -44,6 +46,21 @@ pub enum Work<'a> {
     /// The table's full snapshot is complete: delete the target rows whose keys are not in
     /// the stage table (see [`super::sweep`]).
     Sweep { stage: &'a str },
+    /// Every upsert of a table the target keeps secondary unique indexes on, in one
+    /// transaction: all its keys leave before any row returns, so rows that trade unique
+    /// values never meet (see [`super::write`]). Rows count through the groups in order.
+    Exchange(&'a [UpsertGroup]),
+}
+
+/// Row `i` of an exchange: its group and its index there.
+pub fn locate(groups: &[UpsertGroup], mut i: usize) -> (&UpsertGroup, usize) {
+    for g in groups {
+        if i < g.rows.len() {
+            return (g, i);
+        }
+        i -= g.rows.len();
+    }
+    panic!("row {i} past the end of an exchange");
 }
 
 impl Chunk<'_> {
@@ -53,6 +70,7 @@ impl Chunk<'_> {
             Work::Delete { keys, .. } => keys.len(),
             Work::Move(rows) => rows.len(),
             Work::Upsert { rows, .. } => rows.len(),
+            Work::Exchange(groups) => groups.iter().map(|g| g.rows.len()).sum(),
         }
     }
 
@@ -63,6 +81,10 @@ impl Chunk<'_> {
             Work::Delete { keys, .. } => &keys[i],
             Work::Move(rows) => &rows[i].to,
             Work::Upsert { rows, .. } => &rows[i].0,
+            Work::Exchange(groups) => {
+                let (g, j) = locate(groups, i);
+                &g.rows[j].0
+            }
         }
     }
 
@@ -72,6 +94,10 @@ impl Chunk<'_> {
             Work::Truncate | Work::Sweep { .. } => 0,
             Work::Delete { seqs, .. } | Work::Upsert { seqs, .. } => seqs[i],
             Work::Move(rows) => rows[i].seq,
+            Work::Exchange(groups) => {
+                let (g, j) = locate(groups, i);
+                g.seqs[j]
+            }
         }
     }
 
@@ -84,6 +110,10 @@ impl Chunk<'_> {
             }
             Work::Upsert { group, rows, .. } => {
                 Some((&rows[i].1, &self.plan.versions[group.version].columns))
+            }
+            Work::Exchange(groups) => {
+                let (g, j) = locate(groups, i);
+                Some((&g.rows[j].1, &self.plan.versions[g.version].columns))
             }
         }
     }
@@ -140,6 +170,7 @@ impl Chunk<'_> {
             Work::Move(_) => "move",
             Work::Upsert { .. } => "upsert",
             Work::Sweep { .. } => "sweep",
+            Work::Exchange(_) => "exchange",
         }
     }
 }
@@ -178,7 +209,8 @@ pub fn cut<'a>(
         };
         let done = sweeps.marks.get(&plan.table).is_some_and(|m| m.done);
         let sweep = stage.filter(|_| done).map(|stage| Work::Sweep { stage });
-        for work in table_work(plan, batch, max_bytes).chain(sweep) {
+        let exchange = !target.unique.is_empty();
+        for work in table_work(plan, batch, max_bytes, exchange).chain(sweep) {
             let no = cut.chunks.len() as u32;
             if let Work::Sweep { stage } = work {
                 cut.sweeps.push((plan.table.clone(), no, stage.to_string()));
@@ -202,8 +234,14 @@ pub fn cut<'a>(
 }
 
 /// A table's work in the order it applies, cut by rows and bytes: a truncate, the deletes,
-/// the moves, then each upsert group.
-fn table_work(plan: &TablePlan, batch: usize, max_bytes: usize) -> impl Iterator<Item = Work<'_>> {
+/// the moves, then each upsert group; or, with `exchange` (the target has secondary unique
+/// indexes), all the upserts as one chunk, whatever their size.
+fn table_work(
+    plan: &TablePlan,
+    batch: usize,
+    max_bytes: usize,
+    exchange: bool,
+) -> impl Iterator<Item = Work<'_>> {
     let truncate = plan.truncate.then_some(Work::Truncate);
     let deletes = spans(plan.deletes.iter().map(|k| k.len()), batch, max_bytes)
         .into_iter()
@@ -214,20 +252,26 @@ fn table_work(plan: &TablePlan, batch: usize, max_bytes: usize) -> impl Iterator
     let moves = spans(plan.moves.iter().map(|m| m.cells.len()), batch, max_bytes)
         .into_iter()
         .map(move |r| Work::Move(&plan.moves[r]));
-    let upserts = plan.upserts.iter().flat_map(move |group| {
-        spans(group.rows.iter().map(|(_, r)| r.len()), batch, max_bytes)
-            .into_iter()
-            .map(move |r| Work::Upsert {
-                group,
-                rows: &group.rows[r.clone()],
-                seqs: &group.seqs[r],
-            })
-    });
+    let exchanged = (exchange && !plan.upserts.is_empty()).then_some(Work::Exchange(&plan.upserts));
+    let upserts = plan
+        .upserts
+        .iter()
+        .filter(move |_| !exchange)
+        .flat_map(move |group| {
+            spans(group.rows.iter().map(|(_, r)| r.len()), batch, max_bytes)
+                .into_iter()
+                .map(move |r| Work::Upsert {
+                    group,
+                    rows: &group.rows[r.clone()],
+                    seqs: &group.seqs[r],
+                })
+        });
     truncate
         .into_iter()
         .chain(deletes)
         .chain(moves)
         .chain(upserts)
+        .chain(exchanged)
 }
 
 /// Consecutive ranges over items of `sizes`: each at most `max_rows` items and about

@@ -146,6 +146,9 @@ pub struct TargetTable {
     pub followed: HashSet<String>,
     /// The lower-cased columns of its primary key, in key order (empty without one).
     pub key: Vec<String>,
+    /// Its unique indexes other than the primary key (users add them), by name: upserts then
+    /// go as one exchange ([`super::chunk::Work::Exchange`]).
+    pub unique: Vec<String>,
 }
 
 /// The table `name` of the target database, or `None` when it does not exist.
@@ -154,7 +157,7 @@ pub async fn describe(
     name: &str,
 ) -> Result<Option<TargetTable>, ApplyError> {
     let what = format!("reading the definition of {}", quote(name));
-    type Found = (Vec<(String, String)>, u64, Vec<String>);
+    type Found = (Vec<(String, String)>, u64, Vec<String>, Vec<String>);
     let found: Result<Found, SqlError> = with_retry!(session, &what, |conn| {
         {
             let columns: Vec<(String, String)> = conn
@@ -181,10 +184,19 @@ pub async fn describe(
                     (name, name),
                 )
                 .await?;
-            Ok::<_, SqlError>((columns, blockers.unwrap_or(0), key))
+            let unique: Vec<String> = conn
+                .exec(
+                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
+                         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+                           AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY' ORDER BY INDEX_NAME",
+                    (name,),
+                )
+                .await?;
+            Ok::<_, SqlError>((columns, blockers.unwrap_or(0), key, unique))
         }
     });
-    let (columns, blockers, key) = found.map_err(|e| ApplyError::sql(&session.url, &what, e))?;
+    let (columns, blockers, key, unique) =
+        found.map_err(|e| ApplyError::sql(&session.url, &what, e))?;
     if columns.is_empty() {
         return Ok(None);
     }
@@ -197,6 +209,7 @@ pub async fn describe(
         replace_safe: blockers == 0,
         followed: HashSet::new(),
         key: key.iter().map(|c| c.to_ascii_lowercase()).collect(),
+        unique,
     }))
 }
 
@@ -249,8 +262,25 @@ pub async fn prepare_table(
             true
         }
         Some(t) => {
-            // Before any DDL: a table keyed otherwise is not changed at all.
-            check_key(t, plan)?;
+            // Before any other DDL: a table keyed otherwise is not changed at all, unless
+            // db-sync made it and the source changed its key since.
+            if let Err(refused) = check_key(t, plan) {
+                let made = known
+                    .as_deref()
+                    .is_some_and(|k| !t.key.is_empty() && t.key.iter().all(|c| k.contains_key(c)));
+                if !(made && create) {
+                    return Err(refused);
+                }
+                rekey(session, t, &defs, plan, refused).await?;
+                if let Some(k) = known.as_deref_mut() {
+                    for d in defs
+                        .iter()
+                        .filter(|d| d.key || t.key.contains(&d.name.to_ascii_lowercase()))
+                    {
+                        k.insert(d.name.to_ascii_lowercase(), d.ty.to_string());
+                    }
+                }
+            }
             let added = add_missing_columns(session, t, &defs, create).await?;
             let widened =
                 create && follow_types(session, t, plan, &defs, known.as_deref_mut()).await?;
@@ -282,16 +312,66 @@ pub async fn prepare_table(
     })
 }
 
+/// The source table's key: its latest schema version's, when the source changed it.
+fn source_key(plan: &TablePlan) -> Vec<String> {
+    plan.versions
+        .last()
+        .map(|v| v.schema.key_columns())
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| plan.key.clone())
+}
+
+/// Gives a table db-sync made the key the source changed to, in one `ALTER TABLE`: the new
+/// key's columns take their key types (`NOT NULL`), the old key's columns that leave it their
+/// plain ones, and the primary key is replaced. The server checks what the rows allow (no
+/// NULL in a new key column, no two rows with one new key, no value longer than the key type);
+/// when it refuses, apply stops with `refused` (both keys, the statement to run) and its
+/// reason, before any row is written.
+async fn rekey(
+    session: &mut Session,
+    table: &TargetTable,
+    defs: &[ColumnDef],
+    plan: &TablePlan,
+    refused: ApplyError,
+) -> Result<(), ApplyError> {
+    let key = source_key(plan);
+    let mut parts: Vec<String> = defs
+        .iter()
+        .filter(|d| d.key || table.key.contains(&d.name.to_ascii_lowercase()))
+        .map(|d| format!("MODIFY COLUMN {}", column_sql(d)))
+        .collect();
+    parts.push("DROP PRIMARY KEY".to_string());
+    parts.push(format!(
+        "ADD PRIMARY KEY ({})",
+        key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
+    ));
+    let sql = format!("ALTER TABLE {} {}", quote(&table.name), parts.join(", "));
+    let what = format!("changing the primary key of {}", quote(&table.name));
+    match session.exec(&sql, &what).await {
+        Ok(()) => {
+            tracing::warn!(
+                table = %table.name,
+                source = %plan.table,
+                from = %table.key.join(", "),
+                to = %key.join(", "),
+                "the source changed its primary key; the target table follows it"
+            );
+            Ok(())
+        }
+        Err(e) => match refused {
+            ApplyError::KeyMismatch(line) => Err(ApplyError::KeyMismatch(format!(
+                "{line} (db-sync tried `{sql}`; the target refused: {e})"
+            ))),
+            other => Err(other),
+        },
+    }
+}
+
 /// Refuses a target table whose primary key is not the source table's (its latest schema
 /// version's, when the source changed its key): apply would match rows by the wrong columns
 /// (a table made by hand with another key or none, a source key widened since).
 fn check_key(table: &TargetTable, plan: &TablePlan) -> Result<(), ApplyError> {
-    let source: Vec<String> = plan
-        .versions
-        .last()
-        .map(|v| v.schema.key_columns())
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| plan.key.clone());
+    let source = source_key(plan);
     let lower: Vec<String> = source.iter().map(|c| c.to_ascii_lowercase()).collect();
     if table.key == lower {
         return Ok(());

@@ -5,7 +5,8 @@
 //! - **Exactly-once effect.** Work goes in windows ([`window`]: bounded by the rows their
 //!   merge holds), recorded in [`ApplyProgress`](crate::state::ApplyProgress) (`pending`)
 //!   before anything is sent. A window's changes are merged per key ([`merge`]) and cut into
-//!   numbered chunks of `target.batch_rows` rows ([`chunk`]); each chunk commits in one
+//!   numbered chunks of `target.batch_rows` rows ([`chunk`]; a table the target keeps unique
+//!   indexes of its own on has its upserts in one, [`exchange`]); each chunk commits in one
 //!   transaction with its row in `_db_sync_checkpoint` ([`checkpoint`],
 //!   [`write`](mod@write)). A re-run after a crash anywhere redoes the same window, finds the
 //!   same chunks, and skips the committed ones.
@@ -70,6 +71,7 @@
 mod checkpoint;
 mod chunk;
 mod ddl;
+mod exchange;
 pub mod merge;
 mod moves;
 mod parallel;
@@ -91,7 +93,8 @@ use std::time::Instant;
 use crate::audit::AuditError;
 use crate::compact::{CompactError, SnapshotMarks};
 use crate::config::{
-    target_name_clashes, target_table_name as target_name, DroppedColumns, OnReject, TargetConfig,
+    target_name_clashes, target_table_name as target_name, Config, DroppedColumns, OnReject,
+    TargetConfig,
 };
 use crate::error::{Classify, ErrorKind};
 use crate::journal::JournalError;
@@ -265,6 +268,9 @@ pub struct Applier {
     /// Source tables with rows in `_db_sync_rejected` (their applied keys clear them).
     rejects: Mutex<std::collections::HashSet<String>>,
     profile: Profile,
+    /// Source tables whose snapshot a `snapshot.select.statement.overrides` statement reads:
+    /// their snapshot need not hold every row, so it never sweeps.
+    filtered: std::collections::HashSet<String>,
 }
 
 /// What [`Applier::apply_window`] did.
@@ -312,7 +318,16 @@ impl Applier {
             chunk_bytes: budget.chunk_bytes,
             rejects: Default::default(),
             profile: Profile::default(),
+            filtered: Default::default(),
         })
+    }
+
+    /// Leaves the snapshot sweep out for the tables `config` reads through a
+    /// `snapshot.select.statement.overrides` statement (a filter may leave rows out that the
+    /// target rightly has).
+    pub fn with_snapshot_filters(mut self, config: &Config) -> Applier {
+        self.filtered = snapshot_filtered(config);
+        self
     }
 
     /// Connects (retrying) and creates the checkpoint table (and, with `on_reject:
@@ -405,6 +420,15 @@ impl Applier {
                 Some(Sweep::NotNeeded | Sweep::Staging { .. }) => true,
             };
             if !starts || decided {
+                continue;
+            }
+            if self.filtered.contains(&plan.table) {
+                tracing::info!(
+                    table = %plan.table,
+                    "a snapshot read through snapshot.select.statement.overrides may leave rows out: no sweep deletes the target rows it does not bring"
+                );
+                sweeps.insert(plan.table.clone(), Sweep::NotNeeded);
+                changed = true;
                 continue;
             }
             let target = self.target_name(&plan.table);
@@ -594,6 +618,20 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// The source tables `snapshot.select.statement.overrides` names (a comma-separated list of
+/// `schema.table`, each with its statement under `snapshot.select.statement.overrides.<table>`).
+pub fn snapshot_filtered(config: &Config) -> std::collections::HashSet<String> {
+    config
+        .source_prop("snapshot.select.statement.overrides")
+        .map(|list| {
+            list.split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -137,12 +137,12 @@ struct Ctx<'a> {
 
 /// Chunks of one run may be applied in parallel when this is `Some` and the same: the
 /// deletes, or the upserts, of one table (one key per row of a window: disjoint keys).
-/// Truncates, moves (which read the rows they move) and sweeps go alone, in order.
+/// Truncates, moves (which read the rows they move), sweeps and exchanges go alone, in order.
 fn parallel_class<'a>(chunk: &Chunk<'a>) -> Option<(&'a str, bool)> {
     match chunk.work {
         Work::Delete { .. } => Some((chunk.plan.table.as_str(), false)),
         Work::Upsert { .. } => Some((chunk.plan.table.as_str(), true)),
-        Work::Truncate | Work::Move(_) | Work::Sweep { .. } => None,
+        Work::Truncate | Work::Move(_) | Work::Sweep { .. } | Work::Exchange(_) => None,
     }
 }
 

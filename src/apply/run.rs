@@ -214,7 +214,8 @@ impl<'c> Run<'c> {
             Some(a) => a,
             None => {
                 let key = self.identity.checkpoint_key(&self.config.name);
-                let mut a = Applier::new(self.tc, &key, self.budget)?;
+                let mut a =
+                    Applier::new(self.tc, &key, self.budget)?.with_snapshot_filters(self.config);
                 a.prepare().await?;
                 self.applier.insert(a)
             }

@@ -28,7 +28,7 @@ use super::rejected::{self, Reject};
 use super::sql::SqlError;
 use super::statement::{check_warnings, classify, param, Stop, MAX_PARAMS};
 use super::values::{write_hex, write_load_data_field};
-use super::{moves, sweep, ApplyError};
+use super::{exchange, moves, sweep, ApplyError};
 use crate::failpoint;
 
 /// What a chunk's transaction did.
@@ -183,7 +183,8 @@ async fn write_rows(
         // Done before the transaction (TRUNCATE commits by itself).
         Work::Truncate => {}
         Work::Sweep { stage } => sweep_rows(conn, pipeline, chunk, stage).await?,
-        Work::Delete { keys, .. } => delete(conn, chunk, keys, keep).await?,
+        Work::Delete { .. } => delete(conn, chunk, keep).await?,
+        Work::Exchange(groups) => exchange::exchange(conn, chunk, groups, keep).await?,
         Work::Move(rows) => moves::move_rows(conn, chunk, rows, keep).await?,
         Work::Upsert { group, rows, .. } if fast => {
             return Ok(load_data_upsert(conn, chunk, group, rows, keep, profile).await?);
@@ -252,7 +253,10 @@ async fn load_data_upsert(
 /// Stages the keys an upsert or move chunk wrote, for its table's snapshot sweep. Rows set
 /// aside for `_db_sync_rejected` are staged too: the source has them.
 async fn stage_keys(conn: &mut Conn, chunk: &Chunk<'_>, stage: &str) -> Result<(), Stop> {
-    if !matches!(chunk.work, Work::Upsert { .. } | Work::Move(_)) {
+    if !matches!(
+        chunk.work,
+        Work::Upsert { .. } | Work::Move(_) | Work::Exchange(_)
+    ) {
         return Ok(());
     }
     let keys = (0..chunk.rows()).map(|i| cells(chunk.key(i)).map(param).collect());
@@ -339,12 +343,8 @@ async fn truncate(conn: &mut Conn, chunk: &Chunk<'_>) -> Result<(), SqlError> {
     }
 }
 
-async fn delete(
-    conn: &mut Conn,
-    chunk: &Chunk<'_>,
-    keys: &[Box<[u8]>],
-    keep: &[usize],
-) -> Result<(), Stop> {
+/// Deletes the rows at the keys of `keep` (row indices of the chunk).
+pub(super) async fn delete(conn: &mut Conn, chunk: &Chunk<'_>, keep: &[usize]) -> Result<(), Stop> {
     let key_cols: Vec<String> = chunk.plan.key.iter().map(|k| quote(k)).collect();
     let per_stmt = (MAX_PARAMS / key_cols.len()).max(1);
     let lhs = if key_cols.len() == 1 {
@@ -365,7 +365,7 @@ async fn delete(
         );
         let params: Vec<Value> = part
             .iter()
-            .flat_map(|&i| cells(&keys[i]).map(param))
+            .flat_map(|&i| cells(chunk.key(i)).map(param))
             .collect();
         conn.exec_drop(&sql, params)
             .await
@@ -445,12 +445,22 @@ async fn upsert(
 /// Rows per statement: within MySQL's placeholder limit and well inside the default
 /// `max_allowed_packet` (16 MB), whatever the row size. Parts of `keep` (row indices).
 fn statement_parts<'k>(rows: &[KeyedRow], keep: &'k [usize], columns: usize) -> Vec<&'k [usize]> {
+    parts_by_size(keep, columns, |i| rows[i].1.len())
+}
+
+/// Parts of `keep` for statements of `columns` parameters a row, `size(i)` bytes for row `i`
+/// (see [`statement_parts`]).
+pub(super) fn parts_by_size(
+    keep: &[usize],
+    columns: usize,
+    size: impl Fn(usize) -> usize,
+) -> Vec<&[usize]> {
     const MAX_BYTES: usize = 4 << 20;
     let max_rows = (MAX_PARAMS / columns.max(1)).max(1);
     let mut parts = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (n, &i) in keep.iter().enumerate() {
-        let len = rows[i].1.len();
+        let len = size(i);
         if n > start && (n - start == max_rows || bytes + len > MAX_BYTES) {
             parts.push(&keep[start..n]);
             start = n;
