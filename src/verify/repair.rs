@@ -110,23 +110,24 @@ pub async fn delete_extra(
 ) -> Result<u64, VerifyError> {
     let mut deleted = 0;
     for chunk in keys.chunks(DELETE_KEYS) {
-        // Which of them the source holds now: those stay.
-        let key_cols: Vec<String> = plan.keys.iter().map(|k| k.column.pg.clone()).collect();
+        // Which of them the source holds now, compared by value in PostgreSQL (a key's
+        // canonical text is not the column's own: days for a date, `1.5` for `1.50`): those stay.
         let (schema, name) = plan
             .source
             .split_once('.')
             .unwrap_or(("public", &plan.source));
-        let sql = format!(
-            "SELECT {} FROM {}.{} WHERE {}",
-            key_cols
-                .iter()
-                .map(|c| format!("({c})::text"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            pg_ident(schema),
-            pg_ident(name),
-            plan.key_filter(chunk, true)
-        );
+        let table = format!("{}.{}", pg_ident(schema), pg_ident(name));
+        let sql = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                format!(
+                    "SELECT {i} WHERE EXISTS (SELECT 1 FROM {table} WHERE {})",
+                    plan.key_filter(std::slice::from_ref(key), true)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
         let rows = pg
             .query(&sql, &[])
             .await
@@ -134,18 +135,13 @@ pub async fn delete_extra(
                 "re-reading keys of {}",
                 plan.source
             )))?;
-        let present: std::collections::HashSet<Vec<Vec<u8>>> = rows
-            .iter()
-            .map(|r| {
-                (0..plan.keys.len())
-                    .map(|i| r.get::<_, String>(i).into_bytes())
-                    .collect()
-            })
-            .collect();
+        let present: std::collections::HashSet<usize> =
+            rows.iter().map(|r| r.get::<_, i32>(0) as usize).collect();
         let absent: Vec<Vec<Vec<u8>>> = chunk
             .iter()
-            .filter(|k| !present.contains(*k))
-            .cloned()
+            .enumerate()
+            .filter(|(i, _)| !present.contains(i))
+            .map(|(_, k)| k.clone())
             .collect();
         if absent.is_empty() {
             continue;
