@@ -493,7 +493,7 @@ fn print_audit_tables(s: &Status) {
     }
     match s.audit_retain_days {
         Some(days) => {
-            println!("audit retention  {days} day(s): rollup deletes older date partitions")
+            println!("audit retention  {days} day(s): rollup folds older date partitions into each table's base")
         }
         None => println!("audit retention  every date is kept (audit.retain_days: null)"),
     }

@@ -262,7 +262,8 @@ pub struct AuditConfig {
     /// Roll-up (`db-sync rollup`, job kind `rollup`): merged files stay under about this size.
     #[serde(default = "default_target_file_mb", deserialize_with = "flex::parse")]
     pub target_file_mb: u64,
-    /// Roll-up deletes date partitions older than this many days; `None` keeps everything.
+    /// Roll-up folds date partitions older than this many days into each table's base (the
+    /// changes its state reads; [`crate::audit::rollup::retention`]); `None` keeps everything.
     #[serde(default, deserialize_with = "flex::parse_opt")]
     pub retain_days: Option<u64>,
 }

@@ -9,7 +9,8 @@
 //!   taken from the key's latest change that did send it.
 //!
 //! With `--as-of`, both views hold only changes committed at or before that time, so the state
-//! is the source's as of then. `file://` audit files are read in place; of `s3://`, only the
+//! is the source's as of then. A time before the history retention keeps (`audit.retain_days`:
+//! older changes are folded into each table's base, [`needed_seqs`]) is refused. `file://` audit files are read in place; of `s3://`, only the
 //! files of the tables the statement names (and with `--as-of` only the dates up to it) are
 //! copied, into a local cache bounded by `query.cache_mb` ([`cache`]; DuckDB's own S3 support
 //! is an extension it would have to download).
@@ -54,13 +55,20 @@ pub enum QueryError {
     Print(#[source] output::OutputError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// `--as-of` before the history retention keeps (bad usage, exit 2).
+    #[error("query: --as-of {as_of} is before {kept_from}, the oldest date whose history the audit files keep (audit.retain_days: {days} folds older changes into each table's state); ask for a time on or after it")]
+    BeforeRetention {
+        as_of: String,
+        kept_from: String,
+        days: u64,
+    },
 }
 
 impl Classify for QueryError {
     fn kind(&self) -> ErrorKind {
         match self {
             QueryError::Audit(e) => e.kind(),
-            QueryError::Sql { .. } => ErrorKind::Config,
+            QueryError::Sql { .. } | QueryError::BeforeRetention { .. } => ErrorKind::Config,
             QueryError::Duck { .. }
             | QueryError::Result(_)
             | QueryError::Scratch { .. }
@@ -88,6 +96,16 @@ pub fn run(
     as_of: Option<DateTime<Utc>>,
     format: Format,
 ) -> Result<(), QueryError> {
+    if let (Some(t), Some(days)) = (as_of, config.audit.retain_days) {
+        let kept_from = Utc::now().date_naive() - chrono::Days::new(days);
+        if t.date_naive() < kept_from {
+            return Err(QueryError::BeforeRetention {
+                as_of: t.format("%Y-%m-%d %H:%M:%S%.f UTC").to_string(),
+                kept_from: kept_from.format("%Y-%m-%d").to_string(),
+                days,
+            });
+        }
+    }
     let store = AuditStore::open(&config.audit)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -140,6 +158,61 @@ pub fn run(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     output::print(&mut out, format, &schema, &batches).map_err(QueryError::Print)
+}
+
+/// The `_cdc_seq` of the changes among `files` (audit files of one table, in sequence order)
+/// that the table's state as of their end reads: each live key's latest change and the
+/// changes its unsent columns are filled from. `None` for a table without a key (it has no
+/// state). Retention keeps exactly these of the partitions it expires. Blocking (DuckDB);
+/// `scratch` holds copies of `s3://` files meanwhile.
+pub async fn needed_seqs(
+    store: &AuditStore,
+    table: &str,
+    files: &[AuditFile],
+    scratch: &Path,
+) -> Result<Option<std::collections::HashSet<i64>>, QueryError> {
+    // One at a time, so the future stays `Send` (the daemon's roll-up job runs it).
+    let root = store
+        .local_root
+        .clone()
+        .unwrap_or_else(|| scratch.to_path_buf());
+    let skip = store.prefix.parts().count();
+    let mut paths = Vec::with_capacity(files.len());
+    for f in files {
+        let mut p = root.clone();
+        for part in f.location.parts().skip(skip) {
+            p.push(part.as_ref());
+        }
+        if store.local_root.is_none() {
+            store.download(f, &p).await?;
+        }
+        paths.push(p);
+    }
+    let local = BTreeMap::from([(table.to_string(), paths)]);
+    let table = table.to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        let conn = Connection::open_in_memory().map_err(|source| QueryError::Duck {
+            what: "cannot open DuckDB".into(),
+            source,
+        })?;
+        let catalog = define_views(&conn, &local, None)?;
+        let Some(sql) = catalog.needed.get(&table) else {
+            return Ok(None);
+        };
+        let what = format!("finding the changes the state of {table} reads");
+        let mut stmt = conn.prepare(sql).map_err(|e| duck_err(&what, e))?;
+        let seqs = stmt
+            .query_map([], |row| row.get::<_, i64>(0))
+            .and_then(|rows| rows.collect::<Result<std::collections::HashSet<i64>, _>>())
+            .map_err(|e| duck_err(&what, e))?;
+        Ok(Some(seqs))
+    })
+    .await
+    .map_err(|e| QueryError::Duck {
+        what: format!("the state query thread failed: {e}"),
+        source: duckdb::Error::InvalidQuery,
+    })?;
+    found
 }
 
 /// Drops files whose whole date partition lies after `as_of`, keeping each table's first file
@@ -201,6 +274,8 @@ async fn local_paths(
 struct Catalog {
     tables: Vec<String>,
     keyless: Vec<String>,
+    /// Per keyed table, the query of the `_cdc_seq` its state reads ([`StateSql::needed`]).
+    needed: BTreeMap<String, String>,
 }
 
 /// A DuckDB identifier.
@@ -233,6 +308,7 @@ fn define_views(
     let mut catalog = Catalog {
         tables: Vec::new(),
         keyless: Vec::new(),
+        needed: BTreeMap::new(),
     };
     for (table, paths) in local {
         let (schema, name) = table.split_once('.').unwrap_or(("main", table.as_str()));
@@ -289,9 +365,9 @@ fn define_views(
             has_old_key,
             journals: journal_ranges(paths),
         };
-        exec(&state_view(
-            schema, name, &changes, &columns, &key, &unchanged, &history,
-        ))?;
+        let state = state_sql(&changes, &columns, &key, &unchanged, &history);
+        exec(&state.view(schema, name))?;
+        catalog.needed.insert(table.clone(), state.needed());
     }
     Ok(catalog)
 }
@@ -334,7 +410,7 @@ fn journal_ranges(paths: &[PathBuf]) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// The `CREATE VIEW` of a table's state: the changes after the table's last truncate, the
+/// The state query of a table (its `CREATE VIEW`, [`StateSql::view`]): the changes after the table's last truncate, the
 /// latest change per key unless it is a delete, with each `unchanged` column filled from the
 /// row's history.
 ///
@@ -347,37 +423,94 @@ fn journal_ranges(paths: &[PathBuf]) -> Vec<(u64, u64)> {
 /// changed the key (`_cdc_old_key`), the old key's: the fill walks back through `pred` (each
 /// change's predecessor in its lineage, deletes left out) until a change that sent the column,
 /// so a NULL the source really sent stays NULL and a value that moved with its row follows it.
-fn state_view(
-    schema: &str,
-    name: &str,
+fn state_sql(
     changes: &str,
     columns: &[String],
     key: &[String],
     unchanged: &[String],
     history: &History,
-) -> String {
-    let (seq, op) = (ident(cdc::SEQ), ident(cdc::OP));
-    let key_struct = format!(
-        "struct_pack({})",
-        key.iter()
-            .map(|k| format!("{} := {}", ident(k), ident(k)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let lineage_key = if history.has_old_key {
-        format!("coalesce({}, {key_struct})", ident(cdc::OLD_KEY))
-    } else {
-        key_struct.clone()
-    };
-    let mut ctes = Vec::new();
-    let epoch = match latest_snapshot(changes, &history.journals) {
-        Some((defs, filter)) => {
-            ctes.extend(defs);
-            filter
-        }
-        None => String::new(),
-    };
-    ctes.extend([
+) -> StateSql {
+    StateSql::of(changes, columns, key, unchanged, history)
+}
+
+/// The parts of a table's state query (see [`state_sql`]): its CTEs, the joins of the filled
+/// columns, the selected columns, and the fill walks.
+struct StateSql {
+    ctes: Vec<String>,
+    joins: String,
+    out: Vec<String>,
+    walks: Vec<usize>,
+}
+
+impl StateSql {
+    /// The `CREATE VIEW` of the state.
+    fn view(&self, schema: &str, name: &str) -> String {
+        format!(
+            "CREATE VIEW {}.{} AS WITH RECURSIVE {} SELECT {} FROM \"__latest\" l{}",
+            ident(schema),
+            ident(name),
+            self.ctes.join(", "),
+            self.out.join(", "),
+            self.joins
+        )
+    }
+
+    /// The `_cdc_seq` of every change the state reads: each live key's latest change, the
+    /// changes its unsent columns are filled from, and on the way there the create halves of
+    /// key changes (the links from a key to the old key's history); and the latest change of
+    /// every key one of those belongs to, so that a key that is gone (the old key of a key
+    /// change) stays gone. The same-key changes a fill walks past are not needed: without
+    /// them the walk goes from one kept change of the key to the next, and none of those it
+    /// skips sent the column.
+    fn needed(&self) -> String {
+        let seq = ident(cdc::SEQ);
+        let mut parts = vec![format!("SELECT {seq} FROM \"__latest\"")];
+        parts.extend(self.walks.iter().map(|i| {
+            format!(
+                "SELECT w.\"__cur\" FROM \"__walk_{i}\" w JOIN \"__c\" c ON c.{seq} = w.\"__cur\" \
+                 WHERE w.\"__done\" OR c.\"__pk\" IS DISTINCT FROM c.\"__k\""
+            )
+        }));
+        format!(
+            "WITH RECURSIVE {}, \"__need\"(\"__s\") AS ({}) SELECT \"__s\" FROM \"__need\" \
+             UNION SELECT max(c.{seq}) FROM \"__c\" c WHERE c.\"__k\" IN \
+             (SELECT x.\"__k\" FROM \"__c\" x JOIN \"__need\" n ON x.{seq} = n.\"__s\") GROUP BY c.\"__k\"",
+            self.ctes.join(", "),
+            parts.join(" UNION ")
+        )
+    }
+}
+
+impl StateSql {
+    fn of(
+        changes: &str,
+        columns: &[String],
+        key: &[String],
+        unchanged: &[String],
+        history: &History,
+    ) -> StateSql {
+        let (seq, op) = (ident(cdc::SEQ), ident(cdc::OP));
+        let key_struct = format!(
+            "struct_pack({})",
+            key.iter()
+                .map(|k| format!("{} := {}", ident(k), ident(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let lineage_key = if history.has_old_key {
+            format!("coalesce({}, {key_struct})", ident(cdc::OLD_KEY))
+        } else {
+            key_struct.clone()
+        };
+        let mut ctes = Vec::new();
+        let epoch = match latest_snapshot(changes, &history.journals) {
+            Some((defs, filter)) => {
+                ctes.extend(defs);
+                filter
+            }
+            None => String::new(),
+        };
+        ctes.extend([
         format!(
             "\"__c\" AS (SELECT *, {key_struct} AS \"__k\", {lineage_key} AS \"__pk\" FROM {changes} \
              WHERE {seq} > (SELECT coalesce(max({seq}), -1) FROM {changes} WHERE {op} = 't'){epoch})"
@@ -387,29 +520,31 @@ fn state_view(
              WHERE \"__rn\" = 1 AND {op} NOT IN ('d', 't'))"
         ),
     ]);
-    if !unchanged.is_empty() {
-        ctes.extend(predecessors());
-    }
-    let mut joins = String::new();
-    let mut out = Vec::with_capacity(columns.len());
-    for c in columns {
-        match unchanged.iter().position(|u| u == c) {
-            Some(i) => {
-                let (walk, join, select) = filled(c, i);
-                ctes.push(walk);
-                joins.push_str(&join);
-                out.push(select);
+        if !unchanged.is_empty() {
+            ctes.extend(predecessors());
+        }
+        let mut joins = String::new();
+        let mut out = Vec::with_capacity(columns.len());
+        let mut walks = Vec::new();
+        for c in columns {
+            match unchanged.iter().position(|u| u == c) {
+                Some(i) => {
+                    let (walk, join, select) = filled(c, i);
+                    ctes.push(walk);
+                    joins.push_str(&join);
+                    out.push(select);
+                    walks.push(i);
+                }
+                None => out.push(format!("l.{}", ident(c))),
             }
-            None => out.push(format!("l.{}", ident(c))),
+        }
+        StateSql {
+            ctes,
+            joins,
+            out,
+            walks,
         }
     }
-    format!(
-        "CREATE VIEW {}.{} AS WITH RECURSIVE {} SELECT {} FROM \"__latest\" l{joins}",
-        ident(schema),
-        ident(name),
-        ctes.join(", "),
-        out.join(", ")
-    )
 }
 
 /// With files of several journals: the CTEs that find the latest journal with snapshot rows
@@ -610,9 +745,7 @@ mod tests {
 
     #[test]
     fn the_state_view_fills_unchanged_columns_through_the_rows_history() {
-        let sql = state_view(
-            "public",
-            "docs",
+        let sql = state_sql(
             "\"public\".\"docs_changes\"",
             &["id".into(), "body".into()],
             &["id".into()],
@@ -621,7 +754,8 @@ mod tests {
                 has_old_key: true,
                 journals: vec![(1, 9)],
             },
-        );
+        )
+        .view("public", "docs");
         assert!(
             sql.contains("PARTITION BY \"__k\" ORDER BY \"_cdc_seq\" DESC"),
             "{sql}"
@@ -643,6 +777,103 @@ mod tests {
             "{sql}"
         );
         assert!(!sql.contains("__epoch"), "one journal: no epoch");
+        let needed = state_sql(
+            "\"public\".\"docs_changes\"",
+            &["id".into(), "body".into()],
+            &["id".into()],
+            &["body".into()],
+            &History {
+                has_old_key: true,
+                journals: vec![(1, 9)],
+            },
+        )
+        .needed();
+        assert!(
+            needed.contains(
+                "\"__need\"(\"__s\") AS (SELECT \"_cdc_seq\" FROM \"__latest\" UNION SELECT w.\"__cur\" FROM \"__walk_0\" w"
+            ) && needed.contains("GROUP BY c.\"__k\""),
+            "the latest changes, the changes the fills come from, their keys' latest: {needed}"
+        );
+    }
+
+    /// Retention keeps exactly what the state reads: the latest change of each live key, the
+    /// change an unsent column is filled from, and the create half that links a new key to
+    /// its old key's history; not the changes a walk passes, nor deleted keys.
+    #[test]
+    fn the_needed_changes_are_the_latest_the_fill_sources_and_the_key_links() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE SCHEMA p; CREATE TABLE p.docs_changes AS SELECT id::INTEGER AS id, n::INTEGER AS n, body, \
+               seq::BIGINT AS _cdc_seq, op AS _cdc_op, \
+               CASE WHEN un THEN ['body'] ELSE []::VARCHAR[] END AS _cdc_unchanged, \
+               CASE WHEN old IS NULL THEN NULL ELSE struct_pack(id := old::INTEGER) END AS _cdc_old_key \
+             FROM (VALUES \
+               (1, 0, 'B1', 1, 'r', false, NULL), (1, 1, NULL, 2, 'u', true, NULL), \
+               (1, 2, NULL, 3, 'u', true, NULL), (2, 0, 'B2', 4, 'r', false, NULL), \
+               (2, NULL, NULL, 5, 'd', false, NULL), (3, 0, 'B3', 6, 'r', false, NULL), \
+               (3, NULL, NULL, 7, 'd', false, NULL), (4, 5, NULL, 8, 'c', true, 3), \
+               (5, 0, 'B5', 9, 'r', false, NULL), (5, 1, 'B5x', 10, 'u', false, NULL)) \
+               AS v(id, n, body, seq, op, un, old)",
+        )
+        .unwrap();
+        let sql = state_sql(
+            "\"p\".\"docs_changes\"",
+            &["id".into(), "n".into(), "body".into()],
+            &["id".into()],
+            &["body".into()],
+            &History {
+                has_old_key: true,
+                journals: vec![(1, 10)],
+            },
+        )
+        .needed();
+        let mut seqs: Vec<i64> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map([], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        seqs.sort();
+        assert_eq!(
+            seqs,
+            [1, 3, 6, 7, 8, 10],
+            "6 fills 8, and 7 keeps key 3 deleted"
+        );
+
+        // The state read from those changes alone is the state.
+        let history = History {
+            has_old_key: true,
+            journals: vec![(1, 10)],
+        };
+        let view = |changes: &str, name: &str| {
+            state_sql(
+                changes,
+                &["id".into(), "n".into(), "body".into()],
+                &["id".into()],
+                &["body".into()],
+                &history,
+            )
+            .view("p", name)
+        };
+        conn.execute_batch(&format!(
+            "CREATE TABLE p.kept_changes AS SELECT * FROM p.docs_changes WHERE _cdc_seq IN (1, 3, 6, 7, 8, 10); {}; {}",
+            view("\"p\".\"docs_changes\"", "docs"),
+            view("\"p\".\"kept_changes\"", "kept")
+        ))
+        .unwrap();
+        let rows = |t: &str| -> Vec<String> {
+            conn.prepare(&format!(
+                "SELECT concat_ws('|', id, n, body) FROM p.{t} ORDER BY id"
+            ))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        assert_eq!(rows("docs"), ["1|2|B1", "4|5|B3", "5|1|B5x"]);
+        assert_eq!(rows("kept"), rows("docs"));
     }
 
     #[test]
@@ -658,9 +889,7 @@ mod tests {
         .map(PathBuf::from)
         .collect();
         assert_eq!(journal_ranges(&paths), vec![(1, 90), (91, 130)]);
-        let sql = state_view(
-            "public",
-            "items",
+        let sql = state_sql(
             "\"public\".\"items_changes\"",
             &["id".into()],
             &["id".into()],
@@ -669,7 +898,8 @@ mod tests {
                 has_old_key: false,
                 journals: journal_ranges(&paths),
             },
-        );
+        )
+        .view("public", "items");
         assert!(sql.contains("VALUES (1, 90), (91, 130)"), "{sql}");
         assert!(
             sql.contains("\"_cdc_seq\" >= (SELECT \"__s\" FROM \"__epoch\")"),

@@ -441,11 +441,12 @@ fn rollup_keeps_to_target_file_mb_and_names_bad_arguments() {
     }
 }
 
-/// `audit.retain_days` deletes exactly the partitions older than it, in the roll-up job, and
-/// never while a backfill (which holds `compact.lock`, as here) reads them; `status` shows
-/// the oldest date kept, files and bytes per table.
+/// `audit.retain_days` folds the partitions older than it into the changes the state reads,
+/// never while a backfill (which holds `compact.lock`, as here) reads them: the state (now
+/// and at later times) is unchanged, the history before the cutoff is refused by `--as-of`;
+/// `status` shows the oldest date kept, files and bytes per table.
 #[test]
-fn retention_deletes_exactly_the_old_partitions_and_waits_for_the_lock() {
+fn retention_folds_the_old_partitions_into_the_state_and_waits_for_the_lock() {
     let keep_from = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
     let days = (chrono::Utc::now().date_naive() - keep_from).num_days();
     let s = setup(None, &format!("  retain_days: {days}\n"), 0);
@@ -468,6 +469,21 @@ fn retention_deletes_exactly_the_old_partitions_and_waits_for_the_lock() {
     let second_day = s.query(
         "select count(*) as n, sum(_cdc_seq) as s from public.t_changes where _cdc_ts >= '2026-01-02'",
         None,
+    );
+    let state = s.query("select * from public.t order by id", None);
+    let later = s.query(
+        "select count(*), sum(n) from public.t",
+        Some("2026-01-02 06:00"),
+    );
+    // Live at the end of the first day: 300 rows inserted, 15 deleted.
+    assert!(
+        s.query(
+            "select count(*) as n from (select arg_max(_cdc_op, _cdc_seq) as op from public.t_changes \
+             where _cdc_ts < '2026-01-02' group by id) where op <> 'd'",
+            None
+        )
+        .contains("\"n\":285"),
+        "the fixture's first day"
     );
 
     // A backfill holds the compaction lock: roll-up waits for it, and deletes nothing meanwhile.
@@ -513,24 +529,94 @@ fn retention_deletes_exactly_the_old_partitions_and_waits_for_the_lock() {
     );
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(
-        line.contains("retention deleted 1 partition(s), 150 file(s)"),
+        line.contains(
+            "retention folded 1 expired partition(s) into the 285 change(s) the state reads"
+        ),
         "{line}"
     );
     assert_eq!(
         s.files_per_partition(),
         BTreeMap::from([
             ("public.other/date=2026-01-02".to_string(), 1),
+            ("public.t/date=2026-01-01".to_string(), 1),
             ("public.t/date=2026-01-02".to_string(), 1),
-        ])
+        ]),
+        "the first day's base, rolled up"
     );
-    assert!(!s.audit().join("public.t/date=2026-01-01").exists());
     assert_eq!(
         s.query(
-            "select count(*) as n, sum(_cdc_seq) as s from public.t_changes",
+            "select count(*) as n, sum(_cdc_seq) as s from public.t_changes where _cdc_ts >= '2026-01-02'",
             None
         ),
         second_day,
-        "exactly the second day's changes remain"
+        "the second day's changes untouched"
+    );
+    assert!(
+        s.query(
+            "select count(*) as n, count(distinct id) as k, count(*) filter (where _cdc_op = 'd') as d from public.t_changes where _cdc_ts < '2026-01-02'",
+            None
+        )
+        .contains("{\"n\":285,\"k\":285,\"d\":0}"),
+        "of the first day, one latest change per live key"
+    );
+    assert_eq!(
+        s.query("select * from public.t order by id", None),
+        state,
+        "the state is the same"
+    );
+    assert_eq!(
+        s.query(
+            "select count(*), sum(n) from public.t",
+            Some("2026-01-02 06:00")
+        ),
+        later,
+        "so is the state at a later time"
+    );
+    let out = s.run(
+        &[
+            "query",
+            "select count(*) from public.t",
+            "--as-of",
+            "2026-01-01 12:00",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is before 2026-01-02, the oldest date whose history"),
+        "{}",
+        stderr(&out)
+    );
+    // `backfill` rebuilds the table from the base and the later changes: the state.
+    let my = crate::support::mysql::My::fresh(&format!("retention_{}", std::process::id()));
+    let mut config = std::fs::read_to_string(&s.config_path).unwrap();
+    config.push_str(&my.target_yaml(""));
+    std::fs::write(&s.config_path, config).unwrap();
+    let out = s.run(&["backfill", "--table", "public.t", "--truncate"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = my.rows("SELECT COUNT(*), SUM(n), SUM(CHAR_LENGTH(v)) + SUM(id) FROM t");
+    let source = s.query(
+        "select count(*) as c, sum(n)::BIGINT as n, (sum(length(v)) + sum(id))::BIGINT as v from public.t",
+        None,
+    );
+    let t = &target[0];
+    assert_eq!(
+        source.trim(),
+        format!(
+            "{{\"c\":{},\"n\":{},\"v\":{}}}",
+            t[0].as_deref().unwrap(),
+            t[1].as_deref().unwrap(),
+            t[2].as_deref().unwrap()
+        ),
+        "backfill after retention"
+    );
+    // A second run finds nothing more to fold.
+    let again = s.run(&["rollup"], None);
+    assert!(
+        String::from_utf8_lossy(&again.stdout)
+            .contains("into the 285 change(s) the state reads: 0 file(s) deleted, 0 rewritten"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
     );
     let after = status(&s);
     let t = &after["audit_tables"][1];
@@ -540,7 +626,7 @@ fn retention_deletes_exactly_the_old_partitions_and_waits_for_the_lock() {
             t["oldest_date"].as_str(),
             t["newest_date"].as_str()
         ),
-        (Some(1), Some("2026-01-02"), Some("2026-01-02"))
+        (Some(2), Some("2026-01-01"), Some("2026-01-02"))
     );
     let bytes = t["bytes"].as_u64().unwrap();
     let on_disk: u64 = walk(&s.audit().join("public.t"))
@@ -552,7 +638,7 @@ fn retention_deletes_exactly_the_old_partitions_and_waits_for_the_lock() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains(&format!(
-            "audit files      public.t: 1 file(s), {bytes} bytes, oldest date kept 2026-01-02"
+            "audit files      public.t: 2 file(s), {bytes} bytes, oldest date kept 2026-01-01"
         )) && text.contains(&format!("audit retention  {days} day(s)")),
         "{text}"
     );

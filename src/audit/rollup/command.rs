@@ -57,8 +57,8 @@ fn describe(s: &Summary) -> String {
     }
     if s.expired_partitions > 0 {
         out.push_str(&format!(
-            "; retention deleted {} partition(s), {} file(s), {} bytes",
-            s.expired_partitions, s.expired_files, s.expired_bytes
+            "; retention folded {} expired partition(s) into the {} change(s) the state reads: {} file(s) deleted, {} rewritten, {} bytes freed",
+            s.expired_partitions, s.folded_rows, s.expired_files, s.folded_files, s.expired_bytes
         ));
     }
     out

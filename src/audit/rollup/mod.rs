@@ -4,7 +4,8 @@
 //! Every compaction cycle writes one file per table, date and schema version, so a one-minute
 //! schedule leaves 1,440 small files per table and day. [`rollup`] merges the files of each
 //! date partition before today (UTC) into as few files as `audit.target_file_mb` allows
-//! ([`merge`]), and deletes date partitions older than `audit.retain_days` ([`retention`]).
+//! ([`merge`]), and folds date partitions older than `audit.retain_days` into the changes each
+//! table's state reads ([`retention`]).
 //!
 //! **What a merged file is.** It holds the rows of a run of consecutive files of one table,
 //! date, journal and schema version, in `_cdc_seq` order, and is named by the range it covers
@@ -64,6 +65,8 @@ pub enum RollupError {
     Usage { key: String, message: String },
     #[error("roll-up of {what}: {message}; the small files are untouched, run rollup again")]
     Merge { what: String, message: String },
+    #[error("retention of {table}: cannot find the changes its state reads: {message}; nothing of it was deleted, run rollup again")]
+    Fold { table: String, message: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("the audit listing panicked")]
@@ -76,9 +79,10 @@ impl Classify for RollupError {
             RollupError::Audit(e) => e.kind(),
             RollupError::State(e) => e.kind(),
             RollupError::Usage { .. } => ErrorKind::Config,
-            RollupError::Merge { .. } | RollupError::Runtime(_) | RollupError::ListingPanicked => {
-                ErrorKind::Permanent
-            }
+            RollupError::Merge { .. }
+            | RollupError::Fold { .. }
+            | RollupError::Runtime(_)
+            | RollupError::ListingPanicked => ErrorKind::Permanent,
         }
     }
 }
@@ -103,10 +107,14 @@ pub struct Summary {
     pub rows: u64,
     /// Small files an interrupted roll-up had merged already, deleted now.
     pub leftovers_deleted: u64,
-    /// Retention: date partitions, files and bytes deleted.
+    /// Retention: date partitions folded, files deleted, bytes freed (deleted files, and what
+    /// rewritten files lost).
     pub expired_partitions: u64,
     pub expired_files: u64,
     pub expired_bytes: u64,
+    /// Retention: files rewritten with fewer changes, and the changes kept (the base).
+    pub folded_files: u64,
+    pub folded_rows: u64,
     /// A compaction window is unfinished: nothing was done (the next cycle finishes it).
     pub waited_for_compaction: bool,
 }
@@ -144,12 +152,17 @@ pub async fn rollup(config: &Config, opts: &Options) -> Result<Summary, RollupEr
             .push(f);
     }
     let mut summary = Summary::default();
+    // Every expired partition of a table is folded at once (one state): none is rolled up.
+    let mut expired: BTreeMap<String, Vec<AuditFile>> = BTreeMap::new();
     for ((table, date), files) in partitions {
+        if expire_before.as_ref().is_some_and(|cut| date < *cut) {
+            expired.entry(table).or_default().extend(files);
+            continue;
+        }
         if date >= today || opts.date.as_ref().is_some_and(|d| *d != date) {
             continue;
         }
-        let expired = expire_before.as_ref().is_some_and(|cut| date < *cut);
-        if files.len() < 2 && !expired {
+        if files.len() < 2 {
             continue; // nothing to merge, no leftover possible
         }
         let _lock = match lock(config).await? {
@@ -161,12 +174,29 @@ pub async fn rollup(config: &Config, opts: &Options) -> Result<Summary, RollupEr
             }
         };
         summary.partitions += 1;
-        if expired {
-            retention::expire(&store, &files, &mut summary).await?;
-            tracing::info!(table = %table, date = %date, files = files.len(), "deleted an expired date partition (audit.retain_days)");
-            continue;
-        }
         roll_up_partition(config, &store, files, &mut summary).await?;
+    }
+    for (table, files) in expired {
+        let _lock = match lock(config).await? {
+            Lock::Held(l) => l,
+            Lock::Pending => {
+                tracing::warn!("an unfinished compaction window is pending; retention waits for the next compaction cycle to finish it");
+                summary.waited_for_compaction = true;
+                return Ok(summary);
+            }
+        };
+        let dates: BTreeSet<String> = files.iter().map(|f| f.date.clone()).collect();
+        retention::fold(config, &store, &table, files, &mut summary).await?;
+        // What is left of each folded date is rolled up like any closed partition.
+        let mut left: BTreeMap<String, Vec<AuditFile>> = BTreeMap::new();
+        for f in store.list_files(Some(&table)).await? {
+            if dates.contains(&f.date) {
+                left.entry(f.date.clone()).or_default().push(f);
+            }
+        }
+        for files in left.into_values().filter(|f| f.len() >= 2) {
+            merge::merge_runs(config, &store, files, &mut summary).await?;
+        }
     }
     Ok(summary)
 }

@@ -1,27 +1,207 @@
-//! Retention (`audit.retain_days`): deleting expired date partitions; and what the store
-//! keeps of each table, for `status`.
+//! Retention (`audit.retain_days`): folding expired date partitions into the changes the
+//! state needs; and what the store keeps of each table, for `status`.
+//!
+//! **Folding.** Deleting a table's old partitions outright would delete its snapshot, and
+//! with it every row that has not changed since: `query`, `--as-of` and `backfill` would
+//! answer from a partial history. So [`fold`] keeps, of all the expired partitions of a table
+//! together, exactly the changes that the table's state as of their end reads (the `query`
+//! state view's own walk, [`crate::query::needed_seqs`]): each live key's latest change, the
+//! changes its unsent columns (unchanged TOAST) are filled from, and the create halves of key
+//! changes that link a key to its old key's history. The rest goes: deletes and the history
+//! of deleted keys, rows before a truncate, changes that a later one replaced. What is left is
+//! the table's base: one latest row per live key (plus the few that fill it), in the files
+//! and partitions it came in, so every reader reads it as before and the state of every
+//! later time is unchanged. The history before the cutoff is not: `query --as-of` before it
+//! says so and answers nothing.
+//!
+//! A file keeps its name (its range still bounds its rows) and its footer; a file with no
+//! change left is deleted, one with every change left is not rewritten. A rewrite is
+//! published whole, in place (staging file and rename, or a multipart upload that completes
+//! last). A crash between files leaves some folded and some not; the next run folds the rest
+//! and finds the same changes needed, because a folded file still holds every change the
+//! state reads. Tables without a key have no state: their expired partitions are deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::{delete, RollupError, Summary};
-use crate::audit::{AuditFile, AuditStore};
+use arrow::array::{Array, BooleanArray, Int64Array};
+use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+use parquet::arrow::async_writer::AsyncArrowWriter;
+use parquet::arrow::ProjectionMask;
+
+use super::read::open;
+use super::{delete, superseded, RollupError, Summary};
+use crate::audit::{writer, AuditError, AuditFile, AuditStore};
 use crate::config::Config;
+use crate::types::cdc;
 
-/// Deletes the files of an expired date partition (`audit.retain_days`), and its directory on
-/// a file system.
-pub async fn expire(
+/// Folds the expired partitions of `table` (`files`: every file of every expired date) into
+/// the changes its state reads (see the module doc). The caller holds `compact.lock`.
+pub async fn fold(
+    config: &Config,
     store: &AuditStore,
-    files: &[AuditFile],
+    table: &str,
+    files: Vec<AuditFile>,
     summary: &mut Summary,
 ) -> Result<(), RollupError> {
-    for f in files {
+    let leftovers = superseded(store, &files).await?;
+    for f in &leftovers {
+        delete(store, f).await?;
+        summary.leftovers_deleted += 1;
+    }
+    let gone: HashSet<&ObjectPath> = leftovers.iter().map(|f| &f.location).collect();
+    let mut files: Vec<AuditFile> = files
+        .into_iter()
+        .filter(|f| !gone.contains(&f.location))
+        .collect();
+    files.sort_by_key(|f| (f.first_seq, f.last_seq));
+    let dates: BTreeSet<String> = files.iter().map(|f| f.date.clone()).collect();
+    summary.expired_partitions += dates.len() as u64;
+    let scratch = config.journal.dir.join(".retention");
+    let needed = crate::query::needed_seqs(store, table, &files, &scratch).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let needed = needed.map_err(|e| RollupError::Fold {
+        table: table.to_string(),
+        message: e.to_string(),
+    })?;
+    for f in &files {
+        match &needed {
+            Some(keep) => prune(config, store, f, keep, summary).await?,
+            None => {
+                delete(store, f).await?;
+                summary.expired_files += 1;
+                summary.expired_bytes += f.size;
+            }
+        }
+    }
+    for f in &files {
+        remove_empty_dir(store, f);
+    }
+    tracing::info!(
+        table = %table,
+        dates = dates.len(),
+        kept_rows = summary.folded_rows,
+        "folded the expired date partitions (audit.retain_days) into the changes the state reads"
+    );
+    Ok(())
+}
+
+/// Keeps, of file `f`, only the changes in `keep` (see the module doc).
+async fn prune(
+    config: &Config,
+    store: &AuditStore,
+    f: &AuditFile,
+    keep: &HashSet<i64>,
+    summary: &mut Summary,
+) -> Result<(), RollupError> {
+    let read_err = |e: parquet::errors::ParquetError| AuditError::Read {
+        location: store.describe_location(f),
+        source: Box::new(e),
+    };
+    // Which changes stay: the sequence column alone.
+    let builder = open(store, f).await?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [cdc::SEQ]);
+    let mut stream = builder.with_projection(mask).build().map_err(read_err)?;
+    let (mut rows, mut kept) = (0u64, 0u64);
+    while let Some(batch) = stream.try_next().await.map_err(read_err)? {
+        let seqs = seq_column(store, f, &batch)?;
+        rows += seqs.len() as u64;
+        kept += seqs.values().iter().filter(|s| keep.contains(s)).count() as u64;
+    }
+    summary.folded_rows += kept;
+    if kept == rows {
+        return Ok(());
+    }
+    if kept == 0 {
         delete(store, f).await?;
         summary.expired_files += 1;
         summary.expired_bytes += f.size;
+        return Ok(());
     }
-    summary.expired_partitions += 1;
-    if let (Some(root), Some(f)) = (&store.local_root, files.first()) {
-        // An empty `date=` directory would linger on a file system (S3 has no directories).
+    let builder = open(store, f).await?;
+    let total: i64 = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.total_byte_size())
+        .sum();
+    let per_row = (total / (rows.max(1) as i64)).max(1) as usize;
+    let footer: Vec<parquet::file::metadata::KeyValue> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .filter(|kv| kv.key != "ARROW:schema")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema = builder.schema().clone();
+    let write_err = |e: parquet::errors::ParquetError| AuditError::Write {
+        url: store.url.clone(),
+        location: f.location.to_string(),
+        source: Box::new(e),
+    };
+    let props = writer::writer_properties(config.audit.batch_rows, &schema);
+    let object = BufWriter::new(store.store.clone(), f.location.clone());
+    let mut out = AsyncArrowWriter::try_new(object, schema, Some(props)).map_err(write_err)?;
+    for kv in footer {
+        out.append_key_value_metadata(kv);
+    }
+    let mut stream = builder
+        .with_batch_size((config.budget().batch_bytes / per_row).clamp(1, 8192))
+        .build()
+        .map_err(read_err)?;
+    while let Some(batch) = stream.try_next().await.map_err(read_err)? {
+        let seqs = seq_column(store, f, &batch)?;
+        let wanted: BooleanArray = seqs
+            .values()
+            .iter()
+            .map(|s| Some(keep.contains(s)))
+            .collect();
+        let batch =
+            arrow::compute::filter_record_batch(&batch, &wanted).map_err(|e| AuditError::Read {
+                location: store.describe_location(f),
+                source: Box::new(e),
+            })?;
+        if batch.num_rows() > 0 {
+            out.write(&batch).await.map_err(write_err)?;
+        }
+    }
+    // Published whole when it closes, after the last read of the old file.
+    out.close().await.map_err(write_err)?;
+    store.sync_local(&f.location)?;
+    let size = store
+        .store
+        .head(&f.location)
+        .await
+        .map(|m| m.size)
+        .unwrap_or(f.size);
+    summary.folded_files += 1;
+    summary.expired_bytes += f.size.saturating_sub(size);
+    Ok(())
+}
+
+fn seq_column<'b>(
+    store: &AuditStore,
+    f: &AuditFile,
+    batch: &'b arrow::array::RecordBatch,
+) -> Result<&'b Int64Array, RollupError> {
+    batch
+        .column_by_name(cdc::SEQ)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .ok_or_else(|| RollupError::Merge {
+            what: store.describe_location(f),
+            message: "it has no _cdc_seq column".into(),
+        })
+}
+
+/// On a file system, the `date=` directory of `f` once it is empty (S3 has no directories).
+fn remove_empty_dir(store: &AuditStore, f: &AuditFile) {
+    if let Some(root) = &store.local_root {
         let mut dir = root.clone();
         let parts: Vec<_> = f
             .location
@@ -33,7 +213,6 @@ pub async fn expire(
         }
         let _ = std::fs::remove_dir(&dir);
     }
-    Ok(())
 }
 
 /// What the audit store holds of one table, for `status`.
