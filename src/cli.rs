@@ -262,7 +262,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Query { sql, as_of, format } => {
             Ok(crate::query::run(&config, &sql, as_of, format)?)
         }
-        Command::Rollup { table, date } => Ok(crate::audit::rollup::run(
+        Command::Rollup { table, date } => Ok(crate::retention::run(
             &config,
             &crate::audit::rollup::Options { table, date },
         )?),

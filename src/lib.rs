@@ -162,6 +162,7 @@ pub mod journal;
 pub mod loader;
 pub mod metrics;
 pub mod query;
+pub mod retention;
 pub mod schedule;
 pub mod source;
 pub mod state;

@@ -277,7 +277,7 @@ async fn run_job(
     let started_at = chrono::Utc::now().to_rfc3339();
     let (result, stop_with) = match kind {
         JobKind::Compact => compact(config, name, stop, started).await,
-        JobKind::Rollup => (crate::audit::rollup::job(config, name).await, None),
+        JobKind::Rollup => (crate::retention::job(config, name).await, None),
     };
     if config.journal.dir.is_dir() {
         store_run(

@@ -31,8 +31,7 @@ use super::chunk::Chunk;
 use super::ddl::quote;
 use super::merge::{cells, Cell, UpsertGroup};
 use super::sql::SqlError;
-use super::statement::{check_warnings, param, rejected, Stop};
-use super::write::{delete, parts_by_size};
+use super::statement::{check_warnings, delete, param, parts_by_size, rejected, Stop};
 use super::ApplyError;
 
 /// Rows whose unsent columns one `SELECT` reads (a `UNION ALL` of key lookups).

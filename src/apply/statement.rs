@@ -1,5 +1,6 @@
 //! What every statement of a chunk shares, whichever kind of work it does ([`super::write`],
-//! [`super::moves`], [`super::sweep`]): bound parameters within MySQL's placeholder limit,
+//! [`super::moves`], [`super::sweep`], [`super::exchange`]): bound parameters within MySQL's
+//! placeholder limit, statements cut to fit it, deletes by key,
 //! the warnings that stop a chunk, and how a server error stops it (retried when transient,
 //! else a refused value named by its row's key).
 
@@ -7,7 +8,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 use super::chunk::Chunk;
-use super::merge::{describe_key, Cell};
+use super::ddl::quote;
+use super::merge::{cells, describe_key, Cell};
 use super::sql::{column_in_message, row_in_message, SqlError};
 use super::ApplyError;
 
@@ -114,4 +116,62 @@ pub(super) async fn check_warnings(
             Err(Stop::Rejected(e, row))
         }
     }
+}
+
+/// Deletes the rows at the keys of `keep` (row indices of the chunk).
+pub(super) async fn delete(conn: &mut Conn, chunk: &Chunk<'_>, keep: &[usize]) -> Result<(), Stop> {
+    let key_cols: Vec<String> = chunk.plan.key.iter().map(|k| quote(k)).collect();
+    let per_stmt = (MAX_PARAMS / key_cols.len()).max(1);
+    let lhs = if key_cols.len() == 1 {
+        key_cols[0].clone()
+    } else {
+        format!("({})", key_cols.join(", "))
+    };
+    let tuple = if key_cols.len() == 1 {
+        "?".to_string()
+    } else {
+        format!("({})", vec!["?"; key_cols.len()].join(", "))
+    };
+    for part in keep.chunks(per_stmt) {
+        let sql = format!(
+            "DELETE FROM {} WHERE {lhs} IN ({})",
+            quote(&chunk.target.name),
+            vec![tuple.as_str(); part.len()].join(", ")
+        );
+        let params: Vec<Value> = part
+            .iter()
+            .flat_map(|&i| cells(chunk.key(i)).map(param))
+            .collect();
+        conn.exec_drop(&sql, params)
+            .await
+            .map_err(|e| classify(chunk, part, e))?;
+        check_warnings(conn, chunk, part).await?;
+    }
+    Ok(())
+}
+
+/// Parts of `keep` for statements of `columns` parameters a row, `size(i)` bytes for row `i`
+/// (see `write::statement_parts`).
+pub(super) fn parts_by_size(
+    keep: &[usize],
+    columns: usize,
+    size: impl Fn(usize) -> usize,
+) -> Vec<&[usize]> {
+    const MAX_BYTES: usize = 4 << 20;
+    let max_rows = (MAX_PARAMS / columns.max(1)).max(1);
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (n, &i) in keep.iter().enumerate() {
+        let len = size(i);
+        if n > start && (n - start == max_rows || bytes + len > MAX_BYTES) {
+            parts.push(&keep[start..n]);
+            start = n;
+            bytes = 0;
+        }
+        bytes += len;
+    }
+    if start < keep.len() {
+        parts.push(&keep[start..]);
+    }
+    parts
 }

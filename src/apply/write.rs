@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Value};
+use mysql_async::Conn;
 
 use super::checkpoint;
 use super::chunk::{Chunk, Work};
@@ -26,7 +26,7 @@ use super::merge::{bad_parts, cells, describe_key, Cell, KeyedRow, UpsertGroup};
 use super::profile::{Profile, Step};
 use super::rejected::{self, Reject};
 use super::sql::SqlError;
-use super::statement::{check_warnings, classify, param, Stop, MAX_PARAMS};
+use super::statement::{check_warnings, classify, delete, param, parts_by_size, Stop};
 use super::values::{write_hex, write_load_data_field};
 use super::{exchange, moves, sweep, ApplyError};
 use crate::failpoint;
@@ -343,38 +343,6 @@ async fn truncate(conn: &mut Conn, chunk: &Chunk<'_>) -> Result<(), SqlError> {
     }
 }
 
-/// Deletes the rows at the keys of `keep` (row indices of the chunk).
-pub(super) async fn delete(conn: &mut Conn, chunk: &Chunk<'_>, keep: &[usize]) -> Result<(), Stop> {
-    let key_cols: Vec<String> = chunk.plan.key.iter().map(|k| quote(k)).collect();
-    let per_stmt = (MAX_PARAMS / key_cols.len()).max(1);
-    let lhs = if key_cols.len() == 1 {
-        key_cols[0].clone()
-    } else {
-        format!("({})", key_cols.join(", "))
-    };
-    let tuple = if key_cols.len() == 1 {
-        "?".to_string()
-    } else {
-        format!("({})", vec!["?"; key_cols.len()].join(", "))
-    };
-    for part in keep.chunks(per_stmt) {
-        let sql = format!(
-            "DELETE FROM {} WHERE {lhs} IN ({})",
-            quote(&chunk.target.name),
-            vec![tuple.as_str(); part.len()].join(", ")
-        );
-        let params: Vec<Value> = part
-            .iter()
-            .flat_map(|&i| cells(chunk.key(i)).map(param))
-            .collect();
-        conn.exec_drop(&sql, params)
-            .await
-            .map_err(|e| classify(chunk, part, e))?;
-        check_warnings(conn, chunk, part).await?;
-    }
-    Ok(())
-}
-
 async fn upsert(
     conn: &mut Conn,
     chunk: &Chunk<'_>,
@@ -446,32 +414,6 @@ async fn upsert(
 /// `max_allowed_packet` (16 MB), whatever the row size. Parts of `keep` (row indices).
 fn statement_parts<'k>(rows: &[KeyedRow], keep: &'k [usize], columns: usize) -> Vec<&'k [usize]> {
     parts_by_size(keep, columns, |i| rows[i].1.len())
-}
-
-/// Parts of `keep` for statements of `columns` parameters a row, `size(i)` bytes for row `i`
-/// (see [`statement_parts`]).
-pub(super) fn parts_by_size(
-    keep: &[usize],
-    columns: usize,
-    size: impl Fn(usize) -> usize,
-) -> Vec<&[usize]> {
-    const MAX_BYTES: usize = 4 << 20;
-    let max_rows = (MAX_PARAMS / columns.max(1)).max(1);
-    let mut parts = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (n, &i) in keep.iter().enumerate() {
-        let len = size(i);
-        if n > start && (n - start == max_rows || bytes + len > MAX_BYTES) {
-            parts.push(&keep[start..n]);
-            start = n;
-            bytes = 0;
-        }
-        bytes += len;
-    }
-    if start < keep.len() {
-        parts.push(&keep[start..]);
-    }
-    parts
 }
 
 /// Streams the chunk with `LOAD DATA LOCAL INFILE … REPLACE`; returns the warning count.

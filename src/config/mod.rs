@@ -263,7 +263,7 @@ pub struct AuditConfig {
     #[serde(default = "default_target_file_mb", deserialize_with = "flex::parse")]
     pub target_file_mb: u64,
     /// Roll-up folds date partitions older than this many days into each table's base (the
-    /// changes its state reads; [`crate::audit::rollup::retention`]); `None` keeps everything.
+    /// changes its state reads; [`crate::retention`]); `None` keeps everything.
     #[serde(default, deserialize_with = "flex::parse_opt")]
     pub retain_days: Option<u64>,
 }

@@ -1,11 +1,11 @@
 //! Roll-up and retention of audit files: the `db-sync rollup [--table SCHEMA.TABLE] [--date
-//! YYYY-MM-DD]` command and the job kind `rollup` ([`command`]).
+//! YYYY-MM-DD]` command and the job kind `rollup` ([`crate::retention`], which adds retention).
 //!
 //! Every compaction cycle writes one file per table, date and schema version, so a one-minute
 //! schedule leaves 1,440 small files per table and day. [`rollup`] merges the files of each
 //! date partition before today (UTC) into as few files as `audit.target_file_mb` allows
-//! ([`merge`]), and folds date partitions older than `audit.retain_days` into the changes each
-//! table's state reads ([`retention`]).
+//! ([`merge`]), and leaves the date partitions older than `audit.retain_days` to retention
+//! ([`crate::retention`]), which folds them into the changes each table's state reads.
 //!
 //! **What a merged file is.** It holds the rows of a run of consecutive files of one table,
 //! date, journal and schema version, in `_cdc_seq` order, and is named by the range it covers
@@ -30,11 +30,10 @@
 //! roll-up merges too. A compaction window left unfinished by a crash is redone by the next
 //! cycle first: until then, roll-up touches nothing.
 
-pub mod command;
 pub mod leftovers;
 pub mod merge;
-mod read;
-pub mod retention;
+pub mod read;
+mod tables;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -47,9 +46,8 @@ use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
 use crate::state::{locks, AuditProgress, StateError};
 
-pub use command::{job, run};
 pub use leftovers::{superseded, visible};
-pub use retention::{table_files, TableFiles};
+pub use tables::{table_files, TableFiles};
 
 /// Parquet key-value metadata of a merged file: a JSON array of the file names it replaces.
 pub const ROLLUP_OF_METADATA: &str = "db_sync.rollup_of";
@@ -119,9 +117,13 @@ pub struct Summary {
     pub waited_for_compaction: bool,
 }
 
-/// Rolls up the closed date partitions chosen by `opts` and applies `audit.retain_days`.
+/// Per table, every file of its partitions older than `audit.retain_days`: retention's to fold
+/// ([`crate::retention`]), never rolled up here.
+pub type Expired = BTreeMap<String, Vec<AuditFile>>;
+
+/// Rolls up the closed date partitions chosen by `opts`; returns the expired ones untouched.
 /// Re-runnable: it first deletes the leftovers of an interrupted run (see the module doc).
-pub async fn rollup(config: &Config, opts: &Options) -> Result<Summary, RollupError> {
+pub async fn rollup(config: &Config, opts: &Options) -> Result<(Summary, Expired), RollupError> {
     if let Some(d) = &opts.date {
         if NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() {
             return Err(RollupError::Usage {
@@ -153,7 +155,7 @@ pub async fn rollup(config: &Config, opts: &Options) -> Result<Summary, RollupEr
     }
     let mut summary = Summary::default();
     // Every expired partition of a table is folded at once (one state): none is rolled up.
-    let mut expired: BTreeMap<String, Vec<AuditFile>> = BTreeMap::new();
+    let mut expired = Expired::new();
     for ((table, date), files) in partitions {
         if expire_before.as_ref().is_some_and(|cut| date < *cut) {
             expired.entry(table).or_default().extend(files);
@@ -170,35 +172,13 @@ pub async fn rollup(config: &Config, opts: &Options) -> Result<Summary, RollupEr
             Lock::Pending => {
                 tracing::warn!("an unfinished compaction window is pending; roll-up waits for the next compaction cycle to finish it");
                 summary.waited_for_compaction = true;
-                return Ok(summary);
+                return Ok((summary, Expired::new()));
             }
         };
         summary.partitions += 1;
         roll_up_partition(config, &store, files, &mut summary).await?;
     }
-    for (table, files) in expired {
-        let _lock = match lock(config).await? {
-            Lock::Held(l) => l,
-            Lock::Pending => {
-                tracing::warn!("an unfinished compaction window is pending; retention waits for the next compaction cycle to finish it");
-                summary.waited_for_compaction = true;
-                return Ok(summary);
-            }
-        };
-        let dates: BTreeSet<String> = files.iter().map(|f| f.date.clone()).collect();
-        retention::fold(config, &store, &table, files, &mut summary).await?;
-        // What is left of each folded date is rolled up like any closed partition.
-        let mut left: BTreeMap<String, Vec<AuditFile>> = BTreeMap::new();
-        for f in store.list_files(Some(&table)).await? {
-            if dates.contains(&f.date) {
-                left.entry(f.date.clone()).or_default().push(f);
-            }
-        }
-        for files in left.into_values().filter(|f| f.len() >= 2) {
-            merge::merge_runs(config, &store, files, &mut summary).await?;
-        }
-    }
-    Ok(summary)
+    Ok((summary, expired))
 }
 
 /// `--date` names a closed partition: cycles still write today's.
@@ -257,14 +237,14 @@ async fn roll_up_partition(
     merge::merge_runs(config, store, files, summary).await
 }
 
-enum Lock {
+pub enum Lock {
     Held(Option<std::fs::File>),
     Pending,
 }
 
 /// The compaction lock (when a journal exists), unless a compaction window is pending. The
 /// wait for it blocks nothing else in the daemon.
-async fn lock(config: &Config) -> Result<Lock, RollupError> {
+pub async fn lock(config: &Config) -> Result<Lock, RollupError> {
     let dir = &config.journal.dir;
     if !dir.is_dir() {
         return Ok(Lock::Held(None));
@@ -277,7 +257,7 @@ async fn lock(config: &Config) -> Result<Lock, RollupError> {
 }
 
 /// Deletes an audit file; one already gone is fine (a re-run).
-async fn delete(store: &AuditStore, f: &AuditFile) -> Result<(), RollupError> {
+pub async fn delete(store: &AuditStore, f: &AuditFile) -> Result<(), RollupError> {
     match store.store.delete(&f.location).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(AuditError::Write {

@@ -1,5 +1,7 @@
-//! Retention (`audit.retain_days`): folding expired date partitions into the changes the
-//! state needs; and what the store keeps of each table, for `status`.
+//! The `rollup` command and job kind: [`crate::audit::rollup`] merges the small files of
+//! closed date partitions, then retention (`audit.retain_days`) folds the expired ones into
+//! the changes each table's state reads. Retention reads the state through
+//! [`crate::query`], which reads the audit files: so it sits above both.
 //!
 //! **Folding.** Deleting a table's old partitions outright would delete its snapshot, and
 //! with it every row that has not changed since: `query`, `--as-of` and `backfill` would
@@ -31,11 +33,103 @@ use object_store::ObjectStoreExt;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::arrow::ProjectionMask;
 
-use super::read::open;
-use super::{delete, superseded, RollupError, Summary};
+use crate::audit::rollup::{self, delete, lock, merge, read::open, superseded, Lock};
+use crate::audit::rollup::{Options, RollupError, Summary};
 use crate::audit::{writer, AuditError, AuditFile, AuditStore};
 use crate::config::Config;
 use crate::types::cdc;
+
+/// Rolls up the closed date partitions chosen by `opts`, then folds each table's expired
+/// partitions ([`fold`]) and rolls up what is left of them.
+pub async fn rollup(config: &Config, opts: &Options) -> Result<Summary, RollupError> {
+    let (mut summary, expired) = rollup::rollup(config, opts).await?;
+    if summary.waited_for_compaction {
+        return Ok(summary);
+    }
+    let store = AuditStore::open(&config.audit)?;
+    for (table, files) in expired {
+        let _lock = match lock(config).await? {
+            Lock::Held(l) => l,
+            Lock::Pending => {
+                tracing::warn!("an unfinished compaction window is pending; retention waits for the next compaction cycle to finish it");
+                summary.waited_for_compaction = true;
+                return Ok(summary);
+            }
+        };
+        let dates: BTreeSet<String> = files.iter().map(|f| f.date.clone()).collect();
+        fold(config, &store, &table, files, &mut summary).await?;
+        // What is left of each folded date is rolled up like any closed partition.
+        let mut left: BTreeMap<String, Vec<AuditFile>> = BTreeMap::new();
+        for f in store.list_files(Some(&table)).await? {
+            if dates.contains(&f.date) {
+                left.entry(f.date.clone()).or_default().push(f);
+            }
+        }
+        for files in left.into_values().filter(|f| f.len() >= 2) {
+            merge::merge_runs(config, &store, files, &mut summary).await?;
+        }
+    }
+    Ok(summary)
+}
+
+/// Runs one roll-up and prints what it did (one line).
+pub fn run(config: &Config, opts: &Options) -> Result<(), RollupError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(RollupError::Runtime)?;
+    let started = std::time::Instant::now();
+    let s = rt.block_on(rollup(config, opts))?;
+    println!(
+        "{} in {:.1}s",
+        describe(&s),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The job kind `rollup`: the result line `jobs-state.json` keeps.
+pub async fn job(config: &Config, name: &str) -> String {
+    let started = std::time::Instant::now();
+    match rollup(config, &Options::default()).await {
+        Ok(s) => {
+            tracing::info!(job = %name, seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "{}", describe(&s));
+            if s.waited_for_compaction {
+                "waited: a compaction window is pending".to_string()
+            } else {
+                "ok".to_string()
+            }
+        }
+        Err(e) => {
+            tracing::error!(job = %name, "job failed: {e}");
+            format!("failed: {e}")
+        }
+    }
+}
+
+fn describe(s: &Summary) -> String {
+    if s.waited_for_compaction {
+        return "rolled up nothing: a compaction window is unfinished; the next compaction cycle finishes it, then run rollup again".into();
+    }
+    let mut out = format!(
+        "rolled up {} closed date partition(s): {} file(s) merged into {} ({} rows)",
+        s.partitions, s.files_merged, s.files_written, s.rows
+    );
+    if s.leftovers_deleted > 0 {
+        out.push_str(&format!(
+            "; {} file(s) left by an interrupted roll-up deleted",
+            s.leftovers_deleted
+        ));
+    }
+    if s.expired_partitions > 0 {
+        out.push_str(&format!(
+            "; retention folded {} expired partition(s) into the {} change(s) the state reads: {} file(s) deleted, {} rewritten, {} bytes freed",
+            s.expired_partitions, s.folded_rows, s.expired_files, s.folded_files, s.expired_bytes
+        ));
+    }
+    out
+}
 
 /// Folds the expired partitions of `table` (`files`: every file of every expired date) into
 /// the changes its state reads (see the module doc). The caller holds `compact.lock`.
@@ -215,47 +309,21 @@ fn remove_empty_dir(store: &AuditStore, f: &AuditFile) {
     }
 }
 
-/// What the audit store holds of one table, for `status`.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
-pub struct TableFiles {
-    pub table: String,
-    pub files: u64,
-    pub bytes: u64,
-    /// The oldest and newest date partitions kept (`YYYY-MM-DD`).
-    pub oldest_date: String,
-    pub newest_date: String,
-}
-
-/// Files, bytes and the date range kept per table (one listing of the store). Runs on its own
-/// thread and runtime, so it may be called from async code too.
-pub fn table_files(config: &Config) -> Result<Vec<TableFiles>, RollupError> {
-    let audit = config.audit.clone();
-    let listing = std::thread::spawn(move || -> Result<Vec<AuditFile>, RollupError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(RollupError::Runtime)?;
-        let store = AuditStore::open(&audit)?;
-        Ok(rt.block_on(store.list_files(None))?)
-    });
-    let files = listing.join().map_err(|_| RollupError::ListingPanicked)??;
-    let mut out: BTreeMap<String, TableFiles> = BTreeMap::new();
-    for f in files {
-        let t = out.entry(f.table.clone()).or_insert_with(|| TableFiles {
-            table: f.table.clone(),
-            files: 0,
-            bytes: 0,
-            oldest_date: f.date.clone(),
-            newest_date: f.date.clone(),
-        });
-        t.files += 1;
-        t.bytes += f.size;
-        if f.date < t.oldest_date {
-            t.oldest_date = f.date.clone();
-        }
-        if f.date > t.newest_date {
-            t.newest_date = f.date;
-        }
+#[cfg(test)]
+mod tests {
+    /// The shipped `jobs/rollup.yaml` loads as the kind `rollup`, beside `jobs/compact.yaml`.
+    #[test]
+    fn the_shipped_rollup_job_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let jobs = crate::schedule::load_jobs(&dir).unwrap();
+        let rollup = jobs
+            .iter()
+            .find(|j| j.name == "rollup")
+            .expect("jobs/rollup.yaml");
+        assert_eq!(rollup.kind, crate::schedule::JobKind::Rollup);
+        assert_eq!(rollup.schedule, "0 30 0 * * *");
+        assert!(jobs
+            .iter()
+            .any(|j| j.kind == crate::schedule::JobKind::Compact));
     }
-    Ok(out.into_values().collect())
 }
