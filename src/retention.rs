@@ -28,12 +28,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use arrow::array::{Array, BooleanArray, Int64Array};
 use futures::TryStreamExt;
 use object_store::buffered::BufWriter;
-use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::arrow::ProjectionMask;
 
-use crate::audit::rollup::{self, delete, lock, merge, read::open, superseded, Lock};
+use crate::audit::rollup::{self, delete, lock, merge, read, without_leftovers, Lock};
 use crate::audit::rollup::{Options, RollupError, Summary};
 use crate::audit::{writer, AuditError, AuditFile, AuditStore};
 use crate::config::Config;
@@ -140,16 +139,7 @@ pub async fn fold(
     files: Vec<AuditFile>,
     summary: &mut Summary,
 ) -> Result<(), RollupError> {
-    let leftovers = superseded(store, &files).await?;
-    for f in &leftovers {
-        delete(store, f).await?;
-        summary.leftovers_deleted += 1;
-    }
-    let gone: HashSet<&ObjectPath> = leftovers.iter().map(|f| &f.location).collect();
-    let mut files: Vec<AuditFile> = files
-        .into_iter()
-        .filter(|f| !gone.contains(&f.location))
-        .collect();
+    let mut files = without_leftovers(store, files, summary).await?;
     files.sort_by_key(|f| (f.first_seq, f.last_seq));
     let dates: BTreeSet<String> = files.iter().map(|f| f.date.clone()).collect();
     summary.expired_partitions += dates.len() as u64;
@@ -195,7 +185,7 @@ async fn prune(
         source: Box::new(e),
     };
     // Which changes stay: the sequence column alone.
-    let builder = open(store, f).await?;
+    let builder = read::open(store, f).await?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), [cdc::SEQ]);
     let mut stream = builder.with_projection(mask).build().map_err(read_err)?;
     let (mut rows, mut kept) = (0u64, 0u64);
@@ -214,14 +204,8 @@ async fn prune(
         summary.expired_bytes += f.size;
         return Ok(());
     }
-    let builder = open(store, f).await?;
-    let total: i64 = builder
-        .metadata()
-        .row_groups()
-        .iter()
-        .map(|g| g.total_byte_size())
-        .sum();
-    let per_row = (total / (rows.max(1) as i64)).max(1) as usize;
+    let builder = read::open(store, f).await?;
+    let batch_rows = read::batch_rows(&builder, rows, config.budget().batch_bytes);
     let footer: Vec<parquet::file::metadata::KeyValue> = builder
         .metadata()
         .file_metadata()
@@ -246,7 +230,7 @@ async fn prune(
         out.append_key_value_metadata(kv);
     }
     let mut stream = builder
-        .with_batch_size((config.budget().batch_bytes / per_row).clamp(1, 8192))
+        .with_batch_size(batch_rows)
         .build()
         .map_err(read_err)?;
     while let Some(batch) = stream.try_next().await.map_err(read_err)? {

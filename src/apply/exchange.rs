@@ -31,7 +31,7 @@ use super::chunk::Chunk;
 use super::ddl::quote;
 use super::merge::{cells, Cell, UpsertGroup};
 use super::sql::SqlError;
-use super::statement::{check_warnings, delete, param, parts_by_size, rejected, Stop};
+use super::statement::{check_warnings, delete, key_match, param, parts_by_size, rejected, Stop};
 use super::ApplyError;
 
 /// Rows whose unsent columns one `SELECT` reads (a `UNION ALL` of key lookups).
@@ -139,13 +139,7 @@ async fn read_unsent(
     rows: &[usize],
     kept: &mut HashMap<usize, Vec<Value>>,
 ) -> Result<(), Stop> {
-    let key_match = chunk
-        .plan
-        .key
-        .iter()
-        .map(|k| format!("{} <=> ?", quote(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let key_match = key_match(chunk);
     let columns = shape
         .unsent
         .iter()

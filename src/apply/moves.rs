@@ -8,7 +8,7 @@ use mysql_async::{Conn, Value};
 use super::chunk::Chunk;
 use super::ddl::quote;
 use super::merge::{cells, describe_key, Cell, MoveRow, Version};
-use super::statement::{check_warnings, classify, param, Stop};
+use super::statement::{check_warnings, classify, key_match, param, Stop};
 
 /// Moves each row to its new key, keeping the columns the change did not send (unchanged
 /// TOAST). If the old row is there, a stale row at the new key goes and the old row takes the
@@ -21,13 +21,7 @@ pub(super) async fn move_rows(
     rows: &[MoveRow],
     keep: &[usize],
 ) -> Result<(), Stop> {
-    let key_match = chunk
-        .plan
-        .key
-        .iter()
-        .map(|k| format!("{} <=> ?", quote(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let key_match = key_match(chunk);
     let table = Table {
         chunk,
         name: quote(&chunk.target.name),

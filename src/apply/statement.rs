@@ -175,3 +175,14 @@ pub(super) fn parts_by_size(
     }
     parts
 }
+
+/// `k1 <=> ? AND k2 <=> ?`: the key columns of `chunk`, NULL-safe, for one row's key.
+pub(super) fn key_match(chunk: &Chunk<'_>) -> String {
+    chunk
+        .plan
+        .key
+        .iter()
+        .map(|k| format!("{} <=> ?", quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}

@@ -365,7 +365,7 @@ fn define_views(
             has_old_key,
             journals: journal_ranges(paths),
         };
-        let state = state_sql(&changes, &columns, &key, &unchanged, &history);
+        let state = StateSql::of(&changes, &columns, &key, &unchanged, &history);
         exec(&state.view(schema, name))?;
         catalog.needed.insert(table.clone(), state.needed());
     }
@@ -410,30 +410,7 @@ fn journal_ranges(paths: &[PathBuf]) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// The state query of a table (its `CREATE VIEW`, [`StateSql::view`]): the changes after the table's last truncate, the
-/// latest change per key unless it is a delete, with each `unchanged` column filled from the
-/// row's history.
-///
-/// A new journal (a pipeline moved to a new host) starts with a full snapshot, which brings
-/// every row the source still has: a row of an earlier journal that the latest journal's
-/// snapshot did not bring again was deleted while nothing captured, so the history starts at
-/// the latest journal that has snapshot rows of the table.
-///
-/// A row's history is its key's earlier changes and, for the create half of an update that
-/// changed the key (`_cdc_old_key`), the old key's: the fill walks back through `pred` (each
-/// change's predecessor in its lineage, deletes left out) until a change that sent the column,
-/// so a NULL the source really sent stays NULL and a value that moved with its row follows it.
-fn state_sql(
-    changes: &str,
-    columns: &[String],
-    key: &[String],
-    unchanged: &[String],
-    history: &History,
-) -> StateSql {
-    StateSql::of(changes, columns, key, unchanged, history)
-}
-
-/// The parts of a table's state query (see [`state_sql`]): its CTEs, the joins of the filled
+/// The parts of a table's state query (see [`StateSql::of`]): its CTEs, the joins of the filled
 /// columns, the selected columns, and the fill walks.
 struct StateSql {
     ctes: Vec<String>,
@@ -482,6 +459,19 @@ impl StateSql {
 }
 
 impl StateSql {
+    /// The state query of a table (its `CREATE VIEW`, [`StateSql::view`]): the changes after the table's last truncate, the
+    /// latest change per key unless it is a delete, with each `unchanged` column filled from the
+    /// row's history.
+    ///
+    /// A new journal (a pipeline moved to a new host) starts with a full snapshot, which brings
+    /// every row the source still has: a row of an earlier journal that the latest journal's
+    /// snapshot did not bring again was deleted while nothing captured, so the history starts at
+    /// the latest journal that has snapshot rows of the table.
+    ///
+    /// A row's history is its key's earlier changes and, for the create half of an update that
+    /// changed the key (`_cdc_old_key`), the old key's: the fill walks back through `pred` (each
+    /// change's predecessor in its lineage, deletes left out) until a change that sent the column,
+    /// so a NULL the source really sent stays NULL and a value that moved with its row follows it.
     fn of(
         changes: &str,
         columns: &[String],
@@ -745,7 +735,7 @@ mod tests {
 
     #[test]
     fn the_state_view_fills_unchanged_columns_through_the_rows_history() {
-        let sql = state_sql(
+        let state = StateSql::of(
             "\"public\".\"docs_changes\"",
             &["id".into(), "body".into()],
             &["id".into()],
@@ -754,8 +744,8 @@ mod tests {
                 has_old_key: true,
                 journals: vec![(1, 9)],
             },
-        )
-        .view("public", "docs");
+        );
+        let sql = state.view("public", "docs");
         assert!(
             sql.contains("PARTITION BY \"__k\" ORDER BY \"_cdc_seq\" DESC"),
             "{sql}"
@@ -777,17 +767,7 @@ mod tests {
             "{sql}"
         );
         assert!(!sql.contains("__epoch"), "one journal: no epoch");
-        let needed = state_sql(
-            "\"public\".\"docs_changes\"",
-            &["id".into(), "body".into()],
-            &["id".into()],
-            &["body".into()],
-            &History {
-                has_old_key: true,
-                journals: vec![(1, 9)],
-            },
-        )
-        .needed();
+        let needed = state.needed();
         assert!(
             needed.contains(
                 "\"__need\"(\"__s\") AS (SELECT \"_cdc_seq\" FROM \"__latest\" UNION SELECT w.\"__cur\" FROM \"__walk_0\" w"
@@ -816,7 +796,7 @@ mod tests {
                AS v(id, n, body, seq, op, un, old)",
         )
         .unwrap();
-        let sql = state_sql(
+        let sql = StateSql::of(
             "\"p\".\"docs_changes\"",
             &["id".into(), "n".into(), "body".into()],
             &["id".into()],
@@ -847,7 +827,7 @@ mod tests {
             journals: vec![(1, 10)],
         };
         let view = |changes: &str, name: &str| {
-            state_sql(
+            StateSql::of(
                 changes,
                 &["id".into(), "n".into(), "body".into()],
                 &["id".into()],
@@ -889,7 +869,7 @@ mod tests {
         .map(PathBuf::from)
         .collect();
         assert_eq!(journal_ranges(&paths), vec![(1, 90), (91, 130)]);
-        let sql = state_sql(
+        let sql = StateSql::of(
             "\"public\".\"items_changes\"",
             &["id".into()],
             &["id".into()],

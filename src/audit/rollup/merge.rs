@@ -10,7 +10,7 @@ use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 
-use super::read::{file_name, footer, open, Footer};
+use super::read::{batch_rows, file_name, footer, open, Footer};
 use super::{delete, RollupError, Summary, ROLLUP_OF_METADATA};
 use crate::audit::{writer, AuditError, AuditFile, AuditStore, TABLE_SCHEMA_METADATA};
 use crate::config::Config;
@@ -171,15 +171,9 @@ impl<'a> MergedFile<'a> {
             source: Box::new(e),
         };
         let builder = open(store, f).await?;
-        let total: i64 = builder
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.total_byte_size())
-            .sum();
-        let per_row = (total / (meta.rows.max(1) as i64)).max(1) as usize;
+        let batch_rows = batch_rows(&builder, meta.rows, self.batch_bytes);
         let mut stream = builder
-            .with_batch_size((self.batch_bytes / per_row).clamp(1, 8192))
+            .with_batch_size(batch_rows)
             .build()
             .map_err(read_err)?;
         let mut file_rows = 0u64;

@@ -224,17 +224,26 @@ async fn roll_up_partition(
     files: Vec<AuditFile>,
     summary: &mut Summary,
 ) -> Result<(), RollupError> {
+    let files = without_leftovers(store, files, summary).await?;
+    merge::merge_runs(config, store, files, summary).await
+}
+
+/// `files` without the leftovers of an interrupted roll-up among them, which are deleted.
+pub async fn without_leftovers(
+    store: &AuditStore,
+    files: Vec<AuditFile>,
+    summary: &mut Summary,
+) -> Result<Vec<AuditFile>, RollupError> {
     let leftovers = superseded(store, &files).await?;
     for f in &leftovers {
         delete(store, f).await?;
         summary.leftovers_deleted += 1;
     }
     let gone: HashSet<&ObjectPath> = leftovers.iter().map(|f| &f.location).collect();
-    let files: Vec<AuditFile> = files
+    Ok(files
         .into_iter()
         .filter(|f| !gone.contains(&f.location))
-        .collect();
-    merge::merge_runs(config, store, files, summary).await
+        .collect())
 }
 
 pub enum Lock {

@@ -113,6 +113,23 @@ pub async fn open(
         })
 }
 
+/// Rows per batch when reading a file of `rows` rows through `builder`: about `batch_bytes`
+/// each, by the file's own average row size.
+pub fn batch_rows(
+    builder: &ParquetRecordBatchStreamBuilder<StoreReader>,
+    rows: u64,
+    batch_bytes: usize,
+) -> usize {
+    let total: i64 = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.total_byte_size())
+        .sum();
+    let per_row = (total / (rows.max(1) as i64)).max(1) as usize;
+    (batch_bytes / per_row).clamp(1, 8192)
+}
+
 pub fn file_name(f: &AuditFile) -> &str {
     f.location.filename().unwrap_or("")
 }
