@@ -149,6 +149,9 @@ pub struct TargetTable {
     /// Its unique indexes other than the primary key (users add them), by name: upserts then
     /// go as one exchange ([`super::chunk::Work::Exchange`]).
     pub unique: Vec<String>,
+    /// Its generated columns (lower-cased; users add them): the server computes them, no
+    /// statement writes them.
+    pub generated: HashSet<String>,
 }
 
 /// The table `name` of the target database, or `None` when it does not exist.
@@ -157,12 +160,12 @@ pub async fn describe(
     name: &str,
 ) -> Result<Option<TargetTable>, ApplyError> {
     let what = format!("reading the definition of {}", quote(name));
-    type Found = (Vec<(String, String)>, u64, Vec<String>, Vec<String>);
+    type Found = (Vec<(String, String, String)>, u64, Vec<String>, Vec<String>);
     let found: Result<Found, SqlError> = with_retry!(session, &what, |conn| {
         {
-            let columns: Vec<(String, String)> = conn
+            let columns: Vec<(String, String, String)> = conn
                 .exec(
-                    "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+                    "SELECT COLUMN_NAME, COLUMN_TYPE, EXTRA FROM information_schema.COLUMNS \
                      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
                     (name,),
                 )
@@ -202,9 +205,14 @@ pub async fn describe(
     }
     Ok(Some(TargetTable {
         name: name.to_string(),
+        generated: columns
+            .iter()
+            .filter(|(_, _, extra)| extra.to_ascii_uppercase().contains("GENERATED"))
+            .map(|(c, _, _)| c.to_ascii_lowercase())
+            .collect(),
         columns: columns
             .into_iter()
-            .map(|(c, t)| (c.to_ascii_lowercase(), t))
+            .map(|(c, t, _)| (c.to_ascii_lowercase(), t))
             .collect(),
         replace_safe: blockers == 0,
         followed: HashSet::new(),

@@ -85,7 +85,8 @@ pub(super) async fn exchange(
 type Back<'r> = (usize, &'r [u8], Option<&'r [Value]>);
 
 /// The columns of one upsert group's rows: sent, NULL (dropped at the source, followed by
-/// db-sync), and kept from the target (the rest of the target's columns).
+/// db-sync), and kept from the target (the rest of the target's columns but the generated
+/// ones, which the server computes again).
 struct Shape {
     sent: Vec<String>,
     nulls: Vec<String>,
@@ -117,7 +118,11 @@ impl Shape {
             .target
             .columns
             .keys()
-            .filter(|c| !sent_lower.contains(*c) && !nulls.contains(c))
+            .filter(|c| {
+                !sent_lower.contains(*c)
+                    && !nulls.contains(c)
+                    && !chunk.target.generated.contains(*c)
+            })
             .cloned()
             .collect();
         unsent.sort();

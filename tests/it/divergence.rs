@@ -483,8 +483,10 @@ fn unique_indexes_on_the_target_never_swallow_a_row_and_refuse_what_they_cannot_
     let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
     snapshot(&p, &extra, 4);
     compact(&p);
-    // The user's own index on the target, as the source has it.
+    // The user's own index on the target, as the source has it, and a generated column of
+    // theirs (kept by the server, never written back).
     my.exec("ALTER TABLE people ADD UNIQUE INDEX email_u (email(64))");
+    my.exec("ALTER TABLE people ADD COLUMN email_len INT AS (CHAR_LENGTH(email)) VIRTUAL");
     let q = "SELECT id, email, nick, md5(body) FROM people ORDER BY id";
     let target_q = "SELECT id, email, nick, MD5(body) FROM people ORDER BY id";
 
@@ -511,6 +513,11 @@ fn unique_indexes_on_the_target_never_swallow_a_row_and_refuse_what_they_cannot_
         lines(my.rows(target_q)),
         source,
         "rows that trade unique values keep their bodies and end as at the source"
+    );
+    assert_eq!(
+        my.value("SELECT SUM(email_len = CHAR_LENGTH(email)) FROM people")
+            .as_deref(),
+        Some("6")
     );
 
     // An index the source does not have: the target folds case, the source does not. The
