@@ -8,8 +8,9 @@
 //! answer from a partial history. So [`fold`] keeps, of all the expired partitions of a table
 //! together, exactly the changes that the table's state as of their end reads (the `query`
 //! state view's own walk, [`crate::query::needed_seqs`]): each live key's latest change, the
-//! changes its unsent columns (unchanged TOAST) are filled from, and the create halves of key
-//! changes that link a key to its old key's history. The rest goes: deletes and the history
+//! changes its unsent columns (unchanged TOAST) are filled from, the create halves of key
+//! changes that link a key to its old key's history, and the latest change of every key those
+//! belong to (so the old key of a key change stays deleted). The rest goes: deletes and the history
 //! of deleted keys, rows before a truncate, changes that a later one replaced. What is left is
 //! the table's base: one latest row per live key (plus the few that fill it), in the files
 //! and partitions it came in, so every reader reads it as before and the state of every
