@@ -272,7 +272,7 @@ pub async fn prepare_table(
         Some(t) => {
             // Before any other DDL: a table keyed otherwise is not changed at all, unless
             // db-sync made it and the source changed its key since.
-            if let Err(refused) = check_key(t, plan) {
+            let rekeyed = if let Err(refused) = check_key(t, plan) {
                 let made = known
                     .as_deref()
                     .is_some_and(|k| !t.key.is_empty() && t.key.iter().all(|c| k.contains_key(c)));
@@ -288,13 +288,16 @@ pub async fn prepare_table(
                         k.insert(d.name.to_ascii_lowercase(), d.ty.to_string());
                     }
                 }
-            }
+                true
+            } else {
+                false
+            };
             let added = add_missing_columns(session, t, &defs, create).await?;
             let widened =
                 create && follow_types(session, t, plan, &defs, known.as_deref_mut()).await?;
             let dropped = drop_dropped
                 && drop_columns(session, t, &defs, &plan.key, known.as_deref_mut()).await?;
-            added || widened || dropped
+            rekeyed || added || widened || dropped
         }
     };
     let mut table = if changed {
