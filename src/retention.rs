@@ -140,6 +140,7 @@ pub async fn fold(
     files: Vec<AuditFile>,
     summary: &mut Summary,
 ) -> Result<(), RollupError> {
+    let kept_before = summary.folded_rows;
     let mut files = without_leftovers(store, files, summary).await?;
     files.sort_by_key(|f| (f.first_seq, f.last_seq));
     let dates: BTreeSet<String> = files.iter().map(|f| f.date.clone()).collect();
@@ -167,7 +168,7 @@ pub async fn fold(
     tracing::info!(
         table = %table,
         dates = dates.len(),
-        kept_rows = summary.folded_rows,
+        kept_rows = summary.folded_rows - kept_before,
         "folded the expired date partitions (audit.retain_days) into the changes the state reads"
     );
     Ok(())
