@@ -33,11 +33,11 @@ use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 
-use crate::apply::merge::Merger;
-use crate::apply::{Applier, ApplyError};
+use crate::apply::merge::{Merger, TablePlan};
+use crate::apply::{Applier, ApplyError, SweepPlan};
 use crate::audit::{AuditError, AuditFile, AuditStore};
 use crate::config::{Budget, Config};
-use crate::state::{locks, ApplyWindow};
+use crate::state::{locks, ApplyWindow, Sweep};
 use crate::types::{cdc, TableSchema};
 
 /// What to backfill.
@@ -100,7 +100,7 @@ pub async fn backfill(
     let budget = config.budget();
     let store = AuditStore::open(&config.audit)?;
     let files = files_to_replay(&store, opts, budget.batch_bytes).await?;
-    check_key(&store, files.first(), budget, &opts.table).await?;
+    check_unkeyed(&store, files.first(), budget, opts).await?;
     let pipeline = format!("{}:backfill:{}", config.name, opts.table);
     let names = shadow::Names::of(&Applier::new(tc, &pipeline, budget)?.target_name(&opts.table));
     let mut ddl = shadow::Ddl::new(tc)?;
@@ -128,6 +128,7 @@ pub async fn backfill(
         pending: Vec::new(),
         pending_bytes: 0,
         reach: 0,
+        in_snapshot: false,
     };
     replay.files(&store, &files, budget).await?;
     let mut summary = replay.summary;
@@ -138,25 +139,49 @@ pub async fn backfill(
     Ok(summary)
 }
 
-/// A table without a key cannot be applied: said before anything is created or replayed.
-async fn check_key(
+/// A table without a key is rebuilt only whole, from a replay that starts at a full snapshot
+/// of it (its rows may be equal, so a replay over rows the target has, or from the middle of
+/// its history, would leave them the wrong number of times): said before anything is created
+/// or replayed.
+async fn check_unkeyed(
     store: &AuditStore,
     first: Option<&AuditFile>,
     budget: Budget,
-    table: &str,
+    opts: &Options,
 ) -> Result<(), ApplyError> {
     let Some(first) = first else {
         return Ok(());
     };
-    let reader = store
+    let mut reader = store
         .open_rows(first, budget.batch_bytes, &std::env::temp_dir())
         .await?;
     let schema = table_schema(&reader.schema_json, &mut Vec::new(), store, first)?;
     if schema.has_key() {
-        Ok(())
-    } else {
-        Err(no_key(table))
+        return Ok(());
     }
+    let table = &opts.table;
+    if !opts.truncate || opts.since.is_some() || opts.until.is_some() {
+        return Err(unkeyed(format!(
+            "{table} has no primary key, so backfill rebuilds it only whole: run `db-sync backfill --table {table} --truncate` without --since and --until (replayed over the rows the target has, its changes would add equal rows again)"
+        )));
+    }
+    let first_op = match reader.next() {
+        Some(batch) => {
+            let batch = batch.map_err(|e| read_fail(store, first, e))?;
+            batch
+                .column_by_name(cdc::OP)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .filter(|ops| !ops.is_empty())
+                .map(|ops| ops.value(0).to_string())
+        }
+        None => None,
+    };
+    if first_op.as_deref() == Some("r") {
+        return Ok(());
+    }
+    Err(unkeyed(format!(
+        "{table} has no primary key, and its audit files no longer start at a full snapshot of it (retention deleted the older ones, or it was empty when it was snapshotted), so a replay cannot rebuild it. Take a new snapshot of it instead: remove it from `table.include.list`, run capture, then put it back (a table that joins the pipeline is snapshotted alone, and its target table emptied first)"
+    )))
 }
 
 /// The audit files of `opts.table` to replay, in order: those an interrupted roll-up left
@@ -208,6 +233,8 @@ struct Replay<'a> {
     pending_bytes: usize,
     /// The highest `_cdc_seq` in `pending`.
     reach: u64,
+    /// The last change replayed of a table without a key was a snapshot read.
+    in_snapshot: bool,
 }
 
 impl Replay<'_> {
@@ -249,17 +276,38 @@ impl Replay<'_> {
         self.apply_pending().await
     }
 
+    /// The tables without a key whose full snapshot starts in the window from `from`: their
+    /// target table is emptied before its first row, as apply does (a later snapshot, a
+    /// resync, brings every row again).
+    fn snapshots_starting(
+        &mut self,
+        plans: &[TablePlan],
+        from: u64,
+    ) -> std::collections::BTreeMap<String, Sweep> {
+        let mut replace = std::collections::BTreeMap::new();
+        for p in plans.iter().filter(|p| p.key.is_empty()) {
+            // A run of reads at the window's start may go on from the window before.
+            let starts = match p.snapshot_start {
+                Some(0) => !self.in_snapshot,
+                Some(_) => true,
+                None => false,
+            };
+            if starts {
+                replace.insert(p.table.clone(), Sweep::Replace { window_from: from });
+            }
+            if let Some(last) = p.changes.last() {
+                self.in_snapshot = last.read;
+            }
+        }
+        replace
+    }
+
     /// Merges the pending batches in `_cdc_seq` order and applies them as one window.
     async fn apply_pending(&mut self) -> Result<(), ApplyError> {
         let batches = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         if batches.is_empty() {
             return Ok(());
-        }
-        if let Some((schema, _)) = batches.first() {
-            if !schema.has_key() {
-                return Err(no_key(&self.opts.table));
-            }
         }
         let (batch_rows, truncates) = self.settings;
         let mut merger = Merger::new(truncates);
@@ -287,9 +335,14 @@ impl Replay<'_> {
             chunks: 0,
             finished_at: None,
         };
+        let replace = self.snapshots_starting(&plans, from);
+        let sweeps = SweepPlan {
+            marks: Default::default(),
+            sweeps: Some(&replace),
+        };
         let done = self
             .target
-            .apply_window(&window, &plans, None, &Default::default(), None)
+            .apply_window(&window, &plans, None, &sweeps, None)
             .await?;
         let rows: u64 = plans.iter().map(|p| p.rows() as u64).sum();
         let deletes: u64 = plans.iter().map(|p| p.deletes.len() as u64).sum();
@@ -439,12 +492,10 @@ fn within(
     Ok(arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
-fn no_key(table: &str) -> ApplyError {
+fn unkeyed(message: String) -> ApplyError {
     ApplyError::Config {
         key: "--table".into(),
-        message: format!(
-            "{table} has no primary key: apply skips it, and so does backfill (add a primary key, or set message.key.columns in source:)"
-        ),
+        message,
     }
 }
 

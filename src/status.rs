@@ -64,8 +64,6 @@ pub struct Status {
     /// Age in seconds of the oldest journaled change not yet applied; 0 when none is waiting.
     pub apply_lag_seconds: f64,
     pub last_apply_window: Option<ApplyWindow>,
-    /// Tables apply skips: they have no primary key.
-    pub tables_skipped_by_apply: Vec<String>,
     /// Rows of this pipeline in the target's `_db_sync_rejected` (`target.on_reject:
     /// quarantine`); `None` when there is no such table (or no target).
     pub rejected_rows: Option<u64>,
@@ -278,7 +276,6 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
             0.0
         },
         last_apply_window: apply.last.clone(),
-        tables_skipped_by_apply: apply.skipped_tables.iter().cloned().collect(),
         rejected_rows,
         target_error,
         snapshot_sweeps: apply.sweeps.clone(),
@@ -384,12 +381,6 @@ fn print_target(s: &Status) {
             ""
         }
     );
-    if !s.tables_skipped_by_apply.is_empty() {
-        println!(
-            "skipped by apply {} (no primary key)",
-            s.tables_skipped_by_apply.join(", ")
-        );
-    }
     match (&s.rejected_rows, &s.target_error) {
         (Some(n), _) => println!(
             "rejected rows    {n} in {} (rows the target cannot hold)",
@@ -400,7 +391,9 @@ fn print_target(s: &Status) {
     }
     for (table, sweep) in &s.snapshot_sweeps {
         match sweep {
-            crate::state::Sweep::NotNeeded | crate::state::Sweep::Complete { .. } => {}
+            crate::state::Sweep::NotNeeded
+            | crate::state::Sweep::Complete { .. }
+            | crate::state::Sweep::Replace { .. } => {}
             crate::state::Sweep::Staging { .. } => println!(
                 "snapshot sweep   {table}: the snapshot is being applied over existing rows"
             ),

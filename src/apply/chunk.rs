@@ -5,13 +5,15 @@
 //! each upsert group, and the sweep of a full snapshot that completes in the window), each at
 //! most `target.batch_rows` rows and about the chunk byte budget. A table the target keeps
 //! secondary unique indexes on has its upserts in one chunk instead (an exchange: rows can
-//! only trade unique values safely inside one transaction). The cut depends only on the
-//! merged plans and the sizes the window recorded, so a re-run of a window cuts the same
+//! only trade unique values safely inside one transaction). A table without a key has its
+//! changes in journal order, and a truncate before the first row of a full snapshot that
+//! starts in the window. The cut depends only on the merged plans, the sizes the window
+//! recorded and the sweep state recorded before it, so a re-run of a window cuts the same
 //! chunks and finds its committed ones by number.
 
 use super::ddl::TargetTable;
 use super::merge::{
-    bad_parts, cells, describe_key, Cell, KeyedRow, MoveRow, TablePlan, UpsertGroup,
+    bad_parts, cells, describe_key, Cell, KeyedRow, MoveRow, RowChange, TablePlan, UpsertGroup,
 };
 use super::rejected::Reject;
 use super::SweepPlan;
@@ -50,6 +52,9 @@ pub enum Work<'a> {
     /// transaction: all its keys leave before any row returns, so rows that trade unique
     /// values never meet (see [`super::write`]). Rows count through the groups in order.
     Exchange(&'a [UpsertGroup]),
+    /// Changes of a table without a key, one row each, in journal order (see
+    /// [`super::unkeyed`]).
+    Changes(&'a [RowChange]),
 }
 
 /// Row `i` of an exchange: its group and its index there.
@@ -71,13 +76,14 @@ impl Chunk<'_> {
             Work::Move(rows) => rows.len(),
             Work::Upsert { rows, .. } => rows.len(),
             Work::Exchange(groups) => groups.iter().map(|g| g.rows.len()).sum(),
+            Work::Changes(changes) => changes.len(),
         }
     }
 
-    /// The key of row `i`.
+    /// The key of row `i` (none for a table without a key).
     pub fn key(&self, i: usize) -> &[u8] {
         match &self.work {
-            Work::Truncate | Work::Sweep { .. } => &[],
+            Work::Truncate | Work::Sweep { .. } | Work::Changes(_) => &[],
             Work::Delete { keys, .. } => &keys[i],
             Work::Move(rows) => &rows[i].to,
             Work::Upsert { rows, .. } => &rows[i].0,
@@ -98,6 +104,15 @@ impl Chunk<'_> {
                 let (g, j) = locate(groups, i);
                 g.seqs[j]
             }
+            Work::Changes(changes) => changes[i].seq,
+        }
+    }
+
+    /// Row `i` as people read it: its key, or all its values for a table without a key.
+    pub fn describe(&self, i: usize) -> String {
+        match (&self.work, self.row_cells(i)) {
+            (Work::Changes(_), Some((row, names))) => describe_key(names, row),
+            _ => describe_key(&self.plan.key, self.key(i)),
         }
     }
 
@@ -115,6 +130,10 @@ impl Chunk<'_> {
                 let (g, j) = locate(groups, i);
                 Some((&g.rows[j].1, &self.plan.versions[g.version].columns))
             }
+            Work::Changes(changes) => Some((
+                changes[i].row(),
+                &self.plan.versions[changes[i].version].columns,
+            )),
         }
     }
 
@@ -130,7 +149,7 @@ impl Chunk<'_> {
             }
         });
         Reject {
-            key: describe_key(&self.plan.key, self.key(i)),
+            key: self.describe(i),
             column,
             value,
             error,
@@ -138,9 +157,8 @@ impl Chunk<'_> {
         }
     }
 
-    /// What the chunk does, as its checkpoint row names it.
     /// What the chunk covers, as 16 hex digits for its checkpoint row: window, number, table,
-    /// operation, row count, first and last key (FNV-1a, 64 bits).
+    /// operation, row count, first and last key or, without a key, change (FNV-1a, 64 bits).
     pub fn digest(&self) -> String {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |bytes: &[u8]| {
@@ -159,10 +177,15 @@ impl Chunk<'_> {
         if rows > 0 {
             eat(self.key(0));
             eat(self.key(rows - 1));
+            if let Work::Changes(_) = self.work {
+                eat(&self.seq(0).to_le_bytes());
+                eat(&self.seq(rows - 1).to_le_bytes());
+            }
         }
         format!("{h:016x}")
     }
 
+    /// What the chunk does, as its checkpoint row names it.
     pub fn operation(&self) -> &'static str {
         match self.work {
             Work::Truncate => "truncate",
@@ -171,6 +194,7 @@ impl Chunk<'_> {
             Work::Upsert { .. } => "upsert",
             Work::Sweep { .. } => "sweep",
             Work::Exchange(_) => "exchange",
+            Work::Changes(_) => "changes",
         }
     }
 }
@@ -210,7 +234,20 @@ pub fn cut<'a>(
         let done = sweeps.marks.get(&plan.table).is_some_and(|m| m.done);
         let sweep = stage.filter(|_| done).map(|stage| Work::Sweep { stage });
         let exchange = !target.unique.is_empty();
-        for work in table_work(plan, batch, max_bytes, exchange).chain(sweep) {
+        // A table without a key whose full snapshot starts in this window (see
+        // [`Sweep::Replace`]) is emptied before the snapshot's first row.
+        let replace = match sweeps.sweeps.and_then(|s| s.get(&plan.table)) {
+            Some(Sweep::Replace { window_from }) if *window_from == window.from => {
+                plan.snapshot_start
+            }
+            _ => None,
+        };
+        let unkeyed = unkeyed_work(plan, batch, max_bytes, replace);
+        for work in unkeyed
+            .into_iter()
+            .chain(table_work(plan, batch, max_bytes, exchange))
+            .chain(sweep)
+        {
             let no = cut.chunks.len() as u32;
             if let Work::Sweep { stage } = work {
                 cut.sweeps.push((plan.table.clone(), no, stage.to_string()));
@@ -272,6 +309,31 @@ fn table_work(
         .chain(moves)
         .chain(upserts)
         .chain(exchanged)
+}
+
+/// The changes of a table without a key in journal order, cut by rows and bytes, with a
+/// truncate before change `replace_at` (where its full snapshot starts).
+fn unkeyed_work(
+    plan: &TablePlan,
+    batch: usize,
+    max_bytes: usize,
+    replace_at: Option<usize>,
+) -> Vec<Work<'_>> {
+    fn cut(changes: &[RowChange], batch: usize, max_bytes: usize) -> Vec<Work<'_>> {
+        spans(changes.iter().map(|c| c.row().len()), batch, max_bytes)
+            .into_iter()
+            .map(|r| Work::Changes(&changes[r]))
+            .collect()
+    }
+    let (before, from) = plan
+        .changes
+        .split_at(replace_at.unwrap_or(plan.changes.len()));
+    let mut work = cut(before, batch, max_bytes);
+    if replace_at.is_some() {
+        work.push(Work::Truncate);
+    }
+    work.extend(cut(from, batch, max_bytes));
+    work
 }
 
 /// Consecutive ranges over items of `sizes`: each at most `max_rows` items and about

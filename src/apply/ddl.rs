@@ -84,12 +84,28 @@ pub fn column_defs(fields: &[&ConnectSchema], key: &[String]) -> Vec<ColumnDef> 
     defs
 }
 
-/// `CREATE TABLE IF NOT EXISTS` with the primary key and the text collation `collation`.
+/// The hidden primary key db-sync gives the target table of a source table without one:
+/// InnoDB clusters rows by it, and `SELECT *` does not show it (`INVISIBLE`, MySQL 8.0.23 and
+/// MariaDB 10.3 on).
+pub const ROW_ID: &str = "_db_sync_row";
+
+/// `CREATE TABLE IF NOT EXISTS` with the primary key (without one, the hidden [`ROW_ID`]) and
+/// the text collation `collation`.
 pub fn create_table(table: &str, defs: &[ColumnDef], key: &[String], collation: &str) -> String {
     let mut sql = format!("CREATE TABLE IF NOT EXISTS {} (", quote(table));
     for d in defs {
         sql.push_str(&format!("{}, ", column_sql(d)));
     }
+    let row_id = [ROW_ID.to_string()];
+    let key = if key.is_empty() {
+        sql.push_str(&format!(
+            "{} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT INVISIBLE, ",
+            quote(ROW_ID)
+        ));
+        &row_id[..]
+    } else {
+        key
+    };
     let key: Vec<String> = key.iter().map(|k| quote(k)).collect();
     sql.push_str(&format!(
         "PRIMARY KEY ({})) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}",
@@ -385,6 +401,11 @@ fn check_key(table: &TargetTable, plan: &TablePlan) -> Result<(), ApplyError> {
     let source = source_key(plan);
     let lower: Vec<String> = source.iter().map(|c| c.to_ascii_lowercase()).collect();
     if table.key == lower {
+        return Ok(());
+    }
+    // A source table without a key matches rows by all their columns: any target key serves
+    // (db-sync's hidden one, or one the user made), as long as no statement must write it.
+    if source.is_empty() {
         return Ok(());
     }
     let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");

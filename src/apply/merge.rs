@@ -17,6 +17,12 @@
 //! truncate the table first; later changes stay ([`Merger::new`] with `truncate: false`
 //! ignores truncates, `target.truncate: ignore`).
 //!
+//! A table without a key has no key to merge by: two rows may be equal, and the target holds
+//! them as many times as the source does. Its changes stay as they came, one [`RowChange`]
+//! each, in journal order: an insert adds its row, a delete removes one row equal to its old
+//! row, an update changes one row equal to its old row (`_cdc_before`, which `REPLICA
+//! IDENTITY FULL` makes PostgreSQL log). Apply matches all columns, NULL-safe.
+//!
 //! Values are rendered to their MySQL text once, here ([`super::values`]), and kept per key in
 //! one compact buffer: memory is about the size of the final rows.
 
@@ -47,6 +53,8 @@ pub enum MergeError {
     },
     #[error("table {table}: change {seq} arrived after change {last}; apply needs journal order")]
     Order { table: String, seq: i64, last: i64 },
+    #[error("table {table} has no primary key and its update {seq} carries no old row (its replica identity was not FULL, or its audit file was written before db-sync kept old rows), so apply cannot tell which target row it changed; run ALTER TABLE {table} REPLICA IDENTITY FULL at the source, then take a new snapshot of it (remove it from `table.include.list`, run capture, put it back)")]
+    NoOldRow { table: String, seq: i64 },
 }
 
 /// One cell of a merged row.
@@ -165,6 +173,10 @@ struct TableMerge {
     last_delete: Option<(Box<[u8]>, Option<Op>)>,
     /// A `t` came in the window: the table is emptied before the rest applies.
     truncate: bool,
+    /// A table without a key: its changes, unmerged, in journal order.
+    changes: Vec<RowChange>,
+    /// The index in `changes` where the window's last run of snapshot reads begins.
+    snapshot_start: Option<usize>,
 }
 
 /// The columns of one audit batch that the merge reads.
@@ -175,6 +187,8 @@ struct BatchColumns<'a> {
     /// `_cdc_old_key` and a renderer per key column; audit files written before the old key
     /// was recorded have no such column.
     old_key: Option<(&'a StructArray, Vec<Cells<'a>>)>,
+    /// `_cdc_before` and a renderer per column (tables without a key).
+    before: Option<(&'a StructArray, Vec<Cells<'a>>)>,
     /// The table's columns (those before `_cdc_op`) and a renderer for each.
     names: Vec<String>,
     renderers: Vec<Cells<'a>>,
@@ -189,25 +203,14 @@ impl<'a> BatchColumns<'a> {
         let schema = batch.schema();
         let n = schema.index_of(cdc::OP).map_err(|_| missing(cdc::OP))?;
         let seq = schema.index_of(cdc::SEQ).map_err(|_| missing(cdc::SEQ))?;
-        let old_key = match schema.index_of(cdc::OLD_KEY).ok() {
-            Some(i) => batch.column(i).as_struct_opt(),
-            None => None,
-        };
-        let old_key = match old_key {
-            Some(s) => {
-                let names = s
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{}.{}", cdc::OLD_KEY, f.name()));
-                Some((s, renderers(table, s.columns(), names)?))
-            }
-            None => None,
-        };
+        let old_key = image_column(table, batch, cdc::OLD_KEY)?;
+        let before = image_column(table, batch, cdc::BEFORE)?;
         let names: Vec<String> = schema.fields()[..n]
             .iter()
             .map(|f| f.name().clone())
             .collect();
         Ok(BatchColumns {
+            before,
             op: batch.column(n).as_string(),
             seq: batch.column(seq).as_primitive::<Int64Type>(),
             unchanged: schema
@@ -257,13 +260,42 @@ impl<'a> BatchColumns<'a> {
 
     /// The old key of `row` when it is the create half of a key change.
     fn old_key(&self, row: usize) -> Option<Vec<u8>> {
-        let (_, renderers) = self.old_key.as_ref().filter(|(a, _)| a.is_valid(row))?;
-        let mut from = Vec::with_capacity(32);
-        for c in renderers {
-            push_rendered(&mut from, c, row);
-        }
-        Some(from)
+        image(self.old_key.as_ref(), row)
     }
+
+    /// The old row of `row` when it is an update of a table without a key.
+    fn before(&self, row: usize) -> Option<Box<[u8]>> {
+        image(self.before.as_ref(), row).map(Into::into)
+    }
+}
+
+/// An image column of `batch` (`_cdc_old_key`, `_cdc_before`) and a renderer per field, when
+/// the batch has it.
+fn image_column<'a>(
+    table: &str,
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<Option<(&'a StructArray, Vec<Cells<'a>>)>, MergeError> {
+    let Some(s) = batch
+        .schema()
+        .index_of(name)
+        .ok()
+        .and_then(|i| batch.column(i).as_struct_opt())
+    else {
+        return Ok(None);
+    };
+    let names = s.fields().iter().map(|f| format!("{name}.{}", f.name()));
+    Ok(Some((s, renderers(table, s.columns(), names)?)))
+}
+
+/// The cells of `row` in an image column (`_cdc_old_key`, `_cdc_before`), when it has one.
+fn image(column: Option<&(&StructArray, Vec<Cells<'_>>)>, row: usize) -> Option<Vec<u8>> {
+    let (_, renderers) = column.filter(|(a, _)| a.is_valid(row))?;
+    let mut cells = Vec::with_capacity(32);
+    for c in renderers {
+        push_rendered(&mut cells, c, row);
+    }
+    Some(cells)
 }
 
 /// A renderer per column of `arrays`; a type apply does not know is an error naming the column.
@@ -302,6 +334,8 @@ impl TableMerge {
             last_seq: i64::MIN,
             last_delete: None,
             truncate: false,
+            changes: Vec::new(),
+            snapshot_start: None,
         }
     }
 
@@ -367,6 +401,8 @@ impl TableMerge {
         self.rows.clear();
         self.last_delete = None;
         self.truncate = true;
+        self.changes.clear();
+        self.snapshot_start = None;
     }
 
     /// A delete of `key`: remembered with what it replaced, for a key change's create half.
@@ -483,6 +519,8 @@ impl TableMerge {
             delete_seqs: Vec::new(),
             moves: Vec::new(),
             upserts: Vec::new(),
+            changes: self.changes,
+            snapshot_start: self.snapshot_start,
         };
         let mut group_of: HashMap<(usize, Vec<usize>), usize> = HashMap::new();
         for (key, slot) in slots {
@@ -595,8 +633,29 @@ pub struct MoveRow {
     pub cells: Box<[u8]>,
 }
 
+/// One change of a table without a key (see the module doc).
+#[derive(Debug)]
+pub struct RowChange {
+    pub seq: i64,
+    pub version: usize,
+    /// A snapshot read.
+    pub read: bool,
+    /// The row the change finds in the target: a delete's row, an update's old row.
+    pub old: Option<Box<[u8]>>,
+    /// The row it leaves: an insert's or a read's, an update's new row (its
+    /// [`Cell::Unchanged`] cells keep the values the target row has).
+    pub new: Option<Box<[u8]>>,
+}
+
+impl RowChange {
+    /// The row the change is about, for its checkpoint digest and messages.
+    pub fn row(&self) -> &[u8] {
+        self.new.as_deref().or(self.old.as_deref()).unwrap_or(&[])
+    }
+}
+
 /// The merged operations of one table, applied in this order: truncate, deletes, moves,
-/// upserts.
+/// upserts; or, for a table without a key, its changes as they came.
 #[derive(Debug)]
 pub struct TablePlan {
     pub table: String,
@@ -611,12 +670,19 @@ pub struct TablePlan {
     /// Rows to move to a new key, in journal order.
     pub moves: Vec<MoveRow>,
     pub upserts: Vec<UpsertGroup>,
+    /// The changes of a table without a key, in journal order.
+    pub changes: Vec<RowChange>,
+    /// The index in `changes` where the window's last run of snapshot reads begins: where a
+    /// full snapshot that starts in the window replaces the target's rows (one that starts
+    /// later in the window replaces those of an earlier one too).
+    pub snapshot_start: Option<usize>,
 }
 
 impl TablePlan {
     /// The row count the plan applies.
     pub fn rows(&self) -> usize {
-        self.deletes.len()
+        self.changes.len()
+            + self.deletes.len()
             + self.moves.len()
             + self.upserts.iter().map(|g| g.rows.len()).sum::<usize>()
     }
@@ -676,13 +742,15 @@ impl Merger {
             .truncate();
     }
 
-    /// Adds a batch of audit rows of `table` (which must have a key). Batches of one table must
-    /// come in journal order.
+    /// Adds a batch of audit rows of `table`. Batches of one table must come in journal order.
     pub fn push(
         &mut self,
         table: &Arc<TableSchema>,
         batch: &RecordBatch,
     ) -> Result<(), MergeError> {
+        if !table.has_key() {
+            return self.push_unkeyed(table, batch);
+        }
         let name = &table.table;
         let columns = BatchColumns::read(name, batch)?;
         let merge = self
@@ -726,6 +794,62 @@ impl Merger {
             merge
                 .rows
                 .insert(buf.key.as_slice().into(), Slot { seq, op });
+        }
+        Ok(())
+    }
+
+    /// Adds a batch of a table without a key: each change kept as it came.
+    fn push_unkeyed(
+        &mut self,
+        table: &Arc<TableSchema>,
+        batch: &RecordBatch,
+    ) -> Result<(), MergeError> {
+        let name = &table.table;
+        let columns = BatchColumns::read(name, batch)?;
+        let merge = self
+            .tables
+            .entry(name.clone())
+            .or_insert_with(|| TableMerge::new(Vec::new()));
+        let version = merge.version(table, &columns);
+        let mut skip = vec![false; columns.names.len()];
+        let mut buf = Vec::new();
+        for row in 0..batch.num_rows() {
+            let seq = columns.seq.value(row);
+            merge.advance(name, seq)?;
+            self.changes += 1;
+            let op = columns.op.value(row);
+            if op == "t" && self.apply_truncates {
+                merge.truncate();
+                continue;
+            }
+            if !matches!(op, "c" | "r" | "u" | "d") {
+                continue;
+            }
+            columns.render_row(row, &merge.versions[version], &mut skip, &mut buf);
+            let image: Box<[u8]> = buf.as_slice().into();
+            let (old, new) = match op {
+                "d" => (Some(image), None),
+                "u" => match columns.before(row) {
+                    Some(old) => (Some(old), Some(image)),
+                    None => {
+                        return Err(MergeError::NoOldRow {
+                            table: name.clone(),
+                            seq,
+                        })
+                    }
+                },
+                _ => (None, Some(image)),
+            };
+            if op == "r" && merge.changes.last().is_none_or(|c| !c.read) {
+                merge.snapshot_start = Some(merge.changes.len());
+            }
+            merge.changes.push(RowChange {
+                seq,
+                version,
+                read: op == "r",
+                old,
+                new,
+            });
         }
         Ok(())
     }

@@ -17,8 +17,8 @@
 //!   permanent one stops the cycle with the table, column and key, and the next cycle starts
 //!   again from there.
 //!
-//! Tables without a primary key cannot be merged or upserted: they are reported once (log and
-//! `status`) and skipped; their changes are still in the audit files.
+//! Tables without a primary key (captured only with `REPLICA IDENTITY FULL`) are not merged:
+//! each change applies as it came, matched by all its columns ([`unkeyed`]).
 //!
 //! [`Applier`] is the target side on its own (connection, tables, chunks and checkpoints):
 //! `backfill` drives it with windows read from audit files instead of the journal.
@@ -81,6 +81,7 @@ mod run;
 pub mod sql;
 mod statement;
 mod sweep;
+mod unkeyed;
 mod values;
 mod window;
 mod write;
@@ -417,7 +418,7 @@ impl Applier {
                 Some(Sweep::Done { window_from: w, .. } | Sweep::Complete { window_from: w }) => {
                     *w >= window_from
                 }
-                Some(Sweep::NotNeeded | Sweep::Staging { .. }) => true,
+                Some(Sweep::NotNeeded | Sweep::Staging { .. } | Sweep::Replace { .. }) => true,
             };
             if !starts || decided {
                 continue;
@@ -428,6 +429,15 @@ impl Applier {
                     "a snapshot read through snapshot.select.statement.overrides may leave rows out: no sweep deletes the target rows it does not bring"
                 );
                 sweeps.insert(plan.table.clone(), Sweep::NotNeeded);
+                changed = true;
+                continue;
+            }
+            if plan.key.is_empty() {
+                tracing::info!(
+                    table = %plan.table,
+                    "a full snapshot of a table without a key starts: the target table is emptied before its first row (rows that may be equal cannot be swept one by one)"
+                );
+                sweeps.insert(plan.table.clone(), Sweep::Replace { window_from });
                 changed = true;
                 continue;
             }
@@ -584,7 +594,12 @@ impl Applier {
         sweeps: &mut BTreeMap<String, Sweep>,
     ) -> Result<(), ApplyError> {
         for (table, m) in marks {
-            if m.done && sweeps.get(table) == Some(&Sweep::NotNeeded) {
+            if m.done
+                && matches!(
+                    sweeps.get(table),
+                    Some(Sweep::NotNeeded | Sweep::Replace { .. })
+                )
+            {
                 sweeps.insert(table.clone(), Sweep::Complete { window_from });
             }
         }

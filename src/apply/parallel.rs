@@ -137,12 +137,17 @@ struct Ctx<'a> {
 
 /// Chunks of one run may be applied in parallel when this is `Some` and the same: the
 /// deletes, or the upserts, of one table (one key per row of a window: disjoint keys).
-/// Truncates, moves (which read the rows they move), sweeps and exchanges go alone, in order.
+/// Truncates, moves (which read the rows they move), sweeps, exchanges and the changes of a
+/// table without a key go alone, in order.
 fn parallel_class<'a>(chunk: &Chunk<'a>) -> Option<(&'a str, bool)> {
     match chunk.work {
         Work::Delete { .. } => Some((chunk.plan.table.as_str(), false)),
         Work::Upsert { .. } => Some((chunk.plan.table.as_str(), true)),
-        Work::Truncate | Work::Move(_) | Work::Sweep { .. } | Work::Exchange(_) => None,
+        Work::Truncate
+        | Work::Move(_)
+        | Work::Sweep { .. }
+        | Work::Exchange(_)
+        | Work::Changes(_) => None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! window ahead, applied in order, their progress recorded (see the module doc of
 //! [`super`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,11 +128,6 @@ impl<'c> Run<'c> {
                 end: self.plan_end(),
             };
             self.ahead = Some((from, self.spawn(next)));
-        }
-        for table in &merged.skipped {
-            if self.progress.skipped_tables.insert(table.clone()) {
-                tracing::warn!(table = %table, "table has no primary key: apply skips it (its changes are still audited); add a primary key, or set message.key.columns in source:");
-            }
         }
         Ok(Some((window, merged)))
     }
@@ -362,7 +357,6 @@ struct Merged {
     to: u64,
     plans: Vec<TablePlan>,
     marks: HashMap<String, SnapshotMarks>,
-    skipped: BTreeSet<String>,
     /// Changes in the window, those the merge passed over included.
     changes: u64,
     /// Changes the merge passed over (superseded).
@@ -438,11 +432,10 @@ fn merge_window(
     apply_truncates: bool,
 ) -> Result<Merged, ApplyError> {
     let mut merger = Merger::new(apply_truncates);
-    let mut skipped = BTreeSet::new();
     let mut passed_over = 0u64;
     let (tx, rx) = std::sync::mpsc::sync_channel::<(Arc<TableSchema>, RecordBatch)>(0);
     let (marks, merged) = std::thread::scope(|s| {
-        let merging = s.spawn(|| merge_batches(rx, &mut merger, &mut skipped));
+        let merging = s.spawn(|| merge_batches(rx, &mut merger));
         let marks = compact::decode_in_order(
             dir,
             (scan.from, scan.to),
@@ -472,26 +465,20 @@ fn merge_window(
         changes: merger.changes + passed_over,
         plans: merger.finish(),
         marks: marks?,
-        skipped,
         passed_over,
         seconds: 0.0,
     })
 }
 
-/// The merging thread of [`merge_window`]: batches of tables without a key are skipped
-/// (their truncates still count).
+/// The merging thread of [`merge_window`]. Debezium sends a TRUNCATE under a schema without
+/// the key: a batch of only truncates is the table's, whatever its key.
 fn merge_batches(
     rx: std::sync::mpsc::Receiver<(Arc<TableSchema>, RecordBatch)>,
     merger: &mut Merger,
-    skipped: &mut BTreeSet<String>,
 ) -> Result<(), ApplyError> {
     for (table, batch) in rx {
-        if !table.has_key() {
-            if only_truncates(&batch) {
-                merger.truncate(&table);
-            } else {
-                skipped.insert(table.table.clone());
-            }
+        if !table.has_key() && only_truncates(&batch) {
+            merger.truncate(&table);
             continue;
         }
         merger.push(&table, &batch)?;

@@ -1,15 +1,18 @@
 //! What every statement of a chunk shares, whichever kind of work it does ([`super::write`],
-//! [`super::moves`], [`super::sweep`], [`super::exchange`]): bound parameters within MySQL's
-//! placeholder limit, statements cut to fit it, deletes by key,
+//! [`super::moves`], [`super::sweep`], [`super::exchange`], [`super::unkeyed`]): bound
+//! parameters within MySQL's placeholder limit, statements cut to fit it, deletes by key, the
+//! columns the source dropped,
 //! the warnings that stop a chunk, and how a server error stops it (retried when transient,
 //! else a refused value named by its row's key).
+
+use std::collections::HashSet;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 use super::chunk::Chunk;
 use super::ddl::quote;
-use super::merge::{cells, describe_key, Cell};
+use super::merge::{cells, Cell, Version};
 use super::sql::{column_in_message, row_in_message, SqlError};
 use super::ApplyError;
 
@@ -73,7 +76,7 @@ pub fn rejected(
         _ => None,
     };
     let key = match row {
-        Some(i) => describe_key(&chunk.plan.key, chunk.key(i)),
+        Some(i) => chunk.describe(i),
         None => format!("one of {} rows of chunk {}", chunk.rows(), chunk.no),
     };
     let error = ApplyError::Rejected {
@@ -148,6 +151,24 @@ pub(super) async fn delete(conn: &mut Conn, chunk: &Chunk<'_>, keep: &[usize]) -
         check_warnings(conn, chunk, part).await?;
     }
     Ok(())
+}
+
+/// The target columns db-sync made for source columns that `version` no longer has (dropped
+/// at the source): NULL in every row written without them.
+pub(super) fn dropped_columns<'c>(chunk: &Chunk<'c>, version: &Version) -> Vec<&'c String> {
+    let has: HashSet<String> = version
+        .columns
+        .iter()
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let mut dropped: Vec<&String> = chunk
+        .target
+        .followed
+        .iter()
+        .filter(|c| chunk.target.columns.contains_key(*c) && !has.contains(*c))
+        .collect();
+    dropped.sort();
+    dropped
 }
 
 /// Parts of `keep` for statements of `columns` parameters a row, `size(i)` bytes for row `i`

@@ -13,7 +13,8 @@
 //!   between the delete half and the create half of a key change, whatever ends it (the
 //!   budget, or the audited range when a journal seal fell between the two halves). It ends
 //!   before the first change of a table whose primary key the source changed: the merge
-//!   keys a table by one key per window.
+//!   keys a table by one key per window. A table without a key has every change merged as
+//!   it came (see [`super::merge`]): each counts whole.
 //! - **What is superseded.** A change whose key changes again later in the window, by a
 //!   delete or by a row with every column sent, leaves nothing in the merged result: the
 //!   merge skips it without decoding it. A row with an unchanged TOASTed column (it holds the
@@ -399,15 +400,21 @@ impl Scanner<'_> {
         }
         // One lookup of the key per change: the map is the scan's main cost.
         let mut known = tracked.and_then(|_| self.keys.get_mut(self.key.as_slice()));
-        if let (End::Plan { merged_bytes, .. }, Some(t)) = (self.end, tracked) {
-            let grown = match &known {
-                Some(k) => (t.row_bytes as usize).saturating_sub(k.bytes as usize),
-                None => t.row_bytes as usize + self.key.len() + KEY_OVERHEAD,
+        // A change of a table without a key is kept as it came (the merge holds each one).
+        let unkeyed = (tracked.is_none()
+            && e.schema.key.as_ref().is_none_or(|k| k.fields.is_empty()))
+        .then_some(e.body.len() + KEY_OVERHEAD);
+        if let End::Plan { merged_bytes, .. } = self.end {
+            let grown = match (&known, tracked) {
+                (Some(k), Some(t)) => (t.row_bytes as usize).saturating_sub(k.bytes as usize),
+                (None, Some(t)) => t.row_bytes as usize + self.key.len() + KEY_OVERHEAD,
+                _ => unkeyed.unwrap_or(0),
             };
             if may_end && self.merged + grown > merged_bytes {
                 return Ok(false);
             }
         }
+        self.merged += unkeyed.unwrap_or(0);
         // The change is in the window.
         self.all_snapshot &= h.is_snapshot();
         let i = (e.seq - self.marks.scan.from) as usize;

@@ -22,13 +22,15 @@ use mysql_async::Conn;
 use super::checkpoint;
 use super::chunk::{Chunk, Work};
 use super::ddl::quote;
-use super::merge::{bad_parts, cells, describe_key, Cell, KeyedRow, UpsertGroup};
+use super::merge::{bad_parts, cells, Cell, KeyedRow, UpsertGroup};
 use super::profile::{Profile, Step};
 use super::rejected::{self, Reject};
 use super::sql::SqlError;
-use super::statement::{check_warnings, classify, delete, param, parts_by_size, Stop};
+use super::statement::{
+    check_warnings, classify, delete, dropped_columns, param, parts_by_size, Stop,
+};
 use super::values::{write_hex, write_load_data_field};
-use super::{exchange, moves, sweep, ApplyError};
+use super::{exchange, moves, sweep, unkeyed, ApplyError};
 use crate::failpoint;
 
 /// What a chunk's transaction did.
@@ -160,10 +162,7 @@ async fn set_aside(
         .await?;
     }
     if q.resolve {
-        let applied: Vec<String> = keep
-            .iter()
-            .map(|&i| describe_key(&chunk.plan.key, chunk.key(i)))
-            .collect();
+        let applied: Vec<String> = keep.iter().map(|&i| chunk.describe(i)).collect();
         rejected::resolve(conn, pipeline, &chunk.plan.table, &applied).await?;
     }
     Ok(())
@@ -186,6 +185,7 @@ async fn write_rows(
         Work::Delete { .. } => delete(conn, chunk, keep).await?,
         Work::Exchange(groups) => exchange::exchange(conn, chunk, groups, keep).await?,
         Work::Move(rows) => moves::move_rows(conn, chunk, rows, keep).await?,
+        Work::Changes(changes) => unkeyed::apply(conn, chunk, changes, keep).await?,
         Work::Upsert { group, rows, .. } if fast => {
             return Ok(load_data_upsert(conn, chunk, group, rows, keep, profile).await?);
         }
@@ -293,7 +293,7 @@ pub fn bad_values(chunk: &Chunk<'_>) -> Vec<(usize, Reject, ApplyError)> {
             source_table: plan.table.clone(),
             table: chunk.target.name.clone(),
             column: Some(column.to_string()),
-            key: describe_key(&plan.key, chunk.key(i)),
+            key: chunk.describe(i),
             message: reason.to_string(),
         };
         let mut reject = chunk.reject(i, Some(column.to_string()), reason.to_string());
@@ -366,20 +366,11 @@ async fn upsert(
             format!("{q} = VALUES({q})")
         })
         .collect();
-    // Columns dropped at the source: NULL in every row written without them.
-    let has: HashSet<String> = version
-        .columns
-        .iter()
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let mut dropped: Vec<&String> = chunk
-        .target
-        .followed
-        .iter()
-        .filter(|c| chunk.target.columns.contains_key(*c) && !has.contains(*c))
-        .collect();
-    dropped.sort();
-    updates.extend(dropped.into_iter().map(|c| format!("{} = NULL", quote(c))));
+    updates.extend(
+        dropped_columns(chunk, version)
+            .into_iter()
+            .map(|c| format!("{} = NULL", quote(c))),
+    );
     if updates.is_empty() {
         // Only key columns: nothing to update on a duplicate.
         let q = quote(&chunk.plan.key[0]);

@@ -9,6 +9,8 @@
 //!   PostgreSQL refuses the application's own UPDATE and DELETE on it. db-sync refuses it
 //!   with one line naming `ALTER TABLE … REPLICA IDENTITY FULL` and leaves it out of the
 //!   engine's `table.include.list` (so out of the publication too); the other tables go on.
+//!   With `FULL`, every update and delete carries the whole old row, and apply finds the
+//!   target row by it (see `crate::apply`).
 //! - **Generated columns.** PostgreSQL before 18 leaves stored generated columns out of
 //!   logical decoding: a snapshot would read their values and every streamed change would
 //!   carry NULL, so the target would keep the snapshot's value for ever. Capture leaves them

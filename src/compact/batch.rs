@@ -41,45 +41,52 @@ pub struct RowBatch {
     snapshot: BooleanBuilder,
     unchanged: ListBuilder<StringBuilder>,
     /// `_cdc_old_key`, for tables with a key.
-    old_key: Option<OldKey>,
+    old_key: Option<Images>,
+    /// `_cdc_before`, for tables without one.
+    before: Option<Images>,
     rows: usize,
     /// Journal bytes of the events in the batch: what its Arrow arrays take, about.
     bytes: usize,
     capacity: usize,
 }
 
-/// Builds `_cdc_old_key`: a struct of the key columns, null except on the create half of a
-/// key-changing update.
-struct OldKey {
+/// Builds a struct column of images: `_cdc_old_key` (the key columns, set on the create half
+/// of a key-changing update) or `_cdc_before` (every column, set on an update of a table
+/// without a key); null on the other rows.
+struct Images {
     fields: Fields,
     cols: Vec<Col>,
     valid: Vec<bool>,
 }
 
-impl OldKey {
-    fn new(table: &TableSchema, capacity: usize) -> Option<OldKey> {
-        let DataType::Struct(fields) = cdc::old_key_type(table)? else {
-            unreachable!("the old key is a struct")
+impl Images {
+    fn new(ty: Option<DataType>, schema: &ConnectSchema, capacity: usize) -> Option<Images> {
+        let DataType::Struct(fields) = ty? else {
+            unreachable!("an image is a struct")
         };
-        let key = table.key.as_ref()?;
-        Some(OldKey {
+        Some(Images {
             fields,
-            cols: key.fields.iter().map(|f| Col::new(f, capacity)).collect(),
+            cols: schema
+                .fields
+                .iter()
+                .map(|f| Col::new(f, capacity))
+                .collect(),
             valid: Vec::with_capacity(capacity),
         })
     }
 
     fn push(
         &mut self,
-        key: &ConnectSchema,
+        schema: &ConnectSchema,
         c: &mut Cursor<'_>,
         placeholder: &str,
     ) -> Result<(), DecodeError> {
-        let bitmap = c.take(key.fields.len().div_ceil(8))?;
-        for (i, (f, col)) in key.fields.iter().zip(self.cols.iter_mut()).enumerate() {
+        let bitmap = c.take(schema.fields.len().div_ceil(8))?;
+        for (i, (f, col)) in schema.fields.iter().zip(self.cols.iter_mut()).enumerate() {
             if bitmap[i / 8] & (1 << (i % 8)) != 0 {
                 col.append_null();
             } else {
+                // PostgreSQL logs old rows with their TOASTed values inline: no placeholder.
                 col.append(f, c, placeholder)?;
             }
         }
@@ -121,7 +128,11 @@ impl RowBatch {
             tx: StringBuilder::with_capacity(capacity, capacity * 8),
             snapshot: BooleanBuilder::with_capacity(capacity),
             unchanged: ListBuilder::new(StringBuilder::new()),
-            old_key: OldKey::new(&table, capacity),
+            old_key: table
+                .key
+                .as_ref()
+                .and_then(|k| Images::new(cdc::old_key_type(&table), k, capacity)),
+            before: Images::new(cdc::before_type(&table), &table.row, capacity),
             rows: 0,
             bytes: 0,
             capacity,
@@ -145,14 +156,21 @@ impl RowBatch {
         }
         let want_before = h.op == b'd';
         let mut imaged = false;
+        let mut before_kept = false;
         let mut unchanged: Vec<usize> = Vec::new();
         if h.flags & event::BEFORE != 0 {
             if want_before {
                 self.push_image(&mut c, placeholder, &mut unchanged)?;
                 imaged = true;
+            } else if let Some(before) = self.before.as_mut().filter(|_| h.op == b'u') {
+                before.push(&self.table.row, &mut c, placeholder)?;
+                before_kept = true;
             } else {
                 event::skip_struct(&self.table.row, &mut c)?;
             }
+        }
+        if let (Some(before), false) = (self.before.as_mut(), before_kept) {
+            before.push_null();
         }
         if h.flags & event::AFTER != 0 {
             if want_before {
@@ -234,6 +252,9 @@ impl RowBatch {
         arrays.push(Arc::new(self.unchanged.finish()));
         if let Some(old) = &mut self.old_key {
             arrays.push(old.finish());
+        }
+        if let Some(before) = &mut self.before {
+            arrays.push(before.finish());
         }
         self.rows = 0;
         self.bytes = 0;

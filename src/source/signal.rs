@@ -96,6 +96,21 @@ pub async fn request_snapshot(config: &Config, table: &str) -> Result<String, Si
             "--table {table}: the source has no such table (write SCHEMA.TABLE)"
         )));
     }
+    // Debezium's incremental snapshot reads a table in chunks of its primary key, and passes
+    // over a table without one with a log line only.
+    let keyed: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisprimary)",
+            &[&pg_name(table)],
+        )
+        .await
+        .map_err(sql_failed(format!("cannot read the key of {table} at the source")))?
+        .get(0);
+    if !keyed && config.source_prop("message.key.columns").is_none() {
+        return Err(SignalError::Usage(format!(
+            "--table {table}: it has no primary key, which an incremental snapshot reads it by; rebuild it from its audit files with `db-sync backfill --table {table} --truncate`"
+        )));
+    }
     client
         .batch_execute(&create_sql(&collection))
         .await

@@ -1,7 +1,7 @@
 //! Audit and apply progress: which journal sequences are in audit files, and which are applied
 //! to the target. Each stage owns one file and changes it only under `compact.lock`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -89,9 +89,6 @@ pub struct ApplyProgress {
     /// The last window applied, for `status`.
     #[serde(default)]
     pub last: Option<ApplyWindow>,
-    /// Tables apply skips because they have no primary key (reported once each).
-    #[serde(default)]
-    pub skipped_tables: BTreeSet<String>,
     /// The MySQL type db-sync last gave each column of each source table: a source type change
     /// is told from a column the user changed by hand.
     #[serde(default)]
@@ -119,6 +116,10 @@ pub enum Sweep {
     Complete { window_from: u64 },
     /// The snapshot's keys are being staged in the target (table `stage`).
     Staging { stage: String },
+    /// A table without a key, whose rows cannot be swept one by one: its full snapshot
+    /// started in the window starting at `window_from`, which empties the target table
+    /// before the snapshot's first row.
+    Replace { window_from: u64 },
     /// Done: `rows` target rows deleted, in the window starting at `window_from`.
     Done {
         rows: u64,
@@ -145,8 +146,6 @@ struct Legacy {
     apply_pending: Option<ApplyWindow>,
     #[serde(default)]
     last_apply: Option<ApplyWindow>,
-    #[serde(default)]
-    skipped_tables: BTreeSet<String>,
 }
 
 /// Moves a legacy `audit-manifest.json` into the two progress files, once. Each new file is
@@ -170,7 +169,6 @@ fn migrate(dir: &Path) -> Result<(), StateError> {
             applied_through: old.applied_through,
             pending: old.apply_pending,
             last: old.last_apply,
-            skipped_tables: old.skipped_tables,
             column_types: ColumnTypes::new(),
             sweeps: BTreeMap::new(),
         };
@@ -283,7 +281,6 @@ mod tests {
             apply.pending.as_ref().map(|w| (w.from, w.to)),
             Some((31, 40))
         );
-        assert!(apply.skipped_tables.contains("public.nokey"));
         assert_eq!(AuditProgress::load(dir.path()).unwrap().audited_through, 40);
         assert!(!dir.path().join(LEGACY_MANIFEST).exists());
         assert_eq!(

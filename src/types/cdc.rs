@@ -1,8 +1,8 @@
 //! The change row: what an audit file holds ([audit files](crate::audit#audit-files)) and what
 //! apply merges. A table's own columns (after-image for c/u/r, before-image for d, nulls for t),
 //! then the `_cdc_` columns named here, in this order: `_cdc_op`, `_cdc_seq`, `_cdc_ts`,
-//! `_cdc_position`, `_cdc_tx`, `_cdc_snapshot`, `_cdc_unchanged`, and `_cdc_old_key` for a table
-//! with a key ([`change_schema`]).
+//! `_cdc_position`, `_cdc_tx`, `_cdc_snapshot`, `_cdc_unchanged`, then `_cdc_old_key` for a
+//! table with a key or `_cdc_before` for a table without one ([`change_schema`]).
 //!
 //! Every stage that writes or reads change rows (the decoder, the audit writer and reader,
 //! the merge, `query`'s views, backfill) uses these names, so the layout has one definition.
@@ -31,6 +31,10 @@ pub const UNCHANGED: &str = "_cdc_unchanged";
 /// The old key of the create half of an update that changed the key (a struct of the key
 /// columns; null on every other row). Only tables with a key have it.
 pub const OLD_KEY: &str = "_cdc_old_key";
+/// The whole old row of an update of a table without a key (a struct of the table's columns;
+/// null on every other row): with `REPLICA IDENTITY FULL` PostgreSQL logs it, and apply finds
+/// the target row by it. Only tables without a key have it.
+pub const BEFORE: &str = "_cdc_before";
 /// The prefix every `_cdc_` column has; a source column with it would be shadowed.
 pub const PREFIX: &str = "_cdc_";
 
@@ -38,6 +42,20 @@ pub const PREFIX: &str = "_cdc_";
 pub fn old_key_type(table: &TableSchema) -> Option<DataType> {
     let key = table.key.as_ref().filter(|k| !k.fields.is_empty())?;
     let fields: Vec<Field> = key
+        .fields
+        .iter()
+        .map(|f| Field::new(f.field_name(), f.logical().arrow_type(), true))
+        .collect();
+    Some(DataType::Struct(fields.into()))
+}
+
+/// The Arrow type of [`BEFORE`] for `table`, `None` for a table with a key.
+pub fn before_type(table: &TableSchema) -> Option<DataType> {
+    if table.has_key() {
+        return None;
+    }
+    let fields: Vec<Field> = table
+        .row
         .fields
         .iter()
         .map(|f| Field::new(f.field_name(), f.logical().arrow_type(), true))
@@ -72,6 +90,9 @@ pub fn change_schema(table: &TableSchema) -> SchemaRef {
     ]);
     if let Some(t) = old_key_type(table) {
         fields.push(Field::new(OLD_KEY, t, true));
+    }
+    if let Some(t) = before_type(table) {
+        fields.push(Field::new(BEFORE, t, true));
     }
     Arc::new(Schema::new(fields))
 }

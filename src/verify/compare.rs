@@ -5,6 +5,10 @@
 //! Both sides must arrive in ascending key order under [`KeyOrder`]; a row that does not is an
 //! error ([`Merge::step`]), never a reported difference, so a collation that sorts otherwise
 //! cannot pass for divergence.
+//!
+//! A table without a key has no order to merge by, and may hold equal rows: its rows are
+//! counted as a [`Multiset`], each reduced to one form per value ([`canonical`]), and a row the
+//! source holds more often than the target is missing there, one it holds less often extra.
 
 use std::cmp::Ordering;
 
@@ -98,6 +102,153 @@ impl Tally {
 
     pub fn differences(&self) -> u64 {
         self.missing + self.extra + self.different
+    }
+}
+
+/// The rows of a table without a key on both sides, counted: the source's add, the target's
+/// take away, so what is left over differs.
+pub struct Multiset<'p> {
+    plan: &'p TablePlan,
+    rules: Vec<ValueCmp>,
+    counts: std::collections::HashMap<Row, i64>,
+    source_rows: u64,
+    target_rows: u64,
+}
+
+impl<'p> Multiset<'p> {
+    pub fn new(plan: &'p TablePlan) -> Self {
+        Multiset {
+            plan,
+            rules: plan.rules(),
+            counts: Default::default(),
+            source_rows: 0,
+            target_rows: 0,
+        }
+    }
+
+    /// Counts a row of the source (`source`) or of the target.
+    pub fn add(&mut self, row: &Row, source: bool) {
+        let key: Row = self
+            .rules
+            .iter()
+            .zip(row)
+            .map(|(&cmp, v)| canonical(cmp, v.as_deref(), source))
+            .collect();
+        let n = self.counts.entry(key).or_default();
+        if source {
+            *n += 1;
+            self.source_rows += 1;
+        } else {
+            *n -= 1;
+            self.target_rows += 1;
+        }
+    }
+
+    /// What differs. A multiset has no keys to re-check or repair one by one: any difference
+    /// counts as more than the keys kept (`keys_overflow`), so a re-check reads the table
+    /// whole.
+    pub fn tally(self) -> Tally {
+        let names = self.plan.names();
+        let show = |row: &Row| {
+            names
+                .iter()
+                .zip(row)
+                .map(|(n, v)| match v {
+                    Some(v) => format!("{n}={}", String::from_utf8_lossy(v)),
+                    None => format!("{n}=NULL"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut t = Tally {
+            source_rows: self.source_rows,
+            target_rows: self.target_rows,
+            ..Tally::default()
+        };
+        let mut differing: Vec<(&Row, i64)> = self
+            .counts
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(r, n)| (r, *n))
+            .collect();
+        differing.sort();
+        for (row, n) in differing {
+            let (count, first) = if n > 0 {
+                (&mut t.missing, &mut t.first_missing)
+            } else {
+                (&mut t.extra, &mut t.first_extra)
+            };
+            *count += n.unsigned_abs();
+            if first.len() < FIRST_KEYS {
+                first.push(show(row));
+            }
+            t.digest = t.digest.wrapping_add(fnv(&format!("{n}\0{}", show(row))));
+        }
+        t.keys_overflow = t.differences() > 0;
+        t
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One form of a canonical text under `cmp` (of the source's side, or the target's): two
+/// texts are [`same`] exactly when their forms are equal. A text that does not parse stays
+/// as it is.
+pub fn canonical(cmp: ValueCmp, v: Option<&[u8]>, source: bool) -> Option<Vec<u8>> {
+    let v = v?;
+    let Ok(s) = std::str::from_utf8(v) else {
+        return Some(v.to_vec());
+    };
+    let form = match cmp {
+        ValueCmp::Exact => None,
+        ValueCmp::F32 => s.parse::<f32>().ok().map(|f| {
+            if f.is_nan() {
+                "NaN".to_string()
+            } else {
+                format!("f32:{}", f.to_bits())
+            }
+        }),
+        ValueCmp::F64 => s.parse::<f64>().ok().map(|f| {
+            if f.is_nan() {
+                "NaN".to_string()
+            } else {
+                format!("f64:{}", f.to_bits())
+            }
+        }),
+        ValueCmp::Decimal => Some(canonical_decimal(s)),
+        ValueCmp::Json => serde_json::from_str::<serde_json::Value>(s)
+            .ok()
+            .map(|j| sorted_json(j).to_string()),
+        ValueCmp::TimeTz if source => s
+            .parse::<i64>()
+            .ok()
+            .map(|us| us.rem_euclid(DAY_US).to_string()),
+        ValueCmp::TimeTz => utc_time_of_day_us(s).map(|us| us.to_string()),
+    };
+    Some(form.map_or_else(|| v.to_vec(), String::into_bytes))
+}
+
+/// `v` with every object's keys in order (serde_json keeps them as they came).
+fn sorted_json(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_json(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(sorted_json).collect())
+        }
+        other => other,
     }
 }
 
@@ -676,6 +827,75 @@ mod tests {
         assert_eq!(cmp_decimal("-10", "-9.5"), Ordering::Less);
         assert_eq!(cmp_decimal("10", "9.99"), Ordering::Greater);
         assert_eq!(cmp_decimal("1.10", "1.1"), Ordering::Equal);
+    }
+
+    #[test]
+    fn canonical_forms_are_equal_exactly_when_values_are_the_same() {
+        let cases: [(ValueCmp, &[u8], &[u8]); 9] = [
+            (ValueCmp::F32, b"0.1", b"0.10000000149011612"),
+            (ValueCmp::F64, b"0.1", b"0.10000000000000002"),
+            (ValueCmp::F64, b"-0", b"0"),
+            (ValueCmp::F64, b"NaN", b"nan"),
+            (ValueCmp::Decimal, b"-0.10", b"-0.1"),
+            (ValueCmp::Decimal, b"12.35", b"12.36"),
+            (
+                ValueCmp::Json,
+                br#"{"b":1,"a":[1,2]}"#,
+                br#"{ "a": [1, 2], "b": 1 }"#,
+            ),
+            (ValueCmp::Json, br#"{"a":[1,2]}"#, br#"{"a":[2,1]}"#),
+            (ValueCmp::TimeTz, b"-3599500000", b"01:00:00.5+02"),
+        ];
+        for (cmp, a, b) in cases {
+            assert_eq!(
+                canonical(cmp, Some(a), true) == canonical(cmp, Some(b), false),
+                same(cmp, Some(a), Some(b)),
+                "{cmp:?} {} {}",
+                String::from_utf8_lossy(a),
+                String::from_utf8_lossy(b)
+            );
+        }
+    }
+
+    #[test]
+    fn a_multiset_counts_equal_rows_apart() {
+        let cols = [
+            SourceColumn {
+                name: "a".into(),
+                ty: crate::types::postgres::PgType::base("int4"),
+                key_position: 0,
+            },
+            SourceColumn {
+                name: "n".into(),
+                ty: crate::types::postgres::PgType::base("numeric"),
+                key_position: 0,
+            },
+        ];
+        let target: std::collections::HashSet<String> = ["a".into(), "n".into()].into();
+        let plan = plan::table("public.t", "t", &cols, &target).unwrap();
+        let row = |a: &str, n: Option<&str>| -> Row {
+            vec![
+                Some(a.as_bytes().to_vec()),
+                n.map(|n| n.as_bytes().to_vec()),
+            ]
+        };
+        let mut m = Multiset::new(&plan);
+        for r in [
+            row("1", Some("1.50")),
+            row("1", Some("1.50")),
+            row("2", None),
+        ] {
+            m.add(&r, true);
+        }
+        for r in [row("1", Some("1.5")), row("2", None), row("2", None)] {
+            m.add(&r, false);
+        }
+        let t = m.tally();
+        assert_eq!((t.source_rows, t.target_rows), (3, 3));
+        assert_eq!((t.missing, t.extra, t.different), (1, 1, 0));
+        assert_eq!(t.first_missing, ["a=1, n=1.5"]);
+        assert_eq!(t.first_extra, ["a=2, n=NULL"]);
+        assert!(t.keys_overflow, "re-checked whole");
     }
 
     #[test]

@@ -283,6 +283,14 @@ async fn repair_all(
         let Some(plan) = &t.plan else {
             continue;
         };
+        if plan.keys.is_empty() {
+            tracing::warn!(
+                table = %t.table,
+                "it has no primary key, so --repair cannot name its rows one by one; rebuild it with `db-sync backfill --table {} --truncate`",
+                t.table
+            );
+            continue;
+        }
         if t.keys_overflow {
             return Err(VerifyError::Repair(format!(
                 "{}: more than {KEYS_CAP} keys differ, too many for a key-wise repair; rebuild the table with `db-sync backfill --table {} --resnapshot`",
@@ -398,19 +406,14 @@ async fn verify_once(config: &Config, opts: &Options) -> Result<Report, VerifyEr
     Ok(report)
 }
 
-/// The tables apply has written (and not skipped), from its progress file.
+/// The tables apply has written, from its progress file.
 fn applied_tables(dir: &std::path::Path) -> Result<Vec<String>, VerifyError> {
     let progress = if dir.is_dir() {
         ApplyProgress::load(dir)?
     } else {
         ApplyProgress::default()
     };
-    Ok(progress
-        .column_types
-        .keys()
-        .filter(|t| !progress.skipped_tables.contains(*t))
-        .cloned()
-        .collect())
+    Ok(progress.column_types.keys().cloned().collect())
 }
 
 /// Connects to both sides; the source session prints values as the comparison expects them.

@@ -100,8 +100,6 @@ pub struct SourceColumn {
 /// Why a table cannot be compared.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error("it has no primary key")]
-    NoKey,
     #[error("the target table has no key column `{0}`")]
     NoTargetKeyColumn(String),
     #[error("verify cannot order its key column `{column}` ({type_name}) alike on both sides")]
@@ -250,7 +248,8 @@ pub fn column(c: &SourceColumn) -> (Column, Option<KeyReading>) {
 }
 
 /// The plan of one table from its source columns and the target's column names (lower case:
-/// MySQL column names are case-insensitive).
+/// MySQL column names are case-insensitive). A table without a primary key has no keys: its
+/// rows compare as a multiset ([`super::compare::Multiset`]).
 pub fn table(
     source: &str,
     target: &str,
@@ -258,9 +257,6 @@ pub fn table(
     target_columns: &std::collections::HashSet<String>,
 ) -> Result<TablePlan, PlanError> {
     let mut keyed: Vec<&SourceColumn> = columns.iter().filter(|c| c.key_position > 0).collect();
-    if keyed.is_empty() {
-        return Err(PlanError::NoKey);
-    }
     keyed.sort_by_key(|c| c.key_position);
     let keys = keyed
         .into_iter()
@@ -333,12 +329,12 @@ impl TablePlan {
         let cols: Vec<String> = self.all().map(|c| c.pg.clone()).collect();
         let order: Vec<&str> = self.keys.iter().map(|k| k.pg_order.as_str()).collect();
         format!(
-            "SELECT {} FROM {}.{}{} ORDER BY {}",
+            "SELECT {} FROM {}.{}{}{}",
             cols.join(", "),
             pg_ident(schema),
             pg_ident(table),
             filter.map_or(String::new(), |keys| self.where_in(keys, true)),
-            order.join(", ")
+            order_by(&order)
         )
     }
 
@@ -347,12 +343,22 @@ impl TablePlan {
         let cols: Vec<String> = self.all().map(|c| c.my.clone()).collect();
         let order: Vec<&str> = self.keys.iter().map(|k| k.my_order.as_str()).collect();
         format!(
-            "SELECT {} FROM {}{} ORDER BY {}",
+            "SELECT {} FROM {}{}{}",
             cols.join(", "),
             my_ident(&self.target),
             filter.map_or(String::new(), |keys| self.where_in(keys, false)),
-            order.join(", ")
+            order_by(&order)
         )
+    }
+
+    /// The canonical texts' rules, field by field of a row: keys, then columns.
+    pub fn rules(&self) -> Vec<ValueCmp> {
+        self.all().map(|c| c.cmp).collect()
+    }
+
+    /// The names of the fields of a row: keys, then columns.
+    pub fn names(&self) -> Vec<&str> {
+        self.all().map(|c| c.name.as_str()).collect()
     }
 
     /// ` WHERE (k1, k2) IN ((…), …)` for the keys given as their canonical texts.
@@ -386,6 +392,15 @@ impl TablePlan {
             })
             .collect();
         format!("({}) IN ({})", names.join(", "), tuples.join(", "))
+    }
+}
+
+/// ` ORDER BY …`, or nothing without a key.
+fn order_by(order: &[&str]) -> String {
+    if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order.join(", "))
     }
 }
 
@@ -467,12 +482,11 @@ mod tests {
     }
 
     #[test]
-    fn tables_without_a_key_or_with_an_unordered_key_are_refused() {
+    fn tables_with_an_unordered_key_are_refused_and_those_without_one_read_unordered() {
         let target: std::collections::HashSet<String> = ["a".to_string()].into();
-        assert!(table("public.t", "t", &[col("a", "int4", 0)], &target)
-            .unwrap_err()
-            .to_string()
-            .contains("no primary key"));
+        let unkeyed = table("public.t", "t", &[col("a", "int4", 0)], &target).unwrap();
+        assert!(unkeyed.keys.is_empty());
+        assert_eq!(unkeyed.my_select(None), "SELECT `a` FROM `t`");
         assert!(table("public.t", "t", &[col("a", "float8", 1)], &target)
             .unwrap_err()
             .to_string()

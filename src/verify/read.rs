@@ -162,7 +162,11 @@ pub(super) async fn compare_table(
         .unwrap_or(("public", &plan.source));
     let pg_sql = format!("COPY ({}) TO STDOUT", plan.pg_select(schema, name, filter));
     let (reader, mut rx) = spawn_source_reader(sides.pg.clone(), pg_sql, plan.width());
-    let outcome = merge_with_target(sides, plan, filter, &mut rx).await;
+    let outcome = if plan.keys.is_empty() {
+        count_with_target(sides, plan, &mut rx).await
+    } else {
+        merge_with_target(sides, plan, filter, &mut rx).await
+    };
     drop(rx);
     let _ = reader.await;
     outcome
@@ -262,6 +266,38 @@ async fn merge_with_target(
             t = result.next().await.map_err(target_failed)?.map(target_row);
         }
     }
+}
+
+/// Counts the rows of a table without a key on both sides ([`compare::Multiset`]).
+async fn count_with_target(
+    sides: &mut Sides,
+    plan: &TablePlan,
+    rx: &mut Batches,
+) -> Result<Tally, VerifyError> {
+    let mut counts = compare::Multiset::new(plan);
+    let mut source = SourceRows {
+        rx,
+        batch: Vec::new().into_iter(),
+        table: &plan.source,
+    };
+    while let Some(row) = source.next().await? {
+        counts.add(&row, true);
+    }
+    let url = sides.my.url.clone();
+    let target_failed = |source: SqlError| VerifyError::Target {
+        url: url.clone(),
+        what: format!("reading `{}`", plan.target),
+        source,
+    };
+    let conn = sides.my.conn().await.map_err(target_failed)?;
+    let mut result = conn
+        .query_iter(plan.my_select(None))
+        .await
+        .map_err(|e| target_failed(e.into()))?;
+    while let Some(row) = result.next().await.map_err(|e| target_failed(e.into()))? {
+        counts.add(&target_row(row), false);
+    }
+    Ok(counts.tally())
 }
 
 /// A target row as canonical texts: MySQL's text protocol gives bytes; anything else is

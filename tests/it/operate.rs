@@ -371,7 +371,6 @@ fn status_has_every_field_and_no_secret() {
         "applied_through",
         "apply_lag_events",
         "apply_lag_seconds",
-        "tables_skipped_by_apply",
         "jobs",
         "source_slot",
     ] {
