@@ -226,6 +226,47 @@ async fn describe(
     prefix: &str,
     t: &SourceTable,
 ) -> Result<Result<Table, String>, LoadError> {
+    let columns = match columns_of(client, described, t).await? {
+        Ok(columns) => columns,
+        Err(why) => return Ok(Err(why)),
+    };
+    let key: Vec<usize> = t
+        .key
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &c.name == k))
+        .collect();
+    if key.len() != t.key.len() {
+        return Ok(Err(format!(
+            "a key column of {} is left out of its rows",
+            t.name
+        )));
+    }
+    let leaves = leaves_of(client, described, t).await?;
+    if let Some(leaf) = leaves.iter().find(|l| l.bytes_per_page() > MAX_RANGE_BYTES) {
+        return Ok(Err(format!(
+            "{} holds rows of megabytes ({} MB of values per heap page, as read), which Debezium's snapshot reads in small batches",
+            leaf.name,
+            leaf.bytes_per_page() >> 20
+        )));
+    }
+    let schema_json =
+        write::schema_json(client, described, prefix, &t.name, &columns, &key).await?;
+    Ok(Ok(Table {
+        name: t.name.clone(),
+        columns,
+        key,
+        schema_json,
+        leaves,
+    }))
+}
+
+/// The columns of `t` the loader reads (its generated ones left out); `Err(reason)` when one
+/// is of a type only Debezium's snapshot reads.
+async fn columns_of(
+    client: &tokio_postgres::Client,
+    described: &str,
+    t: &SourceTable,
+) -> Result<Result<Vec<Column>, String>, LoadError> {
     let (schema, table) = t.name.split_once('.').unwrap_or(("", &t.name));
     let rows = client
         .query(
@@ -269,17 +310,17 @@ async fn describe(
             kind,
         });
     }
-    let key: Vec<usize> = t
-        .key
-        .iter()
-        .filter_map(|k| columns.iter().position(|c| &c.name == k))
-        .collect();
-    if key.len() != t.key.len() {
-        return Ok(Err(format!(
-            "a key column of {} is left out of its rows",
-            t.name
-        )));
-    }
+    Ok(Ok(columns))
+}
+
+/// The heap tables that hold the rows of `t` (itself, or its leaf partitions), with their
+/// sizes and how many bytes a page of each reads as.
+async fn leaves_of(
+    client: &tokio_postgres::Client,
+    described: &str,
+    t: &SourceTable,
+) -> Result<Vec<Leaf>, LoadError> {
+    let (schema, table) = t.name.split_once('.').unwrap_or(("", &t.name));
     let mut leaves = client
         .query(
             "WITH root AS (SELECT format('%I.%I', $1::text, $2::text)::regclass::oid AS oid)
@@ -312,22 +353,7 @@ async fn describe(
     for leaf in &mut leaves {
         leaf.read_per_page = read_per_page(client, described, &leaf.name).await?;
     }
-    if let Some(leaf) = leaves.iter().find(|l| l.bytes_per_page() > MAX_RANGE_BYTES) {
-        return Ok(Err(format!(
-            "{} holds rows of megabytes ({} MB of values per heap page, as read), which Debezium's snapshot reads in small batches",
-            leaf.name,
-            leaf.bytes_per_page() >> 20
-        )));
-    }
-    let schema_json =
-        write::schema_json(client, described, prefix, &t.name, &columns, &key).await?;
-    Ok(Ok(Table {
-        name: t.name.clone(),
-        columns,
-        key,
-        schema_json,
-        leaves,
-    }))
+    Ok(leaves)
 }
 
 /// What [`run`] did.
@@ -408,50 +434,16 @@ pub async fn run(
         .name("loader-writer".into())
         .spawn(move || writer.run(rx, progress))
         .map_err(|e| LoadError::Read(format!("cannot start the writer thread: {e}")))?;
-    let queue = Arc::new(Mutex::new(todo));
-    let skip = Arc::new(skip);
+    let readers = Readers {
+        tables,
+        plan: plan.into(),
+        queue: Arc::new(Mutex::new(todo)),
+        skip: Arc::new(skip),
+        at,
+        lsn,
+    };
     let started = Instant::now();
-    let mut readers = tokio::task::JoinSet::new();
-    for n in 0..config.snapshot.connections.max(1) {
-        let (config, tables, queue, tx, skip, plan, shutdown, at) = (
-            config.clone(),
-            Arc::clone(&tables),
-            Arc::clone(&queue),
-            tx.clone(),
-            Arc::clone(&skip),
-            plan.clone(),
-            shutdown.clone(),
-            Arc::clone(&at),
-        );
-        readers.spawn(async move {
-            let (client, described) =
-                connect(&config, &format!("db-sync loader {}", n + 1)).await?;
-            at.begin(&client, &described).await?;
-            loop {
-                if *shutdown.borrow() {
-                    return Ok(());
-                }
-                let Some(i) = queue.lock().expect("queue").pop_front() else {
-                    return Ok(());
-                };
-                let range = &plan[i];
-                let table = &tables[range.table];
-                let loaded = read_range(
-                    &client,
-                    &described,
-                    table,
-                    (range, i),
-                    &at,
-                    lsn,
-                    skip.get(&i),
-                )
-                .await?;
-                if tx.send(loaded).await.is_err() {
-                    return Ok(()); // the writer failed; its error is the one to report
-                }
-            }
-        });
-    }
+    let readers = readers.spawn(config, &tx, &shutdown);
     drop(tx);
     let failed = join_readers(readers).await;
     let (journal, written) = tokio::task::spawn_blocking(move || writer.join())
@@ -463,21 +455,88 @@ pub async fn run(
     if let Some(e) = failed {
         return Err(e);
     }
+    Ok((journal, finished(summary.rows, summary.complete, started)))
+}
+
+/// Says how the load ended: its rows and rate.
+fn finished(rows: u64, complete: bool, started: Instant) -> Outcome {
     let secs = started.elapsed().as_secs_f64();
-    if summary.complete {
+    if complete {
         tracing::info!(
-            rows = summary.rows,
+            rows,
             seconds = format!("{secs:.1}"),
-            rows_per_second = (summary.rows as f64 / secs.max(1e-3)) as u64,
+            rows_per_second = (rows as f64 / secs.max(1e-3)) as u64,
             "initial load complete; streaming starts from the slot"
         );
-        Ok((journal, Outcome::Complete))
+        Outcome::Complete
     } else {
         tracing::info!(
-            rows = summary.rows,
+            rows,
             "initial load stopped; the next start continues with the ranges left"
         );
-        Ok((journal, Outcome::Stopped))
+        Outcome::Stopped
+    }
+}
+
+/// What the reader tasks share: the tables, the ranges and the queue of those left, the rows
+/// a torn range journaled already, the snapshot they read under, the slot's position.
+struct Readers {
+    tables: Arc<Vec<Table>>,
+    plan: Arc<[Range]>,
+    queue: Arc<Mutex<VecDeque<usize>>>,
+    skip: Arc<HashMap<usize, HashSet<Vec<u8>>>>,
+    at: Arc<ReadAt>,
+    lsn: u64,
+}
+
+impl Readers {
+    /// Starts `snapshot.connections` readers, each on its own connection under the snapshot:
+    /// each takes the next range off the queue, reads it and hands it to the writer (`tx`),
+    /// until the queue is empty, shutdown is asked for, or the writer is gone.
+    fn spawn(
+        self,
+        config: &Config,
+        tx: &tokio::sync::mpsc::Sender<write::Loaded>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> tokio::task::JoinSet<Result<(), LoadError>> {
+        let shared = Arc::new(self);
+        let mut readers = tokio::task::JoinSet::new();
+        for n in 0..config.snapshot.connections.max(1) {
+            let (config, shared, tx, shutdown) = (
+                config.clone(),
+                Arc::clone(&shared),
+                tx.clone(),
+                shutdown.clone(),
+            );
+            readers.spawn(async move {
+                let (client, described) =
+                    connect(&config, &format!("db-sync loader {}", n + 1)).await?;
+                shared.at.begin(&client, &described).await?;
+                loop {
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                    let Some(i) = shared.queue.lock().expect("queue").pop_front() else {
+                        return Ok(());
+                    };
+                    let range = &shared.plan[i];
+                    let loaded = read_range(
+                        &client,
+                        &described,
+                        &shared.tables[range.table],
+                        (range, i),
+                        &shared.at,
+                        shared.lsn,
+                        shared.skip.get(&i),
+                    )
+                    .await?;
+                    if tx.send(loaded).await.is_err() {
+                        return Ok(()); // the writer failed; its error is the one to report
+                    }
+                }
+            });
+        }
+        readers
     }
 }
 
