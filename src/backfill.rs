@@ -100,7 +100,7 @@ pub async fn backfill(
     let budget = config.budget();
     let store = AuditStore::open(&config.audit)?;
     let files = files_to_replay(&store, opts, budget.batch_bytes).await?;
-    check_unkeyed(&store, files.first(), budget, opts).await?;
+    check_unkeyed(&store, files.first(), budget, opts, &config.journal.dir).await?;
     let pipeline = format!("{}:backfill:{}", config.name, opts.table);
     let names = shadow::Names::of(&Applier::new(tc, &pipeline, budget)?.target_name(&opts.table));
     let mut ddl = shadow::Ddl::new(tc)?;
@@ -140,14 +140,16 @@ pub async fn backfill(
 }
 
 /// A table without a key is rebuilt only whole, from a replay that starts at a full snapshot
-/// of it (its rows may be equal, so a replay over rows the target has, or from the middle of
-/// its history, would leave them the wrong number of times): said before anything is created
-/// or replayed.
+/// of it, and only when apply has applied everything audited (its rows may be equal, so a
+/// replay over rows the target has, from the middle of its history, or that apply then
+/// applies again in part, would leave them the wrong number of times): said before anything
+/// is created or replayed.
 async fn check_unkeyed(
     store: &AuditStore,
     first: Option<&AuditFile>,
     budget: Budget,
     opts: &Options,
+    journal: &std::path::Path,
 ) -> Result<(), ApplyError> {
     let Some(first) = first else {
         return Ok(());
@@ -164,6 +166,16 @@ async fn check_unkeyed(
         return Err(unkeyed(format!(
             "{table} has no primary key, so backfill rebuilds it only whole: run `db-sync backfill --table {table} --truncate` without --since and --until (replayed over the rows the target has, its changes would add equal rows again)"
         )));
+    }
+    if journal.is_dir() {
+        let audited = crate::state::AuditProgress::load(journal)?.audited_through;
+        let applied = crate::state::ApplyProgress::load(journal)?;
+        if applied.pending.is_some() || applied.applied_through < audited {
+            return Err(unkeyed(format!(
+                "{table} has no primary key, and apply has not applied everything audited yet (applied through {}, audited through {audited}): it would apply those changes again after the rebuild. Run `db-sync compact --once` until it succeeds, then backfill again",
+                applied.applied_through
+            )));
+        }
     }
     let first_op = match reader.next() {
         Some(batch) => {
