@@ -145,10 +145,7 @@ pub(super) async fn delete(conn: &mut Conn, chunk: &Chunk<'_>, keep: &[usize]) -
             .iter()
             .flat_map(|&i| cells(chunk.key(i)).map(param))
             .collect();
-        conn.exec_drop(&sql, params)
-            .await
-            .map_err(|e| classify(chunk, part, e))?;
-        check_warnings(conn, chunk, part).await?;
+        exec_rows(conn, chunk, part, &sql, params).await?;
     }
     Ok(())
 }
@@ -169,6 +166,20 @@ pub(super) fn dropped_columns<'c>(chunk: &Chunk<'c>, version: &Version) -> Vec<&
         .collect();
     dropped.sort();
     dropped
+}
+
+/// Runs one statement for the chunk rows `rows`: a server error or a warning names the row.
+pub(super) async fn exec_rows(
+    conn: &mut Conn,
+    chunk: &Chunk<'_>,
+    rows: &[usize],
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<(), Stop> {
+    conn.exec_drop(sql, params)
+        .await
+        .map_err(|e| classify(chunk, rows, e))?;
+    check_warnings(conn, chunk, rows).await
 }
 
 /// Parts of `keep` for statements of `columns` parameters a row, `size(i)` bytes for row `i`

@@ -33,7 +33,9 @@ use mysql_async::{Conn, Value};
 use super::chunk::Chunk;
 use super::ddl::quote;
 use super::merge::{cells, Cell, RowChange, Version};
-use super::statement::{check_warnings, classify, dropped_columns, param, parts_by_size, Stop};
+use super::statement::{
+    check_warnings, classify, dropped_columns, exec_rows, param, parts_by_size, Stop,
+};
 
 /// Applies `changes` (the chunk's, `keep` the indices not set aside) in order.
 pub(super) async fn apply(
@@ -89,10 +91,7 @@ async fn insert(
             .iter()
             .flat_map(|&i| cells(changes[i].row()).map(param))
             .collect();
-        conn.exec_drop(&sql, params)
-            .await
-            .map_err(|e| classify(chunk, part, e))?;
-        check_warnings(conn, chunk, part).await?;
+        exec_rows(conn, chunk, part, &sql, params).await?;
     }
     Ok(())
 }

@@ -26,9 +26,7 @@ use super::merge::{bad_parts, cells, Cell, KeyedRow, UpsertGroup};
 use super::profile::{Profile, Step};
 use super::rejected::{self, Reject};
 use super::sql::SqlError;
-use super::statement::{
-    check_warnings, classify, delete, dropped_columns, param, parts_by_size, Stop,
-};
+use super::statement::{classify, delete, dropped_columns, exec_rows, param, parts_by_size, Stop};
 use super::values::{write_hex, write_load_data_field};
 use super::{exchange, moves, sweep, unkeyed, ApplyError};
 use crate::failpoint;
@@ -393,10 +391,7 @@ async fn upsert(
                     .map(param),
             );
         }
-        conn.exec_drop(&sql, params)
-            .await
-            .map_err(|e| classify(chunk, part, e))?;
-        check_warnings(conn, chunk, part).await?;
+        exec_rows(conn, chunk, part, &sql, params).await?;
     }
     Ok(())
 }
