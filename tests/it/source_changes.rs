@@ -550,7 +550,15 @@ fn a_keyless_table_keeps_its_equal_rows_and_nulls_through_changes_a_resync_and_a
     let (source, target) = dup_rows(&sql, &my);
     assert_eq!(target, source, "after the resync");
 
-    // Backfill rebuilds it whole from the audit files, and only whole.
+    // Backfill rebuilds it whole from the audit files, and only whole; an incremental
+    // snapshot (which reads by key) is refused.
+    let out = p.db_sync(&["backfill", "--table", "public.dup", "--resnapshot"]);
+    assert_eq!(exit_code(&out), 2, "{}", text(&out));
+    assert!(
+        last_stderr_line(&out).contains("no primary key"),
+        "{}",
+        text(&out)
+    );
     let out = p.db_sync(&["backfill", "--table", "public.dup"]);
     assert_eq!(exit_code(&out), 2, "{}", text(&out));
     assert!(
