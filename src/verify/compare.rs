@@ -110,7 +110,8 @@ impl Tally {
 pub struct Multiset<'p> {
     plan: &'p TablePlan,
     rules: Vec<ValueCmp>,
-    counts: std::collections::HashMap<Row, i64>,
+    /// Per row (its values' forms): the count, and the row as first read, to show.
+    counts: std::collections::HashMap<Row, (i64, Row)>,
     source_rows: u64,
     target_rows: u64,
 }
@@ -134,7 +135,7 @@ impl<'p> Multiset<'p> {
             .zip(row)
             .map(|(&cmp, v)| canonical(cmp, v.as_deref(), source))
             .collect();
-        let n = self.counts.entry(key).or_default();
+        let (n, _) = self.counts.entry(key).or_insert_with(|| (0, row.clone()));
         if source {
             *n += 1;
             self.source_rows += 1;
@@ -167,9 +168,9 @@ impl<'p> Multiset<'p> {
         };
         let mut differing: Vec<(&Row, i64)> = self
             .counts
-            .iter()
-            .filter(|(_, n)| **n != 0)
-            .map(|(r, n)| (r, *n))
+            .values()
+            .filter(|(n, _)| *n != 0)
+            .map(|(n, row)| (row, *n))
             .collect();
         differing.sort();
         for (row, n) in differing {
@@ -893,7 +894,7 @@ mod tests {
         let t = m.tally();
         assert_eq!((t.source_rows, t.target_rows), (3, 3));
         assert_eq!((t.missing, t.extra, t.different), (1, 1, 0));
-        assert_eq!(t.first_missing, ["a=1, n=1.5"]);
+        assert_eq!(t.first_missing, ["a=1, n=1.50"], "as the source has it");
         assert_eq!(t.first_extra, ["a=2, n=NULL"]);
         assert!(t.keys_overflow, "re-checked whole");
     }
