@@ -23,6 +23,9 @@
 //!   next cycle applies everything after `applied_through` again, in order, which ends in
 //!   the same state (a window applied again is idempotent), then what was journaled
 //!   meanwhile.
+//! - **A table apply holds out is applied again.** When the target refused a row of the table
+//!   and apply held it out ([`crate::state::Hold`]), a backfill of its whole history ends the
+//!   hold.
 
 mod shadow;
 
@@ -37,7 +40,7 @@ use crate::apply::merge::{Merger, TablePlan};
 use crate::apply::{Applier, ApplyError, SweepPlan};
 use crate::audit::{AuditError, AuditFile, AuditStore};
 use crate::config::{Budget, Config};
-use crate::state::{locks, ApplyWindow, Sweep};
+use crate::state::{locks, ApplyProgress, ApplyWindow, Sweep};
 use crate::types::{cdc, TableSchema};
 
 /// What to backfill.
@@ -68,6 +71,9 @@ pub struct Summary {
     pub seqs: Option<(u64, u64)>,
     /// `--truncate` replaced an existing target table.
     pub truncated: bool,
+    /// Apply held the table out (the target had refused a row of it), and now applies it
+    /// again.
+    pub released: bool,
     pub seconds: f64,
 }
 
@@ -135,8 +141,44 @@ pub async fn backfill(
     if opts.truncate {
         summary.truncated = ddl.swap(&names).await?;
     }
+    summary.released = release(&config.journal.dir, opts, &mut replay.target).await?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Ends apply's hold on the table (see [`crate::state::Hold`]) once a replay of its whole
+/// history has rebuilt it: the changes apply passed over are in it, and the next cycle
+/// applies the table again from where apply is. A replay of part of the history ends nothing.
+/// Whether a hold ended.
+async fn release(
+    journal: &std::path::Path,
+    opts: &Options,
+    target: &mut Applier,
+) -> Result<bool, ApplyError> {
+    if !journal.is_dir() {
+        return Ok(false);
+    }
+    let mut progress = ApplyProgress::load(journal)?;
+    let Some(hold) = progress.held.get(&opts.table) else {
+        return Ok(false);
+    };
+    let table = &opts.table;
+    if opts.since.is_some() || opts.until.is_some() {
+        tracing::warn!(
+            "{table} stays held: only a backfill of its whole history (without --since and --until) ends the hold ({})",
+            hold.reason
+        );
+        return Ok(false);
+    }
+    // A snapshot sweep the hold cut short never gets its last chunk: its stage table goes.
+    if let Some(Sweep::Staging { stage }) = progress.sweeps.get(table) {
+        target.drop_sweep_stage(stage).await?;
+        progress.sweeps.remove(table);
+    }
+    progress.held.remove(table);
+    progress.store(journal)?;
+    tracing::info!(table = %table, "the hold on the table ends: apply applies it again from the next cycle on");
+    Ok(true)
 }
 
 /// A table without a key is rebuilt only whole, from a replay that starts at a full snapshot
@@ -354,7 +396,7 @@ impl Replay<'_> {
         };
         let done = self
             .target
-            .apply_window(&window, &plans, None, &sweeps, None)
+            .apply_window(&window, &plans, None, &sweeps, &Default::default(), None)
             .await?;
         let rows: u64 = plans.iter().map(|p| p.rows() as u64).sum();
         let deletes: u64 = plans.iter().map(|p| p.deletes.len() as u64).sum();

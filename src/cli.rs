@@ -291,7 +291,7 @@ fn compact(config: &Config) -> Result<(), Failure> {
     match rt.block_on(crate::cycle::run_once(config)) {
         Ok(s) if s.did_nothing() => {
             println!("nothing new to compact");
-            Ok(())
+            held(&s)
         }
         Ok(s) => {
             let mut parts = Vec::new();
@@ -328,7 +328,7 @@ fn compact(config: &Config) -> Result<(), Failure> {
                 started.elapsed().as_secs_f64()
             ));
             println!("{}", parts.join("; "));
-            Ok(())
+            held(&s)
         }
         // A target setting that cannot work names the config file it is in.
         Err(e @ crate::cycle::CycleError::Apply(crate::apply::ApplyError::Config { .. })) => {
@@ -336,6 +336,22 @@ fn compact(config: &Config) -> Result<(), Failure> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A cycle that held tables out of apply failed for them, though the others went on: the
+/// first one's line (each was logged when its hold began).
+fn held(s: &crate::cycle::Summary) -> Result<(), Failure> {
+    let Some((table, hold)) = s.held.iter().next() else {
+        return Ok(());
+    };
+    let more = match s.held.len() {
+        1 => String::new(),
+        n => format!(
+            " ({} more table(s) are held; `db-sync status` lists them)",
+            n - 1
+        ),
+    };
+    Err(Failure::runtime(format!("{}{more}", hold.line(table))))
 }
 
 fn verify(
@@ -387,7 +403,7 @@ fn backfill(config: &Config, opts: crate::backfill::Options) -> Result<(), Failu
                 ),
             };
             println!(
-                "backfilled {} into `{}`{} from {} audit file(s){range}: {} changes{} merged into {} upsert(s) and {} delete(s) in {} chunk(s) in {:.1}s",
+                "backfilled {} into `{}`{} from {} audit file(s){range}: {} changes{} merged into {} upsert(s) and {} delete(s) in {} chunk(s) in {:.1}s{}",
                 opts.table,
                 s.target_table,
                 if s.truncated { " (emptied first)" } else { "" },
@@ -397,7 +413,12 @@ fn backfill(config: &Config, opts: crate::backfill::Options) -> Result<(), Failu
                 s.upserts,
                 s.deletes,
                 s.chunks,
-                s.seconds
+                s.seconds,
+                if s.released {
+                    "; apply held the table out, and applies it again from the next cycle on"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
@@ -464,6 +485,16 @@ impl crate::backfill::Progress for BackfillProgress {
 }
 
 fn resnapshot(config: &Config, table: &str) -> Result<(), Failure> {
+    // Apply leaves a held table out: rows re-read through the journal would never reach it.
+    let dir = &config.journal.dir;
+    if dir.is_dir() {
+        if let Some(hold) = crate::state::ApplyProgress::load(dir)?.held.get(table) {
+            return Err(Failure::usage(format!(
+                "--table {table}: --resnapshot cannot reach it while apply holds it; {}",
+                hold.line(table)
+            )));
+        }
+    }
     let rt = runtime()?;
     match rt.block_on(crate::source::signal::request_snapshot(config, table)) {
         Ok(id) => {

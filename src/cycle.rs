@@ -8,7 +8,12 @@
 //! ([`crate::audit::writer`], [`crate::apply`]); GC then deletes only sealed segments that
 //! are audited, applied (when a target is configured) and older than `journal.retain_hours`
 //! ([`state::collectable_through`]).
+//!
+//! A table apply holds out (the target refused one of its rows, [`state::Hold`]) does not
+//! fail the cycle: the others went on. The cycle's [`Summary`] names it; `compact --once`
+//! exits 1 with its line, and the daemon shows it in `status`, `/metrics` and `/healthz`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::apply::{self, ApplyError};
@@ -16,7 +21,7 @@ use crate::audit::{self, AuditRunError};
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
 use crate::journal::{self, JournalError};
-use crate::state::{self, locks, ApplyProgress, AuditProgress, StateError};
+use crate::state::{self, locks, ApplyProgress, AuditProgress, Hold, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -47,6 +52,9 @@ pub struct Summary {
     pub audit: Option<audit::Summary>,
     pub apply: Option<apply::Summary>,
     pub segments_deleted: usize,
+    /// Tables apply holds out because the target refused one of their rows (see
+    /// [`state::Hold`]): the cycle went on with the others, and the target differs in these.
+    pub held: BTreeMap<String, Hold>,
 }
 
 impl Summary {
@@ -85,10 +93,15 @@ pub async fn run_until(
     let apply = apply::apply_audited(config, stop).await?;
     let segments_deleted = collect_garbage(config)?;
     crate::guard::warn_if_over(config).await;
+    let held = match config.target {
+        Some(_) => ApplyProgress::load(dir)?.held,
+        None => BTreeMap::new(),
+    };
     Ok(Summary {
         audit,
         apply,
         segments_deleted,
+        held,
     })
 }
 

@@ -14,7 +14,8 @@
 //!   time with [`crate::status::collect`], as `status` reads them.
 //!
 //! `/healthz` answers `200 ok`, or `503` with one line naming the first problem: capture not
-//! running (not connected to its slot), the last cycle failed, no cycle succeeded within three
+//! running (not connected to its slot), a resync in progress, a table apply holds out (the
+//! target refused one of its rows), the last cycle failed, no cycle succeeded within three
 //! schedule periods, or the slot over `source_guard.max_retained_wal_mb`.
 
 use std::collections::HashMap;
@@ -90,6 +91,7 @@ pub struct Metrics {
     slot_over_limit: Gauge,
     resync_in_progress: Gauge,
     rejected_rows: Gauge,
+    tables_held: Gauge,
     verify_differences: Family<Labels, Gauge>,
     state: Mutex<State>,
 }
@@ -162,6 +164,7 @@ impl Metrics {
             slot_active: g(),
             slot_over_limit: g(),
             rejected_rows: g(),
+            tables_held: g(),
             verify_differences: Family::default(),
             state: Mutex::new(State {
                 started: Some(Instant::now()),
@@ -284,6 +287,11 @@ impl Metrics {
             self.rejected_rows.clone(),
         );
         r.register(
+            "tables_held",
+            "Tables apply holds out because the target refused one of their rows (target.on_reject: stop); a backfill of each ends its hold",
+            self.tables_held.clone(),
+        );
+        r.register(
             "verify_differences",
             "Differences the last `db-sync verify` of each table found",
             self.verify_differences.clone(),
@@ -389,6 +397,7 @@ impl Metrics {
             s.resync.as_ref().is_some_and(|r| r.in_progress()),
         ));
         self.rejected_rows.set(i(s.rejected_rows.unwrap_or(0)));
+        self.tables_held.set(i(s.held_tables.len() as u64));
         for (table, v) in &s.verify {
             self.verify_differences
                 .get_or_create(&vec![("table".to_string(), table.clone())])
@@ -433,6 +442,9 @@ impl Metrics {
                 "resyncing since {}: {}; the target is complete again when the full snapshot is applied",
                 r.started_at, r.reason
             ));
+        }
+        if let Some((table, hold)) = s.held_tables.iter().next() {
+            return Some(hold.line(table));
         }
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = &st.last_failure {
@@ -600,6 +612,7 @@ mod tests {
             "db_sync_slot_retained_wal_bytes",
             "db_sync_apply_lag_seconds",
             "db_sync_resync_in_progress",
+            "db_sync_tables_held",
         ] {
             assert!(text.contains(name), "{name}: {text}");
         }

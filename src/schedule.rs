@@ -17,13 +17,15 @@
 //!   lock held) is logged, counted (`db_sync_cycle_failures_total`, `/healthz`) and retried at
 //!   the next tick: capture goes on journaling meanwhile, and the next cycle picks up where
 //!   this one stopped. A [`Config`](ErrorKind::Config) or
-//!   [`Permanent`](ErrorKind::Permanent) failure (a setting, a target table or value that
-//!   does not fit, a corrupt journal) would fail the same way at every tick, so it stops the
+//!   [`Permanent`](ErrorKind::Permanent) failure (a setting, a target table that does not
+//!   fit, a corrupt journal) would fail the same way at every tick, so it stops the
 //!   daemon like a signal does (capture finishes its batch) and `run` exits with the error's
 //!   one line and its kind's exit code; the journal keeps every change not yet applied, and
 //!   the next start after the fix goes on from there. While the daemon is stopped the source
 //!   keeps the WAL the slot has not confirmed (the slot guard's concern): fix and restart.
-//!   A roll-up job's failure is logged and recorded, and never stops the daemon.
+//!   A roll-up job's failure is logged and recorded, and never stops the daemon. A row the
+//!   target refuses for its values fails neither: it holds its table out of apply
+//!   ([`crate::state::Hold`]) and the cycle goes on with the others.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -306,9 +308,15 @@ async fn compact(
     match outcome {
         Ok(s) => {
             crate::metrics::cycle_done(seconds, Ok(s.apply.as_ref().map_or(0, |a| a.rows)));
+            // Each hold was logged when it began; `status` and `/healthz` show it until a
+            // backfill ends it.
+            let holding = match s.held.keys().cloned().collect::<Vec<_>>() {
+                tables if tables.is_empty() => String::new(),
+                tables => format!("; holding {}", tables.join(", ")),
+            };
             if s.did_nothing() {
                 tracing::debug!(job = %name, "nothing new to compact");
-                return ("nothing new".to_string(), None);
+                return (format!("nothing new{holding}"), None);
             }
             tracing::info!(
                 job = %name,
@@ -319,7 +327,7 @@ async fn compact(
                 "job done"
             );
             let result = if *stop.borrow() { "stopped" } else { "ok" };
-            (result.to_string(), None)
+            (format!("{result}{holding}"), None)
         }
         Err(e) => {
             crate::metrics::cycle_done(seconds, Err(&e));

@@ -73,6 +73,9 @@ pub struct Status {
     /// table, staging or done, and the target rows each deleted (deleted at the source while
     /// nothing captured it).
     pub snapshot_sweeps: std::collections::BTreeMap<String, crate::state::Sweep>,
+    /// Tables apply holds out because the target refused one of their rows: why, and since
+    /// when. A backfill of each ends its hold.
+    pub held_tables: std::collections::BTreeMap<String, crate::state::Hold>,
     /// The last run of each scheduled job (`db-sync run`).
     pub jobs: Vec<JobRun>,
     /// The PostgreSQL replication slot: how much WAL it holds back.
@@ -279,6 +282,7 @@ pub fn collect(config: &Config) -> Result<Status, StatusError> {
         rejected_rows,
         target_error,
         snapshot_sweeps: apply.sweeps.clone(),
+        held_tables: apply.held.clone(),
         jobs: load_runs(dir),
         source_slot_warning: source_slot
             .as_ref()
@@ -388,6 +392,9 @@ fn print_target(s: &Status) {
         ),
         (None, Some(e)) => println!("target           unknown: {e}"),
         (None, None) => {}
+    }
+    for (table, hold) in &s.held_tables {
+        println!("held             {}", hold.line(table));
     }
     for (table, sweep) in &s.snapshot_sweeps {
         match sweep {

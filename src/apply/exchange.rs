@@ -263,8 +263,8 @@ fn refused(chunk: &Chunk<'_>, rows: &[usize], e: SqlError) -> Stop {
     }
     let duplicate = e.code == Some(1062);
     let (mut error, row) = rejected(chunk, Some(rows), e);
-    if let (true, ApplyError::Rejected { message, .. }) = (duplicate, &mut error) {
-        message.push_str(
+    if let (true, ApplyError::Rejected(r)) = (duplicate, &mut error) {
+        r.message.push_str(
             ": the target's unique index holds this value in a row the source does not change here, so the index is not the source's (it folds case or accents, or the source has no such index); give it the source's collation and columns, or drop it",
         );
     }

@@ -16,6 +16,15 @@
 //!   audited *and* applied); a transient failure is retried with backoff ([`sql`]), a
 //!   permanent one stops the cycle with the table, column and key, and the next cycle starts
 //!   again from there.
+//! - **One table's bad row never stops the others.** A row the target refuses for its values
+//!   (out of range, too long, a constraint of the target's own) is set aside with
+//!   `target.on_reject: quarantine` ([`rejected`]); with `stop`, the default, it holds its
+//!   table out of apply ([`Hold`]): the window's other tables go on, the held table's later
+//!   changes wait in the audit files, and `compact --once` exits 1 with one line naming the
+//!   row and the fix until a backfill of the table ends the hold. The table's chunks in the
+//!   window where the hold began are still cut, so a re-run of that window numbers them all
+//!   as before. A refusal that would meet every table alike (a privilege, a table changed by
+//!   hand) still stops the cycle.
 //!
 //! Tables without a primary key (captured only with `REPLICA IDENTITY FULL`) are not merged:
 //! each change applies as it came, matched by all its columns ([`unkeyed`]).
@@ -29,7 +38,7 @@
 //! `target.create_tables` (create missing tables, add new columns; default true),
 //! `target.table_name` (default `{table}`), `target.load_data` (the `LOAD DATA` path, default
 //! true), `target.truncate` (`apply` or `ignore` a source TRUNCATE), `target.on_reject`
-//! (`stop`, or `quarantine` a row the target refuses) and `target.dropped_columns` (`keep` a
+//! (`stop` the table of a row the target refuses, or `quarantine` the row) and `target.dropped_columns` (`keep` a
 //! column the source dropped, NULL in rows written afterwards, or `drop` it). `memory_limit_mb` bounds a window's
 //! merged rows and a chunk's bytes ([`crate::config::Budget`]).
 //!
@@ -86,7 +95,7 @@ mod values;
 mod window;
 mod write;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -99,7 +108,7 @@ use crate::config::{
 };
 use crate::error::{Classify, ErrorKind};
 use crate::journal::JournalError;
-use crate::state::{ApplyWindow, ColumnTypes, StateError, Sweep};
+use crate::state::{ApplyWindow, ColumnTypes, Hold, StateError, Sweep};
 use ddl::TargetTable;
 use merge::{MergeError, TablePlan};
 use profile::{Profile, Step};
@@ -145,14 +154,10 @@ pub enum ApplyError {
     NoColumn { table: String, column: String },
     #[error("apply stopped: {0}")]
     TypeChange(Box<TypeChange>),
-    #[error("apply stopped: target table `{table}` (for {source_table}){}, key {key}: {message}; change the target column (or the source value), then run compact again: the journal keeps every change not yet applied", column.as_ref().map(|c| format!(", column `{c}`")).unwrap_or_default())]
-    Rejected {
-        source_table: String,
-        table: String,
-        column: Option<String>,
-        key: String,
-        message: String,
-    },
+    /// The target refused a row: its table is held out of apply when the refusal is about
+    /// the row's values ([`ApplyError::refuses_a_value`]), else apply stops.
+    #[error("apply stopped: {0}; change the target column (or the source value), then run compact again: the journal keeps every change not yet applied")]
+    Rejected(Box<Refusal>),
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error("apply stopped: {0}")]
@@ -204,6 +209,63 @@ impl ApplyError {
     }
 }
 
+/// A row the target refused.
+#[derive(Debug)]
+pub struct Refusal {
+    pub source_table: String,
+    pub table: String,
+    pub column: Option<String>,
+    /// The row's key as people read it (all its values without a key).
+    pub key: String,
+    pub message: String,
+    /// The refusal is about the row's values (db-sync found a value the column cannot hold,
+    /// or the server said so: [`VALUE_ERRORS`]).
+    pub of_value: bool,
+}
+
+/// The refused row as one phrase: target table, source table, column, key, and why.
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let column = self
+            .column
+            .as_ref()
+            .map(|c| format!(", column `{c}`"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "target table `{}` (for {}){column}, key {}: {}",
+            self.table, self.source_table, self.key, self.message
+        )
+    }
+}
+
+/// MySQL errors about a row's values, not about the server, the session or the table's
+/// definition: a value out of range, too long, not valid for its type, NULL where the column
+/// takes none, a duplicate on a unique index, a foreign key or CHECK constraint, no target
+/// row to change.
+const VALUE_ERRORS: &[u16] = &[
+    1032, 1048, 1062, 1264, 1265, 1292, 1300, 1366, 1367, 1406, 1411, 1416, 1451, 1452, 1690, 3140,
+    3819, 4025,
+];
+
+/// Whether the server's refusal `e` is about a row's values ([`VALUE_ERRORS`]).
+pub(crate) fn refuses_values(e: &SqlError) -> bool {
+    !e.transient && e.code.is_some_and(|c| VALUE_ERRORS.contains(&c))
+}
+
+impl ApplyError {
+    /// The row the target refused for its values, as one phrase, when this is such a
+    /// refusal: with `target.on_reject: stop` it holds the row's table alone (see
+    /// [`crate::state::Hold`]). Other refusals (a privilege, a table changed by hand) would
+    /// refuse every table alike: they stop apply.
+    pub fn refuses_a_value(&self) -> Option<String> {
+        match self {
+            ApplyError::Rejected(r) if r.of_value => Some(r.to_string()),
+            _ => None,
+        }
+    }
+}
+
 impl Classify for ApplyError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -218,7 +280,7 @@ impl Classify for ApplyError {
             | ApplyError::NoTable { .. }
             | ApplyError::NoColumn { .. }
             | ApplyError::TypeChange(_)
-            | ApplyError::Rejected { .. }
+            | ApplyError::Rejected(_)
             | ApplyError::Internal(_)
             | ApplyError::CheckpointMismatch(_) => ErrorKind::Permanent,
         }
@@ -264,6 +326,9 @@ pub struct Applier {
     collation: Option<String>,
     /// `target.on_reject: quarantine`.
     quarantine: bool,
+    /// A row the target refuses for its values holds its table out of apply, and the other
+    /// tables go on (apply with `on_reject: stop`); else it stops.
+    hold: bool,
     /// The most bytes of rendered rows one chunk holds.
     chunk_bytes: usize,
     /// Source tables with rows in `_db_sync_rejected` (their applied keys clear them).
@@ -282,6 +347,8 @@ pub struct WindowDone {
     pub stopped: bool,
     /// The snapshot sweeps the window committed: source table, chunk, stage table.
     pub sweeps: Vec<(String, u32, String)>,
+    /// Tables held out of apply in this window (see [`Applier::holding`]).
+    pub holds: Vec<(String, Hold)>,
 }
 
 /// The snapshot sweeps of a window: where its tables have full-snapshot rows, and the sweep
@@ -316,6 +383,7 @@ impl Applier {
             table_name: tc.table_name.clone(),
             collation: None,
             quarantine: tc.on_reject == OnReject::Quarantine,
+            hold: false,
             chunk_bytes: budget.chunk_bytes,
             rejects: Default::default(),
             profile: Profile::default(),
@@ -328,6 +396,14 @@ impl Applier {
     /// target rightly has).
     pub fn with_snapshot_filters(mut self, config: &Config) -> Applier {
         self.filtered = snapshot_filtered(config);
+        self
+    }
+
+    /// A row the target refuses for its values holds its table out of apply instead of
+    /// stopping it (`target.on_reject: stop`; see [`Hold`]): the window's other tables go on,
+    /// and [`WindowDone::holds`] says which table and why.
+    pub fn holding(mut self) -> Applier {
+        self.hold = !self.quarantine;
         self
     }
 
@@ -364,6 +440,13 @@ impl Applier {
         checkpoint::prune(&mut self.session, &self.pipeline, before)
             .await
             .map_err(|e| ApplyError::sql(&self.session.url, "pruning the checkpoint table", e))
+    }
+
+    /// Drops the stage table of a snapshot sweep that will not finish.
+    pub async fn drop_sweep_stage(&mut self, stage: &str) -> Result<(), ApplyError> {
+        sweep::finish(&mut self.session, stage)
+            .await
+            .map_err(|e| ApplyError::sql(&self.session.url, "dropping a stage table", e))
     }
 
     /// Empties the target table of source table `source` when it exists: its name, and
@@ -465,14 +548,16 @@ impl Applier {
     /// Applies the merged `plans` of `window`: tables prepared, chunks numbered (table by
     /// table: a truncate, deletes, moves, then each upsert group; see `chunk.rs`), committed
     /// chunks skipped. `column_types` holds the types db-sync gave each table's columns (per
-    /// source table; see [`ddl::prepare_table`]), `None` when there is no such record. With
-    /// `stop`, returns at the next chunk boundary once it turns true.
+    /// source table; see [`ddl::prepare_table`]), `None` when there is no such record. The
+    /// chunks of the tables in `held` are cut but not applied (their hold began in this
+    /// window). With `stop`, returns at the next chunk boundary once it turns true.
     pub async fn apply_window(
         &mut self,
         window: &ApplyWindow,
         plans: &[TablePlan],
         column_types: Option<&mut ColumnTypes>,
         sweeps: &SweepPlan<'_>,
+        held: &BTreeSet<String>,
         stop: Option<&tokio::sync::watch::Receiver<bool>>,
     ) -> Result<WindowDone, ApplyError> {
         self.check_names(plans)?;
@@ -489,13 +574,26 @@ impl Applier {
             Default::default()
         };
         let committed = self.check_digests(window, &cut.chunks, committed)?;
-        let (skipped, stopped) = self.apply_runs(&cut.chunks, &committed, stop).await?;
+        let mut held = held.clone();
+        let mut holds = Vec::new();
+        let (skipped, stopped) = self
+            .apply_runs(&cut.chunks, &committed, &mut held, &mut holds, stop)
+            .await?;
+        for (table, hold) in &holds {
+            tracing::error!("{}", hold.line(table));
+        }
+        let sweeps = cut
+            .sweeps
+            .into_iter()
+            .filter(|(table, ..)| !held.contains(table))
+            .collect();
         if stopped {
             return Ok(WindowDone {
                 chunks: total,
                 skipped,
                 stopped: true,
                 sweeps: Vec::new(),
+                holds,
             });
         }
         if skipped > 0 {
@@ -509,7 +607,8 @@ impl Applier {
             chunks: total,
             skipped,
             stopped: false,
-            sweeps: cut.sweeps,
+            sweeps,
+            holds,
         })
     }
 
@@ -652,6 +751,41 @@ pub fn snapshot_filtered(config: &Config) -> std::collections::HashSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_of_a_value_hold_a_table() {
+        let refusal = |code: u16, transient: bool| SqlError {
+            code: Some(code),
+            message: format!("error {code}"),
+            transient,
+            fatal: false,
+        };
+        // Incorrect value, too long, out of range, a duplicate, no row to change.
+        for code in [1366, 1406, 1264, 1062, 1032] {
+            assert!(refuses_values(&refusal(code, false)), "{code}");
+        }
+        // A privilege, a table or column the target lacks, a read-only server, a lock wait.
+        for code in [1142, 1146, 1054, 1290] {
+            assert!(!refuses_values(&refusal(code, false)), "{code}");
+        }
+        assert!(!refuses_values(&refusal(1205, true)));
+        let rejected = |of_value| {
+            ApplyError::Rejected(Box::new(Refusal {
+                source_table: "public.t".into(),
+                table: "t".into(),
+                column: Some("d".into()),
+                key: "id=2".into(),
+                message: "Incorrect double value".into(),
+                of_value,
+            }))
+        };
+        assert_eq!(
+            rejected(true).refuses_a_value().as_deref(),
+            Some("target table `t` (for public.t), column `d`, key id=2: Incorrect double value")
+        );
+        assert_eq!(rejected(false).refuses_a_value(), None);
+        assert!(rejected(false).to_string().contains("journal keeps"));
+    }
 
     #[test]
     fn target_names_follow_the_template() {

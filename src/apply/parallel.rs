@@ -2,7 +2,7 @@
 //! several connections at once (`target.connections`). Each chunk is one transaction with its
 //! checkpoint row wherever it runs ([`super::write`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -14,16 +14,21 @@ use super::sql::{with_retry, Session, SqlError};
 use super::statement;
 use super::write::{self, Attempt, ChunkOutcome, Skip};
 use super::{Applier, ApplyError};
+use crate::state::Hold;
 
 impl Applier {
     /// Applies a window's `chunks` in order, skipping those in `committed`: each run of
     /// chunks whose keys are disjoint (the deletes, or the upserts, of one table) may commit
-    /// in any order, so it goes to several connections at once. Returns how many were
-    /// committed already, and whether it stopped on request before the last.
+    /// in any order, so it goes to several connections at once. The chunks of the tables in
+    /// `held` are passed over; a table whose row the target refuses for its values joins them,
+    /// with its hold in `holds`, when the applier is [`holding`](Applier::holding). Returns how
+    /// many were committed already, and whether it stopped on request before the last.
     pub(super) async fn apply_runs(
         &mut self,
         chunks: &[Chunk<'_>],
         committed: &HashSet<u32>,
+        held: &mut BTreeSet<String>,
+        holds: &mut Vec<(String, Hold)>,
         stop: Option<&tokio::sync::watch::Receiver<bool>>,
     ) -> Result<(u32, bool), ApplyError> {
         let mut skipped = 0;
@@ -41,9 +46,30 @@ impl Applier {
                 .max(1);
             let (now, later) = rest.split_at(run);
             rest = later;
+            if held.contains(&first.plan.table) {
+                continue;
+            }
             let todo: Vec<&Chunk<'_>> = now.iter().filter(|c| !committed.contains(&c.no)).collect();
             skipped += (now.len() - todo.len()) as u32;
-            let (done, stopped) = self.apply_chunks(&todo, stop).await?;
+            let (done, stopped) = match self.apply_chunks(&todo, stop).await {
+                Ok(done) => done,
+                Err(e) => {
+                    // A run's chunks are of one table.
+                    let reason = e.refuses_a_value().filter(|_| self.hold).ok_or(e)?;
+                    let table = first.plan.table.clone();
+                    held.insert(table.clone());
+                    holds.push((
+                        table,
+                        Hold {
+                            window_from: first.window.0,
+                            reason,
+                            since: chrono::Utc::now()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        },
+                    ));
+                    continue;
+                }
+            };
             skipped += done;
             if stopped {
                 return Ok((skipped, true));
@@ -236,13 +262,8 @@ fn quarantined(
     row: Option<usize>,
 ) -> Result<(usize, Reject), ApplyError> {
     match (row, &e) {
-        (
-            Some(i),
-            ApplyError::Rejected {
-                column, message, ..
-            },
-        ) if ctx.quarantine && !skip.contains_key(&i) => {
-            Ok((i, chunk.reject(i, column.clone(), message.clone())))
+        (Some(i), ApplyError::Rejected(r)) if ctx.quarantine && !skip.contains_key(&i) => {
+            Ok((i, chunk.reject(i, r.column.clone(), r.message.clone())))
         }
         _ => Err(e),
     }

@@ -2,7 +2,7 @@
 //! window ahead, applied in order, their progress recorded (see the module doc of
 //! [`super`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -202,19 +202,34 @@ impl<'c> Run<'c> {
     async fn apply(
         &mut self,
         window: &ApplyWindow,
-        merged: Merged,
+        mut merged: Merged,
         stop: StopSignal<'_>,
     ) -> Result<bool, ApplyError> {
         let a = match self.applier.as_mut() {
             Some(a) => a,
             None => {
                 let key = self.identity.checkpoint_key(&self.config.name);
-                let mut a =
-                    Applier::new(self.tc, &key, self.budget)?.with_snapshot_filters(self.config);
+                let mut a = Applier::new(self.tc, &key, self.budget)?
+                    .with_snapshot_filters(self.config)
+                    .holding();
                 a.prepare().await?;
                 self.applier.insert(a)
             }
         };
+        // Held tables: out of every window after the one their hold began in; in that one
+        // cut as before, so its chunks keep their numbers, but not applied.
+        let held = &self.progress.held;
+        merged.plans.retain(|p| {
+            !held
+                .get(&p.table)
+                .is_some_and(|h| h.leaves_out(window.from))
+        });
+        let held: BTreeSet<String> = merged
+            .plans
+            .iter()
+            .filter(|p| held.contains_key(&p.table))
+            .map(|p| p.table.clone())
+            .collect();
         // A legacy journal (no identity) may hold incremental snapshot rows from before they
         // were marked as such: no sweeps there.
         let progress = &mut self.progress;
@@ -241,13 +256,18 @@ impl<'c> Run<'c> {
                 &merged.plans,
                 Some(&mut progress.column_types),
                 &plan,
+                &held,
                 stop,
             )
             .await;
         let marks = plan.marks;
         progress.sweeps = sweeps;
         let done = done?;
+        progress.held.extend(done.holds.iter().cloned());
         if done.stopped {
+            if !done.holds.is_empty() {
+                progress.store(&self.dir)?;
+            }
             return Ok(false);
         }
         a.finish_sweeps(window.from, &done.sweeps, &marks, &mut progress.sweeps)

@@ -79,13 +79,14 @@ pub fn rejected(
         Some(i) => chunk.describe(i),
         None => format!("one of {} rows of chunk {}", chunk.rows(), chunk.no),
     };
-    let error = ApplyError::Rejected {
+    let error = ApplyError::Rejected(Box::new(super::Refusal {
         source_table: chunk.plan.table.clone(),
         table: chunk.target.name.clone(),
         column: column_in_message(&e.message),
         key,
+        of_value: super::refuses_values(&e),
         message: e.to_string(),
-    };
+    }));
     (error, row)
 }
 

@@ -13,10 +13,9 @@
 //!
 //! Equal rows are the same to every reader, so which of them a change takes does not matter.
 //! A change that finds no equal row means the target no longer holds what the source held
-//! (someone changed it): the chunk stops with the row, or sets it aside with `on_reject:
-//! quarantine`, instead of going on with a target that differs. The stop's line names both
-//! steps of the fix: a rebuild (`backfill --truncate`) waits until apply has applied
-//! everything audited, so the change must be set aside first.
+//! (someone changed it): the table is held out of apply with the row (the other tables go on;
+//! `backfill --truncate` rebuilds it and ends the hold), or the change is set aside with
+//! `on_reject: quarantine`, instead of going on with a target that differs.
 //!
 //! Values are bound as text, and MySQL 8 compares a string with an integer or a `DECIMAL` as
 //! a `DOUBLE`, which would let a row match a neighbour that differs past the 16th digit
@@ -137,9 +136,8 @@ async fn find_one(
         let e = mysql_async::Error::Server(mysql_async::ServerError {
             code: 1032,
             message: format!(
-                "no row of target table {table} equals the row this {} finds at the source: the target differs from the source (its rows were changed there). Set `target.on_reject: quarantine` so apply sets this change aside and goes on, then rebuild the table with `db-sync backfill --table {} --truncate`",
+                "no row of target table {table} equals the row this {} finds at the source: the target differs from the source (its rows were changed there)",
                 if new.is_some() { "update" } else { "delete" },
-                chunk.plan.table
             ),
             state: "HY000".into(),
         });

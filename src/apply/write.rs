@@ -287,13 +287,14 @@ pub fn bad_values(chunk: &Chunk<'_>) -> Vec<(usize, Reject, ApplyError)> {
     let mut out = Vec::new();
     let mut note = |i: usize, column: &str, b: &str| {
         let (value, reason) = bad_parts(b);
-        let error = ApplyError::Rejected {
+        let error = ApplyError::Rejected(Box::new(super::Refusal {
             source_table: plan.table.clone(),
             table: chunk.target.name.clone(),
             column: Some(column.to_string()),
             key: chunk.describe(i),
             message: reason.to_string(),
-        };
+            of_value: true,
+        }));
         let mut reject = chunk.reject(i, Some(column.to_string()), reason.to_string());
         reject.value = Some(value.to_string());
         out.push((i, reject, error));

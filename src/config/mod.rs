@@ -342,7 +342,9 @@ impl TruncateMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnReject {
-    /// Stop apply with one line naming the table, column and key (the journal keeps it all).
+    /// Stop applying the row's table, with one line naming the table, column and key; the
+    /// other tables go on, and a backfill of the table ends the hold
+    /// ([`crate::state::Hold`]).
     #[default]
     Stop,
     /// Put the row in `_db_sync_rejected` and go on; a later change of the key replaces it.

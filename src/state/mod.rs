@@ -54,7 +54,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Classify, ErrorKind};
 
 pub use progress::{
-    collectable_through, ApplyProgress, ApplyWindow, AuditProgress, ColumnTypes, Sweep, Window,
+    collectable_through, ApplyProgress, ApplyWindow, AuditProgress, ColumnTypes, Hold, Sweep,
+    Window,
 };
 
 #[derive(Debug, thiserror::Error)]

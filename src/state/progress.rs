@@ -97,6 +97,41 @@ pub struct ApplyProgress {
     /// target table that already had rows: see [`Sweep`].
     #[serde(default)]
     pub sweeps: BTreeMap<String, Sweep>,
+    /// Source tables whose changes apply no longer takes, because the target refused one of
+    /// their rows (`target.on_reject: stop`): see [`Hold`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<String, Hold>,
+}
+
+/// A table held out of apply: the target refused one of its rows, so its changes stop being
+/// applied while the other tables' go on. Its chunks in the window where the hold began are
+/// still cut (a re-run of that window numbers every chunk as the first run did) but not
+/// applied; later windows leave the table out. The changes are in the audit files: a backfill
+/// of the table's whole history rebuilds it and ends the hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The apply window the hold began in.
+    pub window_from: u64,
+    /// The row, the target table and column, and the target's error.
+    pub reason: String,
+    /// RFC 3339 time the hold began.
+    pub since: String,
+}
+
+impl Hold {
+    /// Whether the table's plan stays out of the window starting at `window_from`: every
+    /// window after the one the hold began in.
+    pub fn leaves_out(&self, window_from: u64) -> bool {
+        window_from > self.window_from
+    }
+
+    /// The one line that says what is held, why, and what ends it.
+    pub fn line(&self, table: &str) -> String {
+        format!(
+            "apply holds {table} since {}: {}. Its changes wait in the audit files while the other tables go on. Make the target able to take the row (change the target column, or the source value), then run `db-sync backfill --table {table} --truncate`, which rebuilds the table and ends the hold; or set `target.on_reject: quarantine` to set such rows aside instead",
+            self.since, self.reason
+        )
+    }
 }
 
 /// A full snapshot applied over a target table that already had rows (a new journal, a
@@ -171,6 +206,7 @@ fn migrate(dir: &Path) -> Result<(), StateError> {
             last: old.last_apply,
             column_types: ColumnTypes::new(),
             sweeps: BTreeMap::new(),
+            held: BTreeMap::new(),
         };
         apply.store(dir)?;
     }
@@ -263,6 +299,33 @@ mod tests {
         std::fs::write(dir.path().join(AUDIT_FILE), b"{oops").unwrap();
         let e = AuditProgress::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("not valid"), "{e}");
+    }
+
+    #[test]
+    fn a_hold_keeps_its_table_out_of_the_windows_after_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let hold = Hold {
+            window_from: 40,
+            reason: "target table `t` (for public.t), key id=2: too long".into(),
+            since: "2026-12-07T00:00:00Z".into(),
+        };
+        assert!(!hold.leaves_out(40), "its own window numbers its chunks");
+        assert!(hold.leaves_out(41));
+        let mut p = ApplyProgress::default();
+        p.store(dir.path()).unwrap();
+        let stored = std::fs::read_to_string(dir.path().join(APPLY_FILE)).unwrap();
+        assert!(!stored.contains("held"), "no holds, no key: {stored}");
+        p.held.insert("public.t".into(), hold.clone());
+        p.store(dir.path()).unwrap();
+        assert_eq!(
+            ApplyProgress::load(dir.path()).unwrap().held["public.t"],
+            hold
+        );
+        let line = hold.line("public.t");
+        assert!(
+            line.starts_with("apply holds public.t since 2026-12-07T00:00:00Z: target table `t`")
+        );
+        assert!(line.contains("db-sync backfill --table public.t --truncate"));
     }
 
     #[test]
