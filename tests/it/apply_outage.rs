@@ -52,7 +52,7 @@ fn a_target_that_goes_away_mid_apply_is_retried_or_fails_cleanly() {
 }
 
 #[test]
-fn a_value_the_target_cannot_hold_stops_apply_with_table_column_and_key() {
+fn a_value_the_target_cannot_hold_holds_its_table_with_table_column_and_key() {
     let p = Pipeline::new(
         "apply_bad",
         "CREATE TABLE m (id int PRIMARY KEY, d double precision); INSERT INTO m VALUES (1, 1.5), (2, 'NaN'), (3, 2.5);",
@@ -72,23 +72,34 @@ fn a_value_the_target_cannot_hold_stops_apply_with_table_column_and_key() {
     let out = p.db_sync(&["compact", "--once"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let line = last_stderr_line(&out);
-    for part in ["`m`", "column `d`", "key id=2", "journal keeps"] {
+    for part in [
+        "apply holds public.m",
+        "`m`",
+        "column `d`",
+        "key id=2",
+        "audit files",
+        "backfill --table public.m --truncate",
+    ] {
         assert!(line.contains(part), "{part} in {line}");
     }
-    // Nothing of the chunk was applied, and the journal still holds the window.
+    // Nothing of the chunk was applied; the table is held, its changes in the audit files.
     assert_eq!(my.value("SELECT COUNT(*) FROM m").as_deref(), Some("0"));
     let status: Value =
         serde_json::from_slice(&p.db_sync(&["status", "--json"]).stdout).expect("status JSON");
-    assert_eq!(status["applied_through"], 0, "{status:#}");
-    assert_eq!(status["audited_through"], 3, "{status:#}");
+    assert_eq!(status["applied_through"], 3, "{status:#}");
+    assert!(status["held_tables"]["public.m"].is_object(), "{status:#}");
+    let out = p.db_sync(&["compact", "--once"]);
     assert_eq!(
-        p.events().len(),
-        3,
-        "audited but not applied: the journal keeps the events"
+        out.status.code(),
+        Some(1),
+        "held until rebuilt: {}",
+        text(&out)
     );
 
-    // The fix the message names: a target column that holds the value.
+    // The fix the message names: a target column that holds the value, then the rebuild.
     my.exec("ALTER TABLE m MODIFY d VARCHAR(40)");
+    let out = p.db_sync(&["backfill", "--table", "public.m", "--truncate"]);
+    assert!(out.status.success(), "{}", text(&out));
     compact(&p);
     assert_eq!(
         p.events().len(),

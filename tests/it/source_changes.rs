@@ -1,6 +1,7 @@
 //! The source changes under the pipeline: a replication slot dropped while capture was
 //! stopped (resync, or one line with `stop`), two schemas with a table of the same name, a
-//! generated column, tables without a key (refused, or applied row by row), a dropped column.
+//! generated column, tables without a key (refused, or applied row by row), a dropped column,
+//! a row the target refuses (its table held alone).
 
 use std::time::{Duration, Instant};
 
@@ -580,27 +581,144 @@ fn a_keyless_table_keeps_its_equal_rows_and_nulls_through_changes_a_resync_and_a
         "the row the target lacks: {}",
         text(&out)
     );
-    // A change of the row the target lost finds nothing to change: apply stops with one line
-    // whose fix works (set the change aside, then rebuild).
+    // A change of the row the target lost finds nothing to change: apply holds the table with
+    // one line whose fix works (the rebuild, which needs everything audited applied).
     let mut capture = p.spawn_db_sync(&["capture"]);
     sql.exec("UPDATE dup SET b = 'again' WHERE a = 1");
     sql.exec("INSERT INTO dup VALUES (8, 'last', 8, NULL, 8.5)");
     wait_for_value(&p, &mut capture, "public.dup", "a", 8);
     let log = capture.log();
     assert_eq!(capture.terminate(STOP_WAIT), 0, "{log}");
-    refused(&p, &["compact", "--once"], 1, "on_reject: quarantine");
-    p.write_config_with(
-        &pg_password(),
-        p.port,
-        &format!(
-            "{}{}",
-            audit_yaml(&p),
-            my.target_yaml("  batch_rows: 3\n  on_reject: quarantine\n")
-        ),
+    refused(
+        &p,
+        &["compact", "--once"],
+        1,
+        "db-sync backfill --table public.dup --truncate",
     );
-    compact(&p);
     let out = p.db_sync(&["backfill", "--table", "public.dup", "--truncate"]);
     assert!(out.status.success(), "{}", text(&out));
     let (source, target) = dup_rows(&sql, &my);
     assert_eq!(target, source, "rebuilt from the audit files");
+    compact(&p);
+}
+
+#[test]
+fn a_row_the_target_refuses_holds_its_table_alone_until_a_backfill_rebuilds_it() {
+    // `bad` sorts first: its chunks come before the others' in every window.
+    let p = Pipeline::new(
+        "holds",
+        &format!(
+            "CREATE TABLE bad (id int PRIMARY KEY, at timestamptz, v text);
+             CREATE TABLE ok (id int PRIMARY KEY, v text);
+             INSERT INTO bad VALUES (1, '2026-01-01 00:00:00+00', 'a'), (2, '2026-01-02 00:00:00+00', 'b');
+             INSERT INTO ok VALUES (1, 'a');
+             {MARKER}"
+        ),
+        "public.bad,public.ok,public.marker",
+    );
+    let my = My::fresh(&format!("holds_{}", std::process::id()));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml("  batch_rows: 1\n"));
+    snapshot(&p, &extra, 3);
+    compact(&p);
+    let sql = p.sql();
+    let both = |q: &str| (lines(sql.rows(q)), lines(my.rows(q)));
+    let (ok_q, bad_q) = (
+        "SELECT id, v FROM ok ORDER BY id",
+        "SELECT id, v FROM bad ORDER BY id",
+    );
+
+    // A timestamp past the target's year 9999, among changes of both tables. A crash after
+    // two chunks (after `bad`'s refused one): the re-run numbers the window's chunks as
+    // before, skips the committed ones, and holds `bad` again.
+    stream(
+        &p,
+        &[
+            "UPDATE bad SET at = '10000-01-01 00:00:00+00', v = 'far' WHERE id = 2",
+            "INSERT INTO bad VALUES (3, '2026-03-03 00:00:00+00', 'c')",
+            "INSERT INTO ok VALUES (2, 'b')",
+            "UPDATE ok SET v = 'a2' WHERE id = 1",
+        ],
+    );
+    let out = p.db_sync_env(
+        &["compact", "--once"],
+        &[("DB_SYNC_FAILPOINT", "apply.after_chunk:2")],
+    );
+    assert!(
+        !out.status.success(),
+        "the failpoint stops it: {}",
+        text(&out)
+    );
+    let out = p.db_sync(&["compact", "--once"]);
+    assert_eq!(exit_code(&out), 1, "{}", text(&out));
+    let line = last_stderr_line(&out);
+    for part in [
+        "apply holds public.bad",
+        "column `at`",
+        "key id=2",
+        "the other tables go on",
+        "db-sync backfill --table public.bad --truncate",
+    ] {
+        assert!(line.contains(part), "names {part}: {line}");
+    }
+    let (source, target) = both(ok_q);
+    assert_eq!(target, source, "the other table goes on");
+    assert_eq!(
+        my.value("SELECT v FROM bad WHERE id = 2").as_deref(),
+        Some("b"),
+        "the refused row is not written"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(&p, &["status", "--json"])).unwrap();
+    assert!(
+        status["held_tables"]["public.bad"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("key id=2")),
+        "{status:#}"
+    );
+
+    // In later windows the held table stays out while the others go on; the source then
+    // changes the value to one the target can hold.
+    stream(
+        &p,
+        &[
+            "INSERT INTO bad VALUES (4, '2026-04-04 00:00:00+00', 'd')",
+            "INSERT INTO ok VALUES (3, 'c')",
+            "UPDATE bad SET at = '2027-01-01 00:00:00+00' WHERE id = 2",
+        ],
+    );
+    let held = lines(my.rows(bad_q));
+    refused(&p, &["compact", "--once"], 1, "apply holds public.bad");
+    let (source, target) = both(ok_q);
+    assert_eq!(target, source);
+    assert_eq!(
+        lines(my.rows(bad_q)),
+        held,
+        "the held table stays as it was"
+    );
+
+    // The backfill rebuilds the table from its audit files and ends the hold: the next cycle
+    // succeeds and applies the table's new changes.
+    let out = p.db_sync(&["backfill", "--table", "public.bad", "--truncate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applies it again"),
+        "{}",
+        text(&out)
+    );
+    let (source, target) = both(bad_q);
+    assert_eq!(target, source);
+    compact(&p);
+    stream(&p, &["UPDATE bad SET v = 'e' WHERE id = 1"]);
+    compact(&p);
+    let at = "SELECT id, v, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM bad ORDER BY id";
+    let target_at = "SELECT id, v, DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s') FROM bad ORDER BY id";
+    assert_eq!(lines(my.rows(target_at)), lines(sql.rows(at)));
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(&p, &["status", "--json"])).unwrap();
+    assert!(
+        status["held_tables"]
+            .as_object()
+            .is_some_and(|h| h.is_empty()),
+        "{status:#}"
+    );
 }
