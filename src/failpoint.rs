@@ -24,7 +24,9 @@
 //! points and check that the next run finishes the work exactly once.
 //!
 //! `DB_SYNC_PAUSE=<name>:<ms>` sleeps `ms` milliseconds at every pass of the point instead: a
-//! test slows a step down to write to the source while it runs.
+//! test slows a step down to write to the source while it runs. Besides the points above,
+//! `verify.before_repair` ([`crate::verify`]: the comparison is done, the repair's re-check at
+//! the source not yet) is there to pause at.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

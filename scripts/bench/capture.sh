@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Capture benchmark: the initial snapshot of one PostgreSQL table of N rows, three ways,
-# each a whole process timed from launch to exit (JVM start included in all three):
+# Capture benchmark: the initial snapshot of one PostgreSQL table of N rows, four ways,
+# each a whole process timed from launch to exit (JVM start included in the first three):
 #   (a) java-json     Debezium's embedded engine in a plain JVM, Json format, events discarded
 #   (b) java-connect  the same with the Connect format (SourceRecords, no conversion)
-#   (c) db-sync       `db-sync capture --exit-after-snapshot`: every event journaled, fsync per batch
-# Same engine properties and -Xmx1g for all three; fresh offsets, slot and publication per run.
+#   (c) db-sync       `db-sync capture --exit-after-snapshot` with `snapshot.loader: debezium`:
+#                     Debezium's snapshot through the bridge, every event journaled, fsync per batch
+#   (d) db-sync-native  the same with db-sync's own loader (the default: binary COPY, no JVM)
+# Same engine properties and -Xmx1g for all; fresh offsets, slot and publication per run.
 # Prints events, seconds, events/s and peak RSS (/usr/bin/time -v) per run, the throughput
-# ratios (c)/(a) and (c)/(b), and journal bytes per event. Java sources: scripts/bench/java/.
+# ratios (c)/(a), (c)/(b) (the capture path against the engine) and (d)/(b), and journal bytes
+# per event. Java sources: scripts/bench/java/.
 #
 # Usage: scripts/bench/capture.sh
 #   BENCH_ROWS (1000000)  rows in bench.public.bench_rows (recreated when the count differs)
@@ -47,15 +50,17 @@ if [[ ! -f $classes/CaptureBench.class || -n $(find "$src_dir" -name '*.java' -n
   javac -nowarn -d "$classes" -cp "$ROOT/debezium/lib/*" "$src_dir"/*.java || die "javac failed (see above)"
 fi
 
-# capture_config KEY — run KEY's db-sync config. All three runs start the engine with the
-# properties db-sync gives it for this config: (c) itself, (a) and (b) as `db-sync
-# engine-properties` prints them (bench_engine_properties). Signalling is off in all three:
-# the plain-JVM harness counts the events of the one table in table.include.list.
+# capture_config KEY [LOADER] — run KEY's db-sync config (`snapshot.loader`, default
+# debezium). The engine runs start with the properties db-sync gives it for this config: (c)
+# itself, (a) and (b) as `db-sync engine-properties` prints them (bench_engine_properties).
+# Signalling is off in all: the plain-JVM harness counts the events of the one table in
+# table.include.list.
 capture_config() {
   echo "name: bench"
   bench_source bench_rows "bench_${run_id}_$1" "$run_dir/$1" signal.data.collection=
   bench_engine -Xmx1g
   printf 'journal:\n  dir: %s\n' "$run_dir/$1/journal"
+  printf 'snapshot:\n  loader: %s\n' "${2:-debezium}"
 }
 
 # --- 3. the three runs -----------------------------------------------------------------------
@@ -86,29 +91,36 @@ java_run a json
 label[b]=java-connect
 java_run b connect
 
+# db_sync_run KEY LOADER — `capture --exit-after-snapshot`, then checks it journaled N events.
+db_sync_run() {
+  local k=$1 cfg=$run_dir/$1.yaml
+  mkdir -p "$run_dir/$k"
+  capture_config "$k" "$2" >"$cfg"
+  timed "$k" "$bin" --config "$cfg" capture --exit-after-snapshot
+  events[$k]=$("$bin" --config "$cfg" journal dump | wc -l) || { keep=1; die "db-sync journal dump failed (config $cfg)"; }
+  if [[ ${events[$k]} != "$rows" ]]; then
+    keep=1
+    die "db-sync journaled ${events[$k]} events, expected $rows (run dir kept: $run_dir; stderr: $run_dir/$k.err)"
+  fi
+}
 label[c]="db-sync"
-mkdir -p "$run_dir/c"
-cfg=$run_dir/c.yaml
-capture_config c >"$cfg"
-timed c "$bin" --config "$cfg" capture --exit-after-snapshot
-events[c]=$("$bin" --config "$cfg" journal dump | wc -l) || { keep=1; die "db-sync journal dump failed (config $cfg)"; }
-if [[ ${events[c]} != "$rows" ]]; then
-  keep=1
-  die "db-sync journaled ${events[c]} events, expected $rows (run dir kept: $run_dir; stderr: $run_dir/c.err)"
-fi
+db_sync_run c debezium
 journal_bytes=$(bench_bytes "$run_dir/c/journal" 'segment-*.log')
+label[d]="db-sync-native"
+db_sync_run d native
 
 # --- 4. report ------------------------------------------------------------------------------
 echo
 echo "capture benchmark: initial snapshot of bench.public.bench_rows ($rows rows, 7 columns), PostgreSQL 15 on 127.0.0.1:$PG_PORT"
 echo "host: $(bench_host); $(java -version 2>&1 | head -n 1); whole-process wall time (JVM start to exit)"
 echo
-bench_results events "16 10 9 11 13" a b c
+bench_results events "19 10 9 11 13" a b c d
 echo
 # The same N in every run: the ratio of events/s is that of the seconds, inverted.
 echo "events/s ratio (c)/(a) = $(bench_ratio "${secs[a]}" "${secs[c]}")"
 echo "events/s ratio (c)/(b) = $(bench_ratio "${secs[b]}" "${secs[c]}")"
+echo "events/s ratio (d)/(b) = $(bench_ratio "${secs[b]}" "${secs[d]}") (db-sync's own loader against the engine's snapshot)"
 awk -v j="$journal_bytes" -v n="$rows" 'BEGIN { printf "journal: %d bytes in segment-*.log = %.1f bytes/event\n", j, j / n }'
 echo "engine start to last event (inside the JVM, no JVM start): (a) ${engine_secs[a]} s, (b) ${engine_secs[b]} s"
 echo
-bench_commands "$invocation" a b c
+bench_commands "$invocation" a b c d

@@ -224,6 +224,12 @@ pub async fn verify(config: &Config, opts: &Options) -> Result<Report, VerifyErr
         return Ok(report);
     }
     let started = Instant::now();
+    tracing::info!(
+        differences = report.differences(),
+        "repairing: the missing and different keys are read again through capture, the extra rows the source still lacks are deleted"
+    );
+    // A test writes to the source here, between the comparison and the repair's re-check.
+    crate::failpoint::hit("verify.before_repair");
     let repaired = repair_all(config, &report).await?;
     // The repair flows through capture, the journal and apply: verify again until it has
     // (each pass settles on its own), or `--settle` is spent.

@@ -26,6 +26,27 @@ fn verify(p: &Pipeline, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Waits until `capture` is connected to the pipeline's slot (`--repair` needs it).
+fn wait_until_connected(p: &Pipeline, capture: &Capture) {
+    let start = Instant::now();
+    while p
+        .sql()
+        .value(&format!(
+            "SELECT active::text FROM pg_replication_slots WHERE slot_name = '{}'",
+            p.slot()
+        ))
+        .as_deref()
+        != Some("true")
+    {
+        assert!(
+            start.elapsed() < STREAM_WAIT,
+            "capture never connected; log:\n{}",
+            capture.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn table_report<'a>(report: &'a Value, table: &str) -> &'a Value {
     report["tables"]
         .as_array()
@@ -128,22 +149,7 @@ fn verify_finds_exactly_the_real_differences_of_every_type() {
     // journal, the audit files and apply) and the extra row is deleted; then in sync.
     let before = p.events().last().unwrap()["seq"].as_u64().unwrap();
     let capture = p.start_capture_with(&extra);
-    let start = Instant::now();
-    while sql
-        .value(&format!(
-            "SELECT active::text FROM pg_replication_slots WHERE slot_name = '{}'",
-            p.slot()
-        ))
-        .as_deref()
-        != Some("true")
-    {
-        assert!(
-            start.elapsed() < STREAM_WAIT,
-            "capture never connected; log:\n{}",
-            capture.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_connected(&p, &capture);
     let (code, out, err) = verify(&p, &["--repair", "--settle", "120", "--format", "json"]);
     assert_eq!(code, 0, "{out}\n{err}\ncapture log:\n{}", capture.log());
     let report: Value = serde_json::from_str(&out).unwrap();
@@ -268,4 +274,71 @@ fn verify_settles_changes_in_flight_while_the_daemon_runs() {
     // After the stream stops, the daemon's state equals the source row for row too.
     compact(&p);
     assert_workload_equal(&sql, &my);
+}
+
+#[test]
+fn verify_repair_rechecks_decimal_keys_by_value_and_keeps_a_key_the_source_gains_meanwhile() {
+    // A decimal key: PostgreSQL prints `9.7500` where verify's key text is `9.75`.
+    let p = Pipeline::new(
+        "repair_race",
+        &format!(
+            "CREATE TABLE dk (k numeric(12,4) PRIMARY KEY, v text);
+             INSERT INTO dk VALUES (1.5, 'a'), (2.25, 'b');
+             {MARKER}"
+        ),
+        "public.dk,public.marker",
+    );
+    let my = My::fresh(&format!("repair_race_{}", std::process::id()));
+    let extra = format!("{}{}", audit_yaml(&p), my.target_yaml(""));
+    snapshot(&p, &extra, 2);
+    compact(&p);
+    // Two rows only the target has.
+    my.exec("INSERT INTO dk VALUES (7.5, 'extra'), (9.75, 'extra')");
+    let mut capture = p.spawn_db_sync(&["capture"]);
+    wait_until_connected(&p, &capture);
+
+    // verify --repair compares, then waits before its re-check; meanwhile the source gains
+    // key 9.75 and a cycle applies it. The re-check must find it at the source and keep it.
+    let log = p.dir.path().join("verify-repair.log");
+    let repair = {
+        let (config, dir, log) = (p.config_path(), p.dir.path().to_path_buf(), log.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new(BIN)
+                .arg("--config")
+                .arg(config)
+                .args(["verify", "--repair", "--settle", "60", "--format", "json"])
+                .env("DB_SYNC_PAUSE", "verify.before_repair:6000")
+                .current_dir(dir)
+                .stderr(std::fs::File::create(log).unwrap())
+                .output()
+                .unwrap()
+        })
+    };
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("repairing")) {
+        assert!(
+            start.elapsed() < STREAM_WAIT,
+            "verify never got to its repair"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sql = p.sql();
+    sql.exec("INSERT INTO dk VALUES (9.75, 'source')");
+    sql.exec("INSERT INTO marker VALUES (1)");
+    wait_for_marker(&p, &mut capture, "public.marker", STREAM_WAIT);
+    compact(&p);
+    let out = repair.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let t = table_report(&report, "public.dk");
+    assert_eq!(t["repaired_deleted"], 1, "only 7.5 goes: {t:#}");
+    let q = "SELECT k, v FROM dk ORDER BY k";
+    assert_eq!(lines(my.rows(q)), lines(sql.rows(q)));
+    assert_eq!(capture.terminate(STOP_WAIT), 0);
 }
