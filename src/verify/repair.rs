@@ -7,10 +7,12 @@
 //!   in the journal, the audit files and the target. The running capture (`db-sync run` or
 //!   `capture`) executes them: without one connected to the slot, repair refuses.
 //! - Keys only in the target (a snapshot cannot bring a deletion) are deleted there, in
-//!   transactions of at most 500 keys, while verify holds `compact.lock` (no cycle writes
-//!   meanwhile) and after a fresh source snapshot shows each key still absent. A key inserted
-//!   at the source after that snapshot is journaled, and applied after the delete.
-//!   Deleting an absent key changes nothing, so a re-run after a crash is harmless.
+//!   transactions of at most 500 keys (a transient failure retried with backoff, as apply's
+//!   chunks are), while verify holds `compact.lock` (no cycle writes meanwhile) and after a
+//!   fresh source snapshot shows each key still absent, compared by value there. A key
+//!   inserted at the source after that snapshot is journaled, and applied after the delete.
+//!   Deleting an absent key changes nothing, so a re-run after a crash is harmless: a
+//!   checkpoint row, as apply's chunks have, would only say what is gone already.
 //!
 //! Every repair is logged; verify counts it in its report and in `verify-state.json`.
 
@@ -18,7 +20,7 @@ use mysql_async::prelude::Queryable;
 
 use super::plan::{pg_ident, TablePlan};
 use super::VerifyError;
-use crate::apply::sql::Session;
+use crate::apply::sql::{with_retry, Session, SqlError};
 use crate::config::Config;
 use crate::source::SourceError;
 
@@ -151,25 +153,21 @@ pub async fn delete_extra(
             super::plan::my_ident(&plan.target),
             plan.key_filter(&absent, false)
         );
-        let url = my.url.clone();
         let what = format!("deleting extra keys of `{}`", plan.target);
-        let target_err = |e: mysql_async::Error| VerifyError::Target {
-            url: url.clone(),
-            what: what.clone(),
-            source: e.into(),
-        };
-        let conn = my.conn().await.map_err(|source| VerifyError::Target {
-            url: url.clone(),
-            what: what.clone(),
+        // A transient failure (a deadlock, a lock wait, a lost connection) rolls back and
+        // retries with backoff, as apply's chunks do.
+        let removed: Result<u64, SqlError> = with_retry!(my, &what, |conn| {
+            conn.query_drop("START TRANSACTION").await?;
+            conn.query_drop(&sql).await?;
+            let removed = conn.affected_rows();
+            conn.query_drop("COMMIT").await?;
+            Ok(removed)
+        });
+        deleted += removed.map_err(|source| VerifyError::Target {
+            url: my.url.clone(),
+            what,
             source,
         })?;
-        let mut tx = conn
-            .start_transaction(mysql_async::TxOpts::default())
-            .await
-            .map_err(target_err)?;
-        tx.query_drop(&sql).await.map_err(target_err)?;
-        deleted += tx.affected_rows();
-        tx.commit().await.map_err(target_err)?;
         tracing::info!(table = %plan.source, target = %plan.target, rows = deleted, "repair: deleted target rows whose keys the source does not hold");
     }
     Ok(deleted)
