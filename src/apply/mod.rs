@@ -38,9 +38,10 @@
 //! `target.create_tables` (create missing tables, add new columns; default true),
 //! `target.table_name` (default `{table}`), `target.load_data` (the `LOAD DATA` path, default
 //! true), `target.truncate` (`apply` or `ignore` a source TRUNCATE), `target.on_reject`
-//! (`stop` the table of a row the target refuses, or `quarantine` the row) and `target.dropped_columns` (`keep` a
-//! column the source dropped, NULL in rows written afterwards, or `drop` it). `memory_limit_mb` bounds a window's
-//! merged rows and a chunk's bytes ([`crate::config::Budget`]).
+//! (`stop` the table of a row the target refuses, or `quarantine` the row) and
+//! `target.dropped_columns` (`keep` a column the source dropped, NULL in rows written
+//! afterwards, or `drop` it). `memory_limit_mb` bounds a window's merged rows and a chunk's
+//! bytes ([`crate::config::Budget`]).
 //!
 //! # Checkpoint tables
 //!
