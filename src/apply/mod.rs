@@ -54,7 +54,8 @@
 //!   table, operation, row count, first and last key; a re-run whose plan of a committed
 //!   chunk differs stops instead of skipping it). `pipeline` is the checkpoint key: the pipeline name and the
 //!   journal's id (`<name>:<journal>`, [`crate::state::identity`]), or
-//!   `<name>:backfill:<table>` for a backfill. An insert that hits the primary key means an
+//!   `<name>:backfill:<table>` for a backfill, `<name>:repair:<table>` for the deletes of
+//!   `verify --repair` ([`Applier::delete_keys`]). An insert that hits the primary key means an
 //!   earlier run committed the chunk: its transaction is rolled back and the chunk skipped.
 //!   At the end of a run, the rows of the windows before the last one it applied go.
 //! - **`_db_sync_rejected`** ([`rejected`], `target.on_reject: quarantine`): one row per
@@ -441,6 +442,55 @@ impl Applier {
         checkpoint::prune(&mut self.session, &self.pipeline, before)
             .await
             .map_err(|e| ApplyError::sql(&self.session.url, "pruning the checkpoint table", e))
+    }
+
+    /// Deletes the target rows of source table `table` at `keys` (each key's values as the
+    /// target's own text, in the order of the `key` columns) through the chunk protocol: one
+    /// window of delete chunks of `target.batch_rows` keys, each one transaction with its
+    /// checkpoint row (`verify --repair`, whose applier has a pipeline key of its own).
+    pub async fn delete_keys(
+        &mut self,
+        table: &str,
+        key: &[String],
+        keys: &[Vec<Vec<u8>>],
+        batch_rows: usize,
+    ) -> Result<WindowDone, ApplyError> {
+        let deletes: Vec<Box<[u8]>> = keys
+            .iter()
+            .map(|values| {
+                let mut cells = Vec::new();
+                for v in values {
+                    merge::push_cell(&mut cells, merge::Cell::Value(v));
+                }
+                cells.into_boxed_slice()
+            })
+            .collect();
+        let plan = TablePlan {
+            table: table.to_string(),
+            versions: Vec::new(),
+            key: key.to_vec(),
+            truncate: false,
+            delete_seqs: vec![0; deletes.len()],
+            deletes,
+            moves: Vec::new(),
+            upserts: Vec::new(),
+            changes: Vec::new(),
+            snapshot_start: None,
+        };
+        let window = ApplyWindow {
+            from: 1,
+            to: 1,
+            batch_rows,
+            chunk_bytes: 0,
+            superseded_through: 0,
+            changes: keys.len() as u64,
+            rows: 0,
+            chunks: 0,
+            finished_at: None,
+        };
+        let none = SweepPlan::default();
+        self.apply_window(&window, &[plan], None, &none, &BTreeSet::new(), None)
+            .await
     }
 
     /// Drops the stage table of a snapshot sweep that will not finish.

@@ -104,6 +104,8 @@ pub enum VerifyError {
     State(#[from] StateError),
     #[error("verify: the compaction cycle it ran to settle failed: {0}")]
     Cycle(#[from] crate::cycle::CycleError),
+    #[error("verify --repair: {0}")]
+    Apply(#[from] crate::apply::ApplyError),
 }
 
 impl Classify for VerifyError {
@@ -119,6 +121,7 @@ impl Classify for VerifyError {
             VerifyError::Journal(e) => e.kind(),
             VerifyError::State(e) => e.kind(),
             VerifyError::Cycle(e) => e.kind(),
+            VerifyError::Apply(e) => e.kind(),
         }
     }
 }
@@ -310,7 +313,17 @@ async fn repair_all(
                 t.table, t.table
             )));
         }
-        let deleted = repair::delete_extra(&pg, &mut my, plan, &t.extra_keys).await?;
+        let pipeline = format!("{}:repair:{}", config.name, t.table);
+        let mut applier = crate::apply::Applier::new(tc, &pipeline, config.budget())?;
+        let deleted = if t.extra_keys.is_empty() {
+            0
+        } else {
+            applier.prepare().await?;
+            // Chunks an earlier repair committed belong to its own keys.
+            applier.prune_checkpoints(u64::MAX).await?;
+            let (keys, batch) = (&t.extra_keys, tc.batch_rows);
+            repair::delete_extra(&pg, &mut my, &mut applier, batch, plan, keys).await?
+        };
         let signals = repair::resnapshot(config, &pg, plan, &t.keys).await?;
         tracing::info!(
             table = %t.table,

@@ -6,13 +6,14 @@
 //!   `additional-conditions` filter names exactly those keys. Their rows arrive as `r` events
 //!   in the journal, the audit files and the target. The running capture (`db-sync run` or
 //!   `capture`) executes them: without one connected to the slot, repair refuses.
-//! - Keys only in the target (a snapshot cannot bring a deletion) are deleted there, in
-//!   transactions of at most 500 keys (a transient failure retried with backoff, as apply's
-//!   chunks are), while verify holds `compact.lock` (no cycle writes meanwhile) and after a
-//!   fresh source snapshot shows each key still absent, compared by value there. A key
-//!   inserted at the source after that snapshot is journaled, and applied after the delete.
-//!   Deleting an absent key changes nothing, so a re-run after a crash is harmless: a
-//!   checkpoint row, as apply's chunks have, would only say what is gone already.
+//! - Keys only in the target (a snapshot cannot bring a deletion) are deleted there while
+//!   verify holds `compact.lock` (no cycle writes meanwhile), once a fresh source snapshot
+//!   shows each key still absent, compared by value there. The deletes go through apply's
+//!   delete chunks ([`Applier::delete_keys`]): numbered, `target.batch_rows` keys each, one
+//!   transaction with its checkpoint row under the pipeline key `<name>:repair:<table>`,
+//!   transient failures retried. A key inserted at the source after the re-check is
+//!   journaled, and applied after the delete; a re-run after a crash compares again and
+//!   deletes what is still extra.
 //!
 //! Every repair is logged; verify counts it in its report and in `verify-state.json`.
 
@@ -21,6 +22,7 @@ use mysql_async::prelude::Queryable;
 use super::plan::{pg_ident, TablePlan};
 use super::VerifyError;
 use crate::apply::sql::{with_retry, Session, SqlError};
+use crate::apply::Applier;
 use crate::config::Config;
 use crate::source::SourceError;
 
@@ -102,73 +104,111 @@ pub async fn resnapshot(
     Ok(ids)
 }
 
-/// Deletes from the target the `keys` the source (at a fresh snapshot) does not hold. The
-/// caller holds `compact.lock`.
+/// Deletes from the target the `keys` the source (at a fresh snapshot) does not hold, through
+/// apply's delete chunks (`applier`, under a pipeline key of its own). The caller holds
+/// `compact.lock`. How many target rows went.
 pub async fn delete_extra(
     pg: &tokio_postgres::Client,
     my: &mut Session,
+    applier: &mut Applier,
+    batch_rows: usize,
     plan: &TablePlan,
     keys: &[Vec<Vec<u8>>],
 ) -> Result<u64, VerifyError> {
-    let mut deleted = 0;
+    let mut values = Vec::new();
     for chunk in keys.chunks(DELETE_KEYS) {
-        // Which of them the source holds now, compared by value in PostgreSQL (a key's
-        // canonical text is not the column's own: days for a date, `1.5` for `1.50`): those stay.
-        let (schema, name) = plan
-            .source
-            .split_once('.')
-            .unwrap_or(("public", &plan.source));
-        let table = format!("{}.{}", pg_ident(schema), pg_ident(name));
-        let sql = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                format!(
-                    "SELECT {i} WHERE EXISTS (SELECT 1 FROM {table} WHERE {})",
-                    plan.key_filter(std::slice::from_ref(key), true)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let rows = pg
-            .query(&sql, &[])
-            .await
-            .map_err(SourceError::query(format!(
-                "re-reading keys of {}",
-                plan.source
-            )))?;
-        let present: std::collections::HashSet<usize> =
-            rows.iter().map(|r| r.get::<_, i32>(0) as usize).collect();
-        let absent: Vec<Vec<Vec<u8>>> = chunk
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !present.contains(i))
-            .map(|(_, k)| k.clone())
-            .collect();
-        if absent.is_empty() {
-            continue;
+        let absent = absent_at_source(pg, plan, chunk).await?;
+        if !absent.is_empty() {
+            values.extend(target_keys(my, plan, &absent).await?);
         }
-        let sql = format!(
-            "DELETE FROM {} WHERE {}",
-            super::plan::my_ident(&plan.target),
-            plan.key_filter(&absent, false)
-        );
-        let what = format!("deleting extra keys of `{}`", plan.target);
-        // A transient failure (a deadlock, a lock wait, a lost connection) rolls back and
-        // retries with backoff, as apply's chunks do.
-        let removed: Result<u64, SqlError> = with_retry!(my, &what, |conn| {
-            conn.query_drop("START TRANSACTION").await?;
-            conn.query_drop(&sql).await?;
-            let removed = conn.affected_rows();
-            conn.query_drop("COMMIT").await?;
-            Ok(removed)
-        });
-        deleted += removed.map_err(|source| VerifyError::Target {
-            url: my.url.clone(),
-            what,
-            source,
-        })?;
-        tracing::info!(table = %plan.source, target = %plan.target, rows = deleted, "repair: deleted target rows whose keys the source does not hold");
     }
-    Ok(deleted)
+    if values.is_empty() {
+        return Ok(0);
+    }
+    let key: Vec<String> = plan.keys.iter().map(|k| k.column.name.clone()).collect();
+    applier
+        .delete_keys(&plan.source, &key, &values, batch_rows)
+        .await?;
+    tracing::info!(table = %plan.source, target = %plan.target, rows = values.len(), "repair: deleted target rows whose keys the source does not hold");
+    Ok(values.len() as u64)
+}
+
+/// Which of `keys` the source does not hold now, compared by value in PostgreSQL (a key's
+/// canonical text is not the column's own: days for a date, `1.5` for `1.50`).
+async fn absent_at_source(
+    pg: &tokio_postgres::Client,
+    plan: &TablePlan,
+    keys: &[Vec<Vec<u8>>],
+) -> Result<Vec<Vec<Vec<u8>>>, VerifyError> {
+    let (schema, name) = plan
+        .source
+        .split_once('.')
+        .unwrap_or(("public", &plan.source));
+    let table = format!("{}.{}", pg_ident(schema), pg_ident(name));
+    let sql = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            format!(
+                "SELECT {i} WHERE EXISTS (SELECT 1 FROM {table} WHERE {})",
+                plan.key_filter(std::slice::from_ref(key), true)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows = pg
+        .query(&sql, &[])
+        .await
+        .map_err(SourceError::query(format!(
+            "re-reading keys of {}",
+            plan.source
+        )))?;
+    let present: std::collections::HashSet<usize> =
+        rows.iter().map(|r| r.get::<_, i32>(0) as usize).collect();
+    Ok(keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !present.contains(i))
+        .map(|(_, k)| k.clone())
+        .collect())
+}
+
+/// The key values of the target rows at `keys`, as the target's own text (the text protocol),
+/// which apply binds back as they are.
+async fn target_keys(
+    my: &mut Session,
+    plan: &TablePlan,
+    keys: &[Vec<Vec<u8>>],
+) -> Result<Vec<Vec<Vec<u8>>>, VerifyError> {
+    let columns: Vec<String> = plan
+        .keys
+        .iter()
+        .map(|k| super::plan::my_ident(&k.column.name))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        columns.join(", "),
+        super::plan::my_ident(&plan.target),
+        plan.key_filter(keys, false)
+    );
+    let what = format!("reading the extra keys of `{}`", plan.target);
+    let rows: Result<Vec<mysql_async::Row>, SqlError> =
+        with_retry!(my, &what, |conn| Ok(conn.query(&sql).await?));
+    let rows = rows.map_err(|source| VerifyError::Target {
+        url: my.url.clone(),
+        what,
+        source,
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            row.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    mysql_async::Value::Bytes(b) => b,
+                    other => other.as_sql(true).into_bytes(),
+                })
+                .collect()
+        })
+        .collect())
 }

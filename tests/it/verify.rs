@@ -338,6 +338,15 @@ fn verify_repair_rechecks_decimal_keys_by_value_and_keeps_a_key_the_source_gains
     let report: Value = serde_json::from_str(&stdout).unwrap();
     let t = table_report(&report, "public.dk");
     assert_eq!(t["repaired_deleted"], 1, "only 7.5 goes: {t:#}");
+    assert_eq!(
+        my.value(
+            "SELECT CONCAT(operation, ' ', row_count) FROM _db_sync_checkpoint \
+             WHERE pipeline LIKE '%:repair:public.dk'"
+        )
+        .as_deref(),
+        Some("delete 1"),
+        "the delete went through apply's checkpointed chunks"
+    );
     let q = "SELECT k, v FROM dk ORDER BY k";
     assert_eq!(lines(my.rows(q)), lines(sql.rows(q)));
     assert_eq!(capture.terminate(STOP_WAIT), 0);
