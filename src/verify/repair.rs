@@ -28,7 +28,7 @@ use crate::source::SourceError;
 
 /// The most characters of one signal's `data` (the signalling table's column is VARCHAR(2048)).
 const SIGNAL_DATA_MAX: usize = 2000;
-/// Keys per delete transaction.
+/// Extra keys per re-check at the source and per read of their target rows.
 const DELETE_KEYS: usize = 500;
 
 /// Asks the capture for an incremental snapshot of `keys` of `plan`'s table, in as many
