@@ -1,6 +1,7 @@
 //! `db-sync run` serves `/metrics` and `/healthz` on `metrics.listen`: scraped with curl during
 //! a workload, the counters equal the journal and the target; `/healthz` turns 503 with a
-//! reason while the target is unreachable and back to 200 when it returns.
+//! reason while the target is unreachable and back to 200 when it returns, and while a table
+//! is held (the target refused a row of it) until a backfill ends the hold.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -170,6 +171,26 @@ fn metrics_match_the_journal_and_the_target_and_healthz_follows_the_target() {
     let page = samples(&get(&metrics).1);
     assert!(page["db_sync_cycle_failures_total"] >= 1.0, "{page:#?}");
     assert_eq!(get(&format!("http://127.0.0.1:{port}/nope")).0, 404);
+
+    // A row the target cannot hold (a column narrowed by hand) holds the table: the daemon
+    // keeps running, and /healthz and db_sync_tables_held say so until a backfill ends it.
+    my.exec("ALTER TABLE items MODIFY v VARCHAR(20)");
+    sql.exec("INSERT INTO items VALUES (1001, 'longer than twenty characters')");
+    wait_until("/healthz 503 naming the hold", &daemon, || {
+        let (code, body) = get(&healthz);
+        code == 503 && body.starts_with("apply holds public.items")
+    });
+    let page = samples(&get(&metrics).1);
+    assert_eq!(page.get("db_sync_tables_held"), Some(&1.0), "{page:#?}");
+    my.exec("ALTER TABLE items MODIFY v LONGTEXT");
+    let out = p.db_sync(&["backfill", "--table", "public.items", "--truncate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until(
+        "/healthz 200 once the backfill ended the hold",
+        &daemon,
+        || get(&healthz).0 == 200,
+    );
+    assert_eq!(count(&my, "items"), 142);
     assert_eq!(daemon.terminate(STOP_WAIT), 0);
 }
 
