@@ -24,8 +24,8 @@
 //!   the next start after the fix goes on from there. While the daemon is stopped the source
 //!   keeps the WAL the slot has not confirmed (the slot guard's concern): fix and restart.
 //!   A roll-up job's failure is logged and recorded, and never stops the daemon. A row the
-//!   target refuses for its values fails neither: it holds its table out of apply
-//!   ([`crate::state::Hold`]) and the cycle goes on with the others.
+//!   target refuses for its values does not fail the cycle: it holds its table out of apply
+//!   ([`crate::state::Hold`]), and the cycle goes on with the others.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
