@@ -378,17 +378,7 @@ impl Replay<'_> {
         })?;
         let changes = merger.changes;
         let plans = merger.finish();
-        let window = ApplyWindow {
-            from,
-            to,
-            batch_rows,
-            chunk_bytes: 0,
-            superseded_through: 0,
-            changes,
-            rows: 0,
-            chunks: 0,
-            finished_at: None,
-        };
+        let window = ApplyWindow::unrecorded(from, to, batch_rows, changes);
         let replace = self.snapshots_starting(&plans, from);
         let sweeps = SweepPlan {
             marks: Default::default(),

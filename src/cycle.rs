@@ -91,10 +91,11 @@ pub async fn run_until(
     };
     let audit = audit::audit_once(config).await?;
     let apply = apply::apply_audited(config, stop).await?;
-    let segments_deleted = collect_garbage(config)?;
+    let applied = ApplyProgress::load(dir)?;
+    let segments_deleted = collect_garbage(config, &applied)?;
     crate::guard::warn_if_over(config).await;
     let held = match config.target {
-        Some(_) => ApplyProgress::load(dir)?.held,
+        Some(_) => applied.held,
         None => BTreeMap::new(),
     };
     Ok(Summary {
@@ -106,13 +107,10 @@ pub async fn run_until(
 }
 
 /// Journal GC: sealed segments audited, applied (with a target) and past `retain_hours`.
-fn collect_garbage(config: &Config) -> Result<usize, CycleError> {
+fn collect_garbage(config: &Config, applied: &ApplyProgress) -> Result<usize, CycleError> {
     let dir = &config.journal.dir;
-    let through = state::collectable_through(
-        &AuditProgress::load(dir)?,
-        &ApplyProgress::load(dir)?,
-        config.target.is_some(),
-    );
+    let through =
+        state::collectable_through(&AuditProgress::load(dir)?, applied, config.target.is_some());
     let cutoff = SystemTime::now() - Duration::from_secs(config.journal.retain_hours * 3600);
     let deleted = journal::delete_segments_through(dir, through, cutoff)?;
     for path in &deleted {

@@ -251,7 +251,7 @@ const VALUE_ERRORS: &[u16] = &[
 ];
 
 /// Whether the server's refusal `e` is about a row's values ([`VALUE_ERRORS`]).
-pub(crate) fn refuses_values(e: &SqlError) -> bool {
+fn refuses_values(e: &SqlError) -> bool {
     !e.transient && e.code.is_some_and(|c| VALUE_ERRORS.contains(&c))
 }
 
@@ -477,17 +477,7 @@ impl Applier {
             changes: Vec::new(),
             snapshot_start: None,
         };
-        let window = ApplyWindow {
-            from: 1,
-            to: 1,
-            batch_rows,
-            chunk_bytes: 0,
-            superseded_through: 0,
-            changes: keys.len() as u64,
-            rows: 0,
-            chunks: 0,
-            finished_at: None,
-        };
+        let window = ApplyWindow::unrecorded(1, 1, batch_rows, keys.len() as u64);
         let none = SweepPlan::default();
         self.apply_window(&window, &[plan], None, &none, &BTreeSet::new(), None)
             .await

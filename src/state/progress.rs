@@ -56,6 +56,24 @@ pub struct ApplyWindow {
     pub finished_at: Option<String>,
 }
 
+impl ApplyWindow {
+    /// A window applied outside the journal's progress (a backfill's replay, a repair's
+    /// deletes): sequences `from..=to`, `changes` of them, in chunks of `batch_rows`.
+    pub fn unrecorded(from: u64, to: u64, batch_rows: usize, changes: u64) -> ApplyWindow {
+        ApplyWindow {
+            from,
+            to,
+            batch_rows,
+            chunk_bytes: 0,
+            superseded_through: 0,
+            changes,
+            rows: 0,
+            chunks: 0,
+            finished_at: None,
+        }
+    }
+}
+
 /// Which sequences are in audit files (`audit-progress.json`).
 ///
 /// An audit records the window it is about to write as `pending`; a re-run after a crash

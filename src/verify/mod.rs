@@ -313,11 +313,11 @@ async fn repair_all(
                 t.table, t.table
             )));
         }
-        let pipeline = format!("{}:repair:{}", config.name, t.table);
-        let mut applier = crate::apply::Applier::new(tc, &pipeline, config.budget())?;
         let deleted = if t.extra_keys.is_empty() {
             0
         } else {
+            let pipeline = format!("{}:repair:{}", config.name, t.table);
+            let mut applier = crate::apply::Applier::new(tc, &pipeline, config.budget())?;
             applier.prepare().await?;
             // Chunks an earlier repair committed belong to its own keys.
             applier.prune_checkpoints(u64::MAX).await?;

@@ -299,26 +299,16 @@ fn verify_repair_rechecks_decimal_keys_by_value_and_keeps_a_key_the_source_gains
 
     // verify --repair compares, then waits before its re-check; meanwhile the source gains
     // key 9.75 and a cycle applies it. The re-check must find it at the source and keep it.
-    let log = p.dir.path().join("verify-repair.log");
-    let repair = {
-        let (config, dir, log) = (p.config_path(), p.dir.path().to_path_buf(), log.clone());
-        std::thread::spawn(move || {
-            std::process::Command::new(BIN)
-                .arg("--config")
-                .arg(config)
-                .args(["verify", "--repair", "--settle", "60", "--format", "json"])
-                .env("DB_SYNC_PAUSE", "verify.before_repair:6000")
-                .current_dir(dir)
-                .stderr(std::fs::File::create(log).unwrap())
-                .output()
-                .unwrap()
-        })
-    };
+    let mut repair = p.spawn_db_sync_env(
+        &["verify", "--repair", "--settle", "60"],
+        &[("DB_SYNC_PAUSE", "verify.before_repair:6000")],
+    );
     let start = Instant::now();
-    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("repairing")) {
+    while !repair.log().contains("repairing") {
         assert!(
             start.elapsed() < STREAM_WAIT,
-            "verify never got to its repair"
+            "verify never got to its repair: {}",
+            repair.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -327,17 +317,12 @@ fn verify_repair_rechecks_decimal_keys_by_value_and_keeps_a_key_the_source_gains
     sql.exec("INSERT INTO marker VALUES (1)");
     wait_for_marker(&p, &mut capture, "public.marker", STREAM_WAIT);
     compact(&p);
-    let out = repair.join().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(repair.wait(STREAM_WAIT), 0, "{}", repair.log());
+    let status: Value = serde_json::from_str(&run_ok(&p, &["status", "--json"])).unwrap();
     assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        status["verify"]["public.dk"]["repaired"], 1,
+        "only 7.5 goes: {status:#}"
     );
-    let report: Value = serde_json::from_str(&stdout).unwrap();
-    let t = table_report(&report, "public.dk");
-    assert_eq!(t["repaired_deleted"], 1, "only 7.5 goes: {t:#}");
     assert_eq!(
         my.value(
             "SELECT CONCAT(operation, ' ', row_count) FROM _db_sync_checkpoint \

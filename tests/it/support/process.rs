@@ -121,6 +121,15 @@ impl Pipeline {
 
     /// [`Pipeline::spawn_db_sync`] from working directory `cwd`.
     pub fn spawn_db_sync_in(&self, cwd: &Path, args: &[&str]) -> Capture {
+        self.spawn(cwd, args, &[])
+    }
+
+    /// [`Pipeline::spawn_db_sync`] with extra environment variables (a failpoint, a pause).
+    pub fn spawn_db_sync_env(&self, args: &[&str], env: &[(&str, &str)]) -> Capture {
+        self.spawn(self.dir.path(), args, env)
+    }
+
+    fn spawn(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Capture {
         let log_path = self.dir.path().join(format!(
             "db-sync-{}.log",
             COUNTER.fetch_add(1, Ordering::SeqCst)
@@ -130,6 +139,7 @@ impl Pipeline {
             .arg("--config")
             .arg(self.config_path())
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(cwd)
             .stdout(Stdio::null())
             .stderr(log)
